@@ -1,0 +1,90 @@
+"""Checkpoints that describe themselves, and release weights that load without unpickling."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from talkface import __version__
+from talkface.config import Config, from_dict
+from talkface.errors import TalkfaceError
+from talkface.models import Generator
+
+FORMAT_VERSION = 1
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP / torch.compile wrappers (so saved keys never carry prefixes)."""
+    while True:
+        if hasattr(module, "module") and isinstance(module.module, torch.nn.Module):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any], cfg: Config) -> None:
+    """Everything needed for an exact resume, plus the config and versions, in one torch file."""
+    payload = {"format": FORMAT_VERSION, "talkface_version": __version__, "config": cfg.to_dict(), **state}
+    _atomic_write(os.fspath(path), lambda p: torch.save(payload, p))
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint with `weights_only=True`: tensors and plain data, never code."""
+    try:
+        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TalkfaceError(f"is not a talkface training checkpoint ({type(e).__name__})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise TalkfaceError("is not a talkface training checkpoint of a known format", path)
+    return payload
+
+
+def save_release(path: str | os.PathLike, generator: torch.nn.Module, cfg: Config, half: bool = False, extra: dict | None = None) -> None:
+    """Generator weights as safetensors; config, format and version in the metadata."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in unwrap(generator).state_dict().items()}
+    meta = {"format": str(FORMAT_VERSION), "talkface_version": __version__, "config": json.dumps(cfg.to_dict()), **(extra or {})}
+    _atomic_write(os.fspath(path), lambda p: save_file(tensors, p, metadata=meta))
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, Config]:
+    """A generator in eval mode from release weights (.safetensors) or a training checkpoint (.pt)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TalkfaceError("no such checkpoint file", path)
+    if path.endswith(".safetensors"):
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise TalkfaceError(f"is not a readable safetensors file ({type(e).__name__})", path) from None
+        if meta.get("format") != str(FORMAT_VERSION) or "config" not in meta:
+            raise TalkfaceError("has no talkface config in its metadata", path)
+        cfg = from_dict(json.loads(meta["config"]))
+    else:
+        payload = load_training_state(path)
+        cfg = from_dict(payload["config"])
+        state = payload["ema"]
+    generator = Generator(cfg)
+    try:
+        generator.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as e:
+        raise TalkfaceError(f"weights do not match its config ({str(e).splitlines()[0]})", path) from None
+    return generator.to(device).eval(), cfg
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    with safe_open(os.fspath(path), framework="pt") as f:
+        return dict(f.metadata() or {})

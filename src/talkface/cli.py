@@ -1,0 +1,91 @@
+"""The `talkface` command: argument parsing only; each subcommand calls an importable function."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from talkface import __version__
+from talkface.errors import TalkfaceError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user mistake
+        self.exit(2, f"talkface: error: {message}\n")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from talkface.config import override, preset
+    from talkface.data import load_dataset
+    from talkface.pipeline import pick_device
+    from talkface.train import Trainer
+
+    try:
+        cfg = override(preset(args.config), args.set)
+    except ValueError as e:
+        raise TalkfaceError(str(e)) from None
+    device = pick_device(args.device)
+    dataset = load_dataset(args.data, cfg)
+    trainer = Trainer(cfg, dataset, args.out, device=str(device))
+    ckpt = os.path.join(args.out, "checkpoint.pt")
+    if args.resume and os.path.exists(ckpt):
+        trainer.resume(ckpt)
+    elif os.path.exists(ckpt) and not args.overwrite:
+        raise TalkfaceError("already holds a run (pass --resume to continue it, or --overwrite)", args.out)
+    trainer.fit(progress=not args.quiet)
+    print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from talkface.pipeline import Animator
+
+    path = Animator(args.checkpoint, device=args.device).generate(
+        args.image, args.audio, args.out, overwrite=args.overwrite, seed=args.seed, progress=not args.quiet
+    )
+    print(path)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="talkface", description="Make a face talk: a still face and speech in, a lip-synced video out.")
+    p.add_argument("--version", action="version", version=f"talkface {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    t = sub.add_parser("train", help="train the GAN")
+    t.add_argument("--config", default="tiny", help="preset: tiny or paper")
+    t.add_argument("--data", default="synthetic", help="'synthetic', or a folder of preprocessed clips")
+    t.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, checkpoints, weights")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=200")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="animate a face with speech and write an mp4")
+    g.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
+    g.add_argument("--image", required=True, help="the face")
+    g.add_argument("--audio", required=True, help="the speech: wav, mp3, m4a, flac, ogg or a video's audio")
+    g.add_argument("--out", required=True, help="the mp4 to write")
+    g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TalkfaceError as e:
+        print(f"talkface: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("talkface: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Typed configuration: one dataclass per concern, presets, and `key=value` overrides."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000
+    fps: float = 25.0
+    n_mfcc: int = 13
+    n_mels: int = 40
+    hop_ms: float = 10.0
+    fft_ms: float = 25.0
+    window_ms: float = 350.0  # audio context seen per video frame
+    centre: float = 0.5  # fraction of the window that lies before the frame's centre
+
+    @property
+    def hop(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.fft_ms / 1000))
+
+    @property
+    def steps(self) -> int:
+        """MFCC steps in one window."""
+        return int(round(self.window_ms / self.hop_ms))
+
+    @property
+    def span_ms(self) -> float:
+        """Audio one window covers: `steps` hops plus the FFT frame's overhang."""
+        return (self.steps - 1) * self.hop_ms + self.fft_ms
+
+    @property
+    def lookahead_ms(self) -> float:
+        """How far past the end of a frame's own interval its audio window reaches."""
+        return max(0.0, self.span_ms * (1 - self.centre) - 500.0 / self.fps)
+
+
+@dataclass
+class AudioEncoderConfig:
+    channels: tuple[int, ...] = (64, 128, 256, 256, 512)  # the 5 conv layers
+    fc: int = 512
+    dim: int = 256  # output of the 2nd FC layer and of the GRU
+    gru_layers: int = 2
+
+
+@dataclass
+class IdentityEncoderConfig:
+    channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # 5 conv layers, then 1 to `dim`
+    dim: int = 50
+    first_stride: int = 2  # 1 for small frames so the bottleneck stays (H/16, W/16)
+
+
+@dataclass
+class NoiseConfig:
+    dim: int = 10
+    std: float = 0.77
+    gru_layers: int = 2
+
+
+@dataclass
+class FrameDiscriminatorConfig:
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # 4 conv+pool layers
+    fc: int = 256
+
+
+@dataclass
+class SequenceDiscriminatorConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # per-frame image encoder
+    audio_dim: int = 128
+    hidden: int = 256
+    pyramid: tuple[int, ...] = (1, 2, 4)  # 1-D spatial pyramid pooling levels over time
+    fc: int = 256
+
+
+@dataclass
+class ModelConfig:
+    height: int = 128
+    width: int = 96
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    identity: IdentityEncoderConfig = field(default_factory=IdentityEncoderConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
+    seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
+
+
+@dataclass
+class LossConfig:
+    frame_adv: float = 1.0
+    seq_adv: float = 0.2
+    l1: float = 400.0
+    lower_face_weight: float = 3.0  # L1 weight of the lower half of the face relative to the upper
+
+
+@dataclass
+class OptimConfig:
+    g_lr: float = 2e-3
+    d_lr: float = 2e-5
+    betas: tuple[float, float] = (0.5, 0.999)
+    warmup_steps: int = 0
+    grad_clip: float = 10.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000
+    batch_size: int = 8
+    clip_frames: int = 16
+    frames_per_clip_d: int = 2  # frames sampled uniformly from each clip for the frame discriminator
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    amp: bool = True  # mixed precision, on CUDA only
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    name: str = "paper"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def paper() -> Config:
+    """The seed's sizes: 3x128x96 faces, 50-d identity, 10-d noise, 2-layer GRUs, lr G 2e-3 / D 2e-5."""
+    return Config(name="paper")
+
+
+def tiny() -> Config:
+    """Small frames and few channels, for tests and quick experiments on a CPU."""
+    return Config(
+        name="tiny",
+        model=ModelConfig(
+            height=64,
+            width=48,
+            audio=AudioEncoderConfig(channels=(8, 16, 16, 32, 32), fc=64, dim=32),
+            identity=IdentityEncoderConfig(channels=(8, 16, 32, 32, 64), dim=16, first_stride=1),
+            noise=NoiseConfig(),
+            frame_disc=FrameDiscriminatorConfig(channels=(8, 16, 32, 32), fc=32),
+            seq_disc=SequenceDiscriminatorConfig(channels=(8, 16, 16, 32), audio_dim=32, hidden=32, fc=32),
+        ),
+        optim=OptimConfig(g_lr=2e-3, d_lr=2e-5),
+        train=TrainConfig(steps=400, batch_size=8, clip_frames=12, log_every=10, checkpoint_every=100),
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _coerce(value: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if isinstance(current, str):
+        return value
+    parsed = ast.literal_eval(value)
+    if isinstance(current, float) and isinstance(parsed, int):
+        parsed = float(parsed)
+    if isinstance(current, tuple) and isinstance(parsed, list):
+        parsed = tuple(parsed)
+    if type(parsed) is not type(current):
+        raise ValueError(f"expected {type(current).__name__}, got {value!r}")
+    return parsed
+
+
+def override(cfg: Config, assignments: list[str]) -> Config:
+    """Apply `section.key=value` strings, type-checked against the current values."""
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        path, value = item.split("=", 1)
+        *parents, leaf = path.strip().split(".")
+        node: Any = cfg
+        for p in parents:
+            if not dataclasses.is_dataclass(node) or not hasattr(node, p):
+                raise ValueError(f"unknown config key {path!r}")
+            node = getattr(node, p)
+        if not dataclasses.is_dataclass(node) or leaf not in {f.name for f in dataclasses.fields(node)}:
+            raise ValueError(f"unknown config key {path!r}")
+        current = getattr(node, leaf)
+        if dataclasses.is_dataclass(current):
+            raise ValueError(f"config key {path!r} is a section, not a value")
+        try:
+            setattr(node, leaf, _coerce(value.strip(), current))
+        except (ValueError, SyntaxError) as e:
+            raise ValueError(f"bad value for {path!r}: {e}") from None
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from `to_dict` output (as stored in checkpoints)."""
+
+    def build(cls: type, values: dict[str, Any]) -> Any:
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            v = values[f.name]
+            default = getattr(cls(), f.name)
+            if dataclasses.is_dataclass(default):
+                v = build(type(default), v)
+            elif isinstance(default, tuple):
+                v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            kwargs[f.name] = v
+        return cls(**kwargs)
+
+    return build(Config, data)

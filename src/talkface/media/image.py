@@ -1,0 +1,45 @@
+"""Images in: any common format, mode or bit depth -> 8-bit RGB, upright (EXIF orientation applied)."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from talkface.errors import TalkfaceError
+from talkface.media.audio import check_readable
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. Grayscale, palette, RGBA (composited on white), CMYK, 16-bit and float
+    images are converted; a file that is not an image raises TalkfaceError."""
+    path = check_readable(path, "image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise TalkfaceError(f"cannot be read as an image ({str(e).split(':')[0] or type(e).__name__})", path) from None
+    except Image.DecompressionBombError:
+        raise TalkfaceError("is too large to be an image we can process", path) from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if im.mode == "F" and a.max() <= 1.0:
+            top = 1.0
+        g = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, -1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if im.mode == "RGB" and im.getbands() == ("R", "G", "B"):
+        return np.asarray(im)
+    return np.asarray(im.convert("RGB"))

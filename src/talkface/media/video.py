@@ -1,0 +1,214 @@
+"""Video out (H.264 + AAC mp4, frames streamed, written atomically) and video in (frames, fps)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from talkface.errors import TalkfaceError
+
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4") -> str:
+    """Check an output path before any work is done: its folder exists, and it is not clobbered."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise TalkfaceError("the output folder does not exist", folder)
+    if os.path.isdir(path):
+        raise TalkfaceError("is a directory; give a file name for the output", path)
+    if os.path.exists(path) and not overwrite:
+        raise TalkfaceError("already exists (pass --overwrite to replace it)", path)
+    if not os.access(folder, os.W_OK):
+        raise TalkfaceError("the output folder is not writable", folder)
+    if suffix and not path.lower().endswith(suffix):
+        raise TalkfaceError(f"the output must be a {suffix} file", path)
+    return path
+
+
+class VideoWriter:
+    """Write RGB frames as H.264 (yuv420p) with an optional audio track muxed as AAC.
+
+    The file appears at `path` only when `close()` succeeds: until then it is a temporary file in
+    the same folder, removed if anything fails, so no half-written video is ever left behind.
+    Audio is interleaved with the frames as they arrive.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        size: tuple[int, int],
+        audio_path: str | os.PathLike | None = None,
+        crf: int = 18,
+        audio_start: float = 0.0,
+    ):
+        self.path = os.fspath(path)
+        height, width = size
+        if height % 2 or width % 2:
+            raise ValueError(f"H.264 needs even frame dimensions, got {width}x{height}")
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, self.tmp = tempfile.mkstemp(suffix=".mp4", prefix=".talkface-", dir=folder)
+        os.close(fd)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        try:
+            self.container = av.open(self.tmp, "w", format="mp4")
+            self.video = self.container.add_stream("libx264", rate=self.fps)
+            self.video.width, self.video.height = width, height
+            self.video.pix_fmt = "yuv420p"
+            self.video.options = {"crf": str(crf), "preset": "veryfast"}
+            self.audio_frames = None
+            if audio_path is not None:
+                self._open_audio(os.fspath(audio_path), audio_start)
+        except BaseException:
+            self._discard()
+            raise
+        self.frames_written = 0
+
+    def _open_audio(self, audio_path: str, start: float) -> None:
+        self.audio_in = av.open(audio_path)
+        src = self.audio_in.streams.audio[0]
+        rate = src.rate if src.rate in AAC_RATES else 48000
+        layout = "stereo" if src.channels and src.channels >= 2 else "mono"
+        self.audio = self.container.add_stream("aac", rate=rate)
+        self.audio.layout = layout
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self.audio_frames = self._audio_frames(src, start)
+        self.audio_time = 0.0
+        self.audio_done = False
+
+    def _audio_frames(self, src: av.audio.stream.AudioStream, start: float) -> Iterator[av.AudioFrame]:
+        skip = int(round(start * self.audio.rate))
+        frames = (r for f in self.audio_in.decode(src) for r in self.resampler.resample(f))
+        for frame in frames:
+            if skip >= frame.samples:
+                skip -= frame.samples
+                continue
+            if skip:
+                data = np.ascontiguousarray(frame.to_ndarray()[:, skip:])
+                frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=self.audio.layout.name)
+                frame.sample_rate = self.audio.rate
+                skip = 0
+            frame.pts = None
+            yield frame
+
+    def _pump_audio(self, until: float, cut: bool = False) -> None:
+        """Encode audio up to `until` seconds; with `cut`, the last frame is trimmed to end there."""
+        if self.audio_frames is None or self.audio_done:
+            return
+        while self.audio_time < until:
+            frame = next(self.audio_frames, None)
+            if frame is None:
+                self.audio_done = True
+                break
+            room = int(round((until - self.audio_time) * self.audio.rate))
+            if cut and frame.samples > room:
+                frame = self._trimmed(frame, room)
+                self.audio_done = True
+            self.audio_time += frame.samples / self.audio.rate
+            for packet in self.audio.encode(frame):
+                self.container.mux(packet)
+
+    def _trimmed(self, frame: av.AudioFrame, samples: int) -> av.AudioFrame:
+        data = np.ascontiguousarray(frame.to_ndarray()[:, :samples])
+        out = av.AudioFrame.from_ndarray(data, format="fltp", layout=self.audio.layout.name)
+        out.sample_rate = self.audio.rate
+        return out
+
+    def write(self, frame: np.ndarray) -> None:
+        """frame: (H, W, 3) uint8 RGB."""
+        try:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in self.video.encode(vf):
+                self.container.mux(packet)
+            self.frames_written += 1
+            self._pump_audio(self.frames_written / float(self.fps))
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> str:
+        """Finish encoding (audio trimmed to the video's length) and move the file into place."""
+        try:
+            for packet in self.video.encode():
+                self.container.mux(packet)
+            self._pump_audio(self.frames_written / float(self.fps), cut=True)
+            if self.audio_frames is not None:
+                for packet in self.audio.encode():
+                    self.container.mux(packet)
+                self.audio_in.close()
+            self.container.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and remove the temporary file; nothing appears at `path`."""
+        self._discard()
+
+    def _discard(self) -> None:
+        for name in ("container", "audio_in"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:
+                    pass
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def video_info(path: str | os.PathLike) -> dict:
+    """fps, frame count (estimated when the container does not say), size and whether audio exists."""
+    path = os.fspath(path)
+    try:
+        with av.open(path) as c:
+            if not c.streams.video:
+                raise TalkfaceError("has no video track", path)
+            v = c.streams.video[0]
+            fps = float(v.average_rate or v.guessed_rate or 25)
+            frames = v.frames or (int(round(float(v.duration * v.time_base) * fps)) if v.duration else 0)
+            return {
+                "fps": fps,
+                "frames": frames,
+                "width": v.codec_context.width,
+                "height": v.codec_context.height,
+                "has_audio": bool(c.streams.audio),
+                "duration": float(c.duration / av.time_base) if c.duration else frames / fps,
+            }
+    except av.error.FFmpegError as e:
+        raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time."""
+    path = os.fspath(path)
+    try:
+        with av.open(path) as c:
+            if not c.streams.video:
+                raise TalkfaceError("has no video track", path)
+            stream = c.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in c.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as e:
+        raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None

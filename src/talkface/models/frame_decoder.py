@@ -1,0 +1,39 @@
+import torch
+from torch import nn
+
+from talkface.models.layers import norm
+
+from talkface.config import ModelConfig
+
+
+class FrameDecoder(nn.Module):
+    """6 transposed convs and 4 convs, alternating; a skip is concatenated before each conv.
+
+    latent (audio + identity + noise) -> T1 -> [T2, cat skip4, C1] -> [T3, cat skip3, C2]
+    -> [T4, cat skip2, C3] -> [T5, cat skip1, C4] -> T6 -> tanh image.
+    """
+
+    def __init__(self, cfg: ModelConfig, latent_dim: int, bottleneck: tuple[int, int]):
+        super().__init__()
+        c = cfg.identity.channels  # mirror the encoder; c[0..3] are the skip widths
+        first_stride = cfg.identity.first_stride
+        self.t1 = nn.Sequential(nn.ConvTranspose2d(latent_dim, c[4], bottleneck), norm(c[4]), nn.ReLU())
+        widths = [c[4], c[3], c[2], c[1], c[0]]
+        self.stages = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "up": nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1), norm(cout), nn.ReLU()),
+                    "conv": nn.Sequential(nn.Conv2d(2 * cout, cout, 3, 1, 1), norm(cout), nn.ReLU()),
+                }
+            )
+            for cin, cout in zip(widths[:-1], widths[1:])
+        )
+        k, p = (4, 1) if first_stride == 2 else (3, 1)
+        self.t6 = nn.ConvTranspose2d(c[0], 3, k, first_stride, p)
+
+    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """latent: (N, latent_dim), skips: 4 maps (N, C_i, H_i, W_i) finest first -> (N, 3, H, W)"""
+        x = self.t1(latent[:, :, None, None])
+        for stage, skip in zip(self.stages, reversed(skips)):
+            x = stage["conv"](torch.cat([stage["up"](x), skip], 1))
+        return torch.tanh(self.t6(x))

@@ -1,0 +1,51 @@
+import os
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from talkface.config import AudioConfig
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def write_audio(path, samples: np.ndarray, rate: int = 16000, codec: str | None = None) -> str:
+    """Encode mono float samples to any container PyAV knows, by the file's extension."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    codec = codec or {".wav": "pcm_s16le", ".mp3": "libmp3lame", ".m4a": "aac", ".flac": "flac", ".ogg": "libopus"}[ext]
+    fmt = "ipod" if ext == ".m4a" else None
+    with av.open(path, "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=rate)
+        s.layout = "mono"
+        fmt_name = s.codec_context.codec.audio_formats[0].name
+        frame_len = {"libmp3lame": 1152, "libopus": 960}.get(codec, 1024)
+        for i in range(0, len(samples), frame_len):
+            block = np.asarray(samples[i : i + frame_len], np.float32)
+            if fmt_name.startswith("s16"):
+                data = (np.clip(block, -1, 1) * 32767).astype(np.int16)[None]
+            elif fmt_name.startswith("s32"):
+                data = (np.clip(block, -1, 1) * 2147483647).astype(np.int32)[None]
+            else:
+                data = block[None]
+            f = av.AudioFrame.from_ndarray(data, format=fmt_name, layout="mono")
+            f.sample_rate = rate
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    from talkface.data.synthetic import _speech
+
+    frames = int(round(seconds * 25))
+    audio, _, _ = _speech(np.random.default_rng(seed), frames, AudioConfig(sample_rate=rate), 140.0)
+    return audio
+
+
+@pytest.fixture
+def speech_wav(tmp_path):
+    return write_audio(tmp_path / "speech.wav", speech_like(2.0))
