@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -45,6 +46,45 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(path)
 
 
+def cmd_train_sync(args: argparse.Namespace) -> None:
+    from talkface.config import SyncConfig, override
+    from talkface.data.mouths import load_mouth_clips
+    from talkface.train_sync import train_sync_expert
+
+    try:
+        cfg = override(SyncConfig(), args.set)
+    except ValueError as e:
+        raise TalkfaceError(str(e)) from None
+    if os.path.exists(os.path.join(args.out, "sync_expert.safetensors")) and not args.overwrite:
+        raise TalkfaceError("already holds a sync expert (pass --overwrite to replace it)", args.out)
+    clips = load_mouth_clips(args.data, cfg, cache_dir=args.cache, progress=not args.quiet)
+    report = train_sync_expert(cfg, clips, args.out, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    print(f"weights: {os.path.join(args.out, 'sync_expert.safetensors')}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from talkface.evaluate import evaluate_checkpoint, evaluate_video, write_results
+
+    if args.checkpoint and args.video:
+        raise TalkfaceError("give either --checkpoint with --data, or --video with --audio, not both")
+    if args.checkpoint:
+        if not args.data:
+            raise TalkfaceError("--checkpoint needs --data (a folder of talking videos)")
+        if args.limit is not None and args.limit < 1:
+            raise TalkfaceError("--limit must be at least 1")
+        meta, clips = evaluate_checkpoint(args.checkpoint, args.data, args.limit, device=args.device, seed=args.seed, progress=not args.quiet)
+    elif args.video:
+        if not args.audio:
+            raise TalkfaceError("--video needs --audio (the speech it should follow)")
+        meta, clips = evaluate_video(args.video, args.audio)
+    else:
+        raise TalkfaceError("give --checkpoint W --data FOLDER, or --video V --audio A")
+    json_path, html_path = write_results(args.out, meta, clips, overwrite=args.overwrite)
+    print(json_path)
+    print(html_path)
+
+
 def build_parser() -> Parser:
     p = Parser(prog="talkface", description="Make a face talk: a still face and speech in, a lip-synced video out.")
     p.add_argument("--version", action="version", version=f"talkface {__version__}")
@@ -71,6 +111,28 @@ def build_parser() -> Parser:
     g.add_argument("--device", default="auto")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("train-sync", help="train the lip-sync expert used by `evaluate`")
+    s.add_argument("--data", default="synthetic", help="'synthetic', or a folder of talking-face videos (e.g. GRID)")
+    s.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, sync_expert.safetensors, assessment.json")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a SyncConfig value, e.g. steps=200")
+    s.add_argument("--cache", default=None, help="folder for the cache of mouth crops (default: the temp folder)")
+    s.add_argument("--overwrite", action="store_true", help="replace the expert in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train_sync)
+
+    e = sub.add_parser("evaluate", help="score talking-face videos: lip sync, fidelity, identity, stability")
+    e.add_argument("--checkpoint", help="generator weights: animate each video's first frame with its own audio and score against the real frames")
+    e.add_argument("--data", help="with --checkpoint: a folder of talking videos (25 fps, with audio)")
+    e.add_argument("--limit", type=int, default=None, help="with --checkpoint: score only the first N videos (sorted by name)")
+    e.add_argument("--video", help="score this video (e.g. another tool's output) against --audio")
+    e.add_argument("--audio", help="with --video: the speech the video should follow")
+    e.add_argument("--out", required=True, help="folder for metrics.json and report.html")
+    e.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    e.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

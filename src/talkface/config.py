@@ -134,6 +134,41 @@ class Config:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class SyncConfig:
+    """The lip-sync expert (metrics.sync): its inputs, networks and contrastive training.
+
+    A sample is `frames` consecutive grayscale mouth crops and the MFCC columns (10 ms each) of the
+    same stretch of time, cut from the centre of the middle frame's MFCC window.
+    """
+
+    name: str = "sync"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    frames: int = 5
+    crop_height: int = 32
+    crop_width: int = 64
+    margin: int = 2  # extra pixels around each crop in the training cache, for random shifts
+    box_width: float = 1.4  # mouth box width in inter-ocular distances (height: width / 2)
+    audio_steps: int = 20  # 200 ms: the 5 frames' span
+    video_channels: tuple[int, ...] = (32, 64, 128, 128)  # stride-2 conv layers
+    audio_channels: tuple[int, ...] = (32, 64, 128)
+    dim: int = 128
+    max_offset: int = 15  # offsets searched by the metric, in frames
+    min_shift: int = 3  # shifted negatives are at least this many frames off
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_clips: int = 100  # held out: the last clips by sorted id
+    seed: int = 0
+    log_every: int = 50
+    time_limit_s: float = 0.0  # stop after this many seconds of training (0: no limit)
+    threads: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def paper() -> Config:
     """The seed's sizes: 3x128x96 faces, 50-d identity, 10-d noise, 2-layer GRUs, lr G 2e-3 / D 2e-5."""
     return Config(name="paper")
@@ -209,8 +244,8 @@ def override(cfg: Config, assignments: list[str]) -> Config:
     return cfg
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict` output (as stored in checkpoints)."""
+def from_dict(data: dict[str, Any], cls: type = Config) -> Any:
+    """Rebuild a Config (or another top-level config such as SyncConfig) from `to_dict` output."""
 
     def build(cls: type, values: dict[str, Any]) -> Any:
         kwargs = {}
@@ -226,4 +261,4 @@ def from_dict(data: dict[str, Any]) -> Config:
             kwargs[f.name] = v
         return cls(**kwargs)
 
-    return build(Config, data)
+    return build(cls, data)
