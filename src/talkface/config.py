@@ -160,6 +160,8 @@ class SyncConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_clips: int = 100  # held out: the last clips by sorted id
+    synthetic_clips: int = 48  # size of the synthetic data set (--data synthetic)
+    synthetic_frames: int = 50
     seed: int = 0
     log_every: int = 50
     time_limit_s: float = 0.0  # stop after this many seconds of training (0: no limit)

@@ -153,7 +153,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
         clips.append(ClipScore(os.path.splitext(os.path.basename(path))[0], {"generated": gen_scores, "real": real_scores},
                                speech_envelope(speech, n), {"generated": gen_ap, "real": real_ap}, curves,
                                {"real": _strip(real), "generated": _strip(generated)}))
-    meta = {"mode": "checkpoint", "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "clips": len(clips),
+    meta = {"mode": "checkpoint", "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "videos": len(clips),
             "model_size": list(animator.size), "seed": seed}
     return meta, clips
 

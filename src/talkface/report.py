@@ -97,7 +97,7 @@ def render_html(doc: dict, clips: list) -> str:
     names = doc["values"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>talkface evaluation</title><style>{STYLE}</style></head><body>"]
     parts.append("<h1>talkface evaluation</h1><p>")
-    for key in ("mode", "checkpoint", "data", "video", "audio", "clips"):
+    for key in ("mode", "checkpoint", "data", "videos", "video", "audio", "frames"):
         if key in doc:
             parts.append(f"<b>{key}</b>: {html.escape(str(doc[key]))}<br>")
     parts.append("</p><h2>Mean over clips</h2>")

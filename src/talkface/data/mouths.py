@@ -129,5 +129,5 @@ def folder_clips(folder: str | os.PathLike, cfg: SyncConfig, cache_dir: str | No
 def load_mouth_clips(spec: str, cfg: SyncConfig, cache_dir: str | None = None, progress: bool = False) -> MouthClips:
     """'synthetic', or a folder of talking-face videos."""
     if spec == "synthetic":
-        return synthetic_clips(cfg, seed=cfg.seed)
+        return synthetic_clips(cfg, cfg.synthetic_clips, cfg.synthetic_frames, seed=cfg.seed)
     return folder_clips(spec, cfg, cache_dir, progress=progress)
