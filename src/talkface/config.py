@@ -88,6 +88,7 @@ class ModelConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
     seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
+    residual: bool = True  # the decoder's output is a change applied to the still
 
 
 @dataclass
@@ -150,13 +151,13 @@ class SyncConfig:
     margin: int = 2  # extra pixels around each crop in the training cache, for random shifts
     box_width: float = 1.4  # mouth box width in inter-ocular distances (height: width / 2)
     audio_steps: int = 20  # 200 ms: the 5 frames' span
-    video_channels: tuple[int, ...] = (32, 64, 128, 128)  # stride-2 conv layers
-    audio_channels: tuple[int, ...] = (32, 64, 128)
+    video_channels: tuple[int, ...] = (16, 32, 64, 128)  # stride-2 conv layers
+    audio_channels: tuple[int, ...] = (16, 32, 64)
     dim: int = 128
     max_offset: int = 15  # offsets searched by the metric, in frames
     min_shift: int = 3  # shifted negatives are at least this many frames off
     steps: int = 3000
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_clips: int = 100  # held out: the last clips by sorted id
@@ -165,7 +166,7 @@ class SyncConfig:
     seed: int = 0
     log_every: int = 50
     time_limit_s: float = 0.0  # stop after this many seconds of training (0: no limit)
-    threads: int = 2
+    threads: int = 1  # on a shared CPU, more threads than free cores only wait on each other
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

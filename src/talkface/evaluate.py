@@ -18,7 +18,7 @@ from tqdm import tqdm
 from talkface import __version__
 from talkface.errors import TalkfaceError
 from talkface.metrics import applicable, compute, describe, list_metrics
-from talkface.metrics.landmarks import clip_box, detect_landmarks, face_box, mouth_aperture
+from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
 from talkface.metrics.sync import SyncCurve, speech_envelope, sync_curve
 
 MAX_SIDE = 640  # videos scored without ground truth are shrunk to this (landmark measures are scale-free)
@@ -112,16 +112,23 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
     return meta, [clip]
 
 
-def face_crops(frames: np.ndarray, size: tuple[int, int], landmarks: np.ndarray | None = None) -> np.ndarray:
-    """A fixed face crop of every frame at the model's (H, W): the clip's median face box, or a
-    centred crop of the whole frame when no face is found."""
+def face_crops(frames: np.ndarray, size: tuple[int, int], fps: float = 25.0) -> np.ndarray:
+    """Every frame's face aligned to the model's (H, W) template (media.face, tracked and smoothed);
+    frames where the face is lost reuse its last position, and a video with no face at all is
+    centre-cropped."""
+    from talkface.media.face import FaceTracker, align
     from talkface.pipeline import resize_crop
 
-    landmarks = detect_landmarks(frames) if landmarks is None else landmarks
-    box = clip_box(landmarks, face_box, aspect=size[0] / size[1])
-    if box is None:
+    with FaceTracker(fps) as tracker:
+        faces = [tracker(f) for f in frames]
+    found = [f for f in faces if f is not None]
+    if not found:
         return np.stack([resize_crop(f, size) for f in frames])
-    return np.stack([box.crop(f, size) for f in frames])
+    crops, last = [], found[0]
+    for frame, face in zip(frames, faces):
+        last = face or last
+        crops.append(align(frame, last, size)[0])
+    return np.stack(crops)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, limit: int | None = None, expert=None,
@@ -139,7 +146,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
         frames, fps = read_video(path)
         _check_fps(fps, path)
         speech = load_audio(path, animator.cfg.audio.sample_rate)
-        real = face_crops(frames, animator.size)
+        real = face_crops(frames, animator.size, fps)
         chunks = (speech[i : i + 16000] for i in range(0, len(speech), 16000))
         generated = np.stack(list(animator.stream(real[0], seed).run(chunks)))
         n = min(len(generated), len(real))
