@@ -68,10 +68,14 @@ def test_sync_curve_finds_the_offset_of_known_embeddings():
 
 def test_speech_envelope_and_silence():
     audio = np.zeros(10 * FRAME_SAMPLES, np.float32)
-    audio[3 * FRAME_SAMPLES : 6 * FRAME_SAMPLES] = 0.5 * np.sin(np.arange(3 * FRAME_SAMPLES) / 5)
+    audio[3 * FRAME_SAMPLES : 6 * FRAME_SAMPLES] = 0.5 * np.sin(np.arange(3 * FRAME_SAMPLES) / 5)  # 509 Hz
     env = speech_envelope(audio, 12)
-    assert env.shape == (12,) and env[4] == pytest.approx(0.5 / np.sqrt(2), rel=0.01) and env[0] == 0 and env[11] == 0
-    assert silent(env).tolist() == [True] * 3 + [False] * 3 + [True] * 6
+    assert env.shape == (12,) and env[4] == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+    assert env[0] < 1e-3 * env[4] and env[11] == 0  # before the tone: silence; past the audio's end: 0
+    hum = 0.5 * np.sin(2 * np.pi * 50 * np.arange(10 * FRAME_SAMPLES) / 16000)
+    assert speech_envelope(hum, 10).max() < 0.01  # mains hum lies outside the speech band
+    quiet = silent(env)
+    assert quiet[[0, 1, 7, 8, 9, 10, 11]].all() and not quiet[3:6].any()  # frames 2 and 6 border the tone
 
 
 def test_jitter_grows_with_shake_and_aperture_reads_the_lips():

@@ -102,7 +102,7 @@ def test_train_sync_cli_end_to_end(tmp_path, capsys):
     args = ["train-sync", "--data", "synthetic", "--out", str(out), "--quiet"] + [x for s in sets for x in ("--set", s)]
     assert main(args) == 0
     report = json.loads((out / "assessment.json").read_text())
-    assert report["steps"] == 2 and 0 <= report["pair_accuracy"] <= 1 and report["clips"] == 2
+    assert report["steps"] == 2 and 0 <= report["all_pair_accuracy"] <= 1 and report["clips"] == 2
     assert load_sync_expert(out / "sync_expert.safetensors")[1].dim == 16
     assert main(args) == 2  # refuses to overwrite without --overwrite
     assert "already holds a sync expert" in capsys.readouterr().err

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from talkface.checkpoint import save_sync_expert
 from talkface.config import SyncConfig
 from talkface.data.mouths import MouthClips
-from talkface.metrics.sync import audio_slice, curve_scores, embed, offset_distances
+from talkface.media.audio import MFCC_SCALE
+from talkface.metrics.sync import SILENCE_DB, audio_slice, curve_scores, embed, offset_distances
 from talkface.models.sync_expert import SyncExpert
 
 EVAL_SHIFT = 5  # shifted pairs in the held-out test are at least this many frames off
@@ -69,24 +70,35 @@ def contrastive_loss(expert: SyncExpert, batch: dict[str, torch.Tensor]) -> dict
     return {"loss": loss, "ranked": ranked}
 
 
-def pair_distances(expert: SyncExpert, clips: MouthClips, seed: int = 0, every: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def speech_frames(windows: np.ndarray, n_mels: int, db: float = SILENCE_DB) -> np.ndarray:
+    """Frames with speech (T,) bool, read from MFCC windows: c0 of the columns at each frame's centre
+    is the mean log-mel energy (x sqrt(n_mels)); speech is within |db| of the clip's loud frames."""
+    cols = windows.shape[-1] // 2 + np.arange(-2, 2)
+    energy = windows[:, 0, cols].mean(-1) / MFCC_SCALE / np.sqrt(n_mels)  # dB
+    return energy > np.percentile(energy, 95) + db
+
+
+def pair_distances(expert: SyncExpert, clips: MouthClips, seed: int = 0, every: int = 3) -> dict[str, np.ndarray]:
     """Distances of in-sync and shifted (by EVAL_SHIFT..max_offset frames) pairs: windows every
-    `every` frames of every clip, unaugmented (centre crop), one shifted pair per window."""
+    `every` frames of every clip, unaugmented (centre crop), one shifted pair per window; and
+    whether both of a pair's audio windows are centred on speech (silence cannot tell a shift)."""
     cfg = expert.cfg
     rng = np.random.default_rng(seed)
     m, f = cfg.margin, cfg.frames
-    pos, neg = [], []
+    pos, neg, speech = [], [], []
     for i in range(len(clips)):
         n = usable_length(clips, i)
         mouths = clips.mouths[i][:n, m : m + cfg.crop_height, m : m + cfg.crop_width]
         video, audio = embed(expert, mouths, clips.mfcc[i][:n])
+        voiced = speech_frames(clips.mfcc[i][:n], cfg.audio.n_mels)
         for t in range(0, n - f + 1, every):
             c = t + f // 2
             shifts = [s * k for k in range(EVAL_SHIFT, cfg.max_offset + 1) for s in (1, -1) if 0 <= c + s * k < n]
             k = int(rng.choice(shifts))
             pos.append(float(SyncExpert.distance(video[t], audio[c])))
             neg.append(float(SyncExpert.distance(video[t], audio[c + k])))
-    return np.array(pos), np.array(neg)
+            speech.append(bool(voiced[c] and voiced[c + k]))
+    return {"pos": np.array(pos), "neg": np.array(neg), "speech": np.array(speech)}
 
 
 def best_threshold(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -110,24 +122,29 @@ def clip_offsets(expert: SyncExpert, clips: MouthClips, shift: int) -> np.ndarra
 
 def assess(expert: SyncExpert, train: MouthClips, val: MouthClips, calibration_clips: int = 200) -> dict[str, float]:
     """Held-out accuracy: pairs in sync vs shifted by >= 5 frames, classified by a distance
-    threshold fitted on training clips; and how often the clip-level offset is right (+-1 frame)."""
-    calib = train.subset(range(min(calibration_clips, len(train))))
-    threshold = best_threshold(*pair_distances(expert, calib, seed=1))
-    pos, neg = pair_distances(expert, val, seed=2)
+    threshold fitted on training clips (all pairs, and pairs where both audio windows are speech);
+    and how often the clip-level offset is right (+-1 frame)."""
+    calib = pair_distances(expert, train.subset(range(min(calibration_clips, len(train)))), seed=1)
+    held = pair_distances(expert, val, seed=2)
+    report: dict[str, float] = {"clips": len(val)}
+    for name, pick in (("all", lambda d: np.ones(len(d["pos"]), bool)), ("speech", lambda d: d["speech"])):
+        cp, hp = pick(calib), pick(held)
+        threshold = best_threshold(calib["pos"][cp], calib["neg"][cp])
+        pos, neg = held["pos"][hp], held["neg"][hp]
+        report.update({
+            f"{name}_pairs": int(2 * hp.sum()),
+            f"{name}_threshold": threshold,
+            f"{name}_pair_accuracy": float((np.mean(pos < threshold) + np.mean(neg >= threshold)) / 2),
+            f"{name}_in_sync_accuracy": float(np.mean(pos < threshold)),
+            f"{name}_shifted_accuracy": float(np.mean(neg >= threshold)),
+            f"{name}_ranking_accuracy": float(np.mean(pos < neg)),
+            f"{name}_mean_distance_in_sync": float(pos.mean()),
+            f"{name}_mean_distance_shifted": float(neg.mean()),
+        })
     in_sync, late = clip_offsets(expert, val, 0), clip_offsets(expert, val, EVAL_SHIFT)
-    return {
-        "threshold": threshold,
-        "pairs": int(len(pos) + len(neg)),
-        "pair_accuracy": float((np.mean(pos < threshold) + np.mean(neg >= threshold)) / 2),
-        "in_sync_accuracy": float(np.mean(pos < threshold)),
-        "shifted_accuracy": float(np.mean(neg >= threshold)),
-        "ranking_accuracy": float(np.mean(pos < neg)),
-        "mean_distance_in_sync": float(pos.mean()),
-        "mean_distance_shifted": float(neg.mean()),
-        "clips": len(val),
-        "offset_accuracy_in_sync": float(np.mean(np.abs(in_sync) <= 1)),
-        f"offset_accuracy_shifted_{EVAL_SHIFT}": float(np.mean(np.abs(late - EVAL_SHIFT) <= 1)),
-    }
+    report["offset_accuracy_in_sync"] = float(np.mean(np.abs(in_sync) <= 1))
+    report[f"offset_accuracy_shifted_{EVAL_SHIFT}"] = float(np.mean(np.abs(late - EVAL_SHIFT) <= 1))
+    return report
 
 
 def train_sync_expert(cfg: SyncConfig, clips: MouthClips, out: str | os.PathLike, progress: bool = True) -> dict[str, float]:

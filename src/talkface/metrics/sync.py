@@ -15,6 +15,7 @@ from talkface.models.sync_expert import SyncExpert
 SAMPLE_RATE = 16000
 FPS = 25.0
 SILENCE_DB = -30.0  # a frame is silent when its RMS is this far below the clip's loud frames (95th percentile)
+SPEECH_BAND = (300.0, 4000.0)  # Hz
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,8 +120,13 @@ def lse(frames: np.ndarray, audio: np.ndarray, expert: SyncExpert | None = None,
 
 # -- without a network -----------------------------------------------------------------------------
 def speech_envelope(audio: np.ndarray, num_frames: int, sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> np.ndarray:
-    """RMS of the audio within each video frame's interval: (num_frames,), 0 past the audio's end."""
+    """RMS of the speech band (300-4000 Hz, zero-phase band-pass, so hum and hiss do not fill the
+    pauses) within each video frame's interval: (num_frames,), 0 past the audio's end."""
+    from scipy.signal import butter, sosfiltfilt
+
     audio = np.asarray(audio, np.float64)
+    if len(audio) > 64:
+        audio = sosfiltfilt(butter(4, SPEECH_BAND, btype="band", fs=sample_rate, output="sos"), audio)
     edges = np.round(np.arange(num_frames + 1) * sample_rate / fps).astype(int)
     env = np.zeros(num_frames)
     for t in range(num_frames):
@@ -155,11 +161,11 @@ def aperture(frames: np.ndarray, audio: np.ndarray, landmarks: np.ndarray | None
     """Mouth opening against speech loudness, with no network: aperture_corr, silence_aperture, speech_aperture.
 
     Aperture: the inner-lip gap (mean of three upper/lower face-mesh point pairs) divided by the
-    inter-ocular distance, per frame (unitless; ~0 closed, ~0.2 wide open). Envelope: the audio's
-    RMS within each frame's 40 ms, in dB (relative to the clip's loud frames, floored at -60 dB:
-    loudness is perceived, and lips move, on a log scale). aperture_corr: Pearson correlation of
+    inter-ocular distance, per frame (unitless; ~0 closed, ~0.2 wide open). Envelope: the RMS of
+    the audio's speech band (300-4000 Hz) within each frame's 40 ms, in dB relative to the clip's
+    loud frames, floored at -60 dB (loudness is perceived, and lips move, on a log scale). aperture_corr: Pearson correlation of
     aperture and envelope over the clip (-1..1, higher is better; a frozen face scores about 0;
-    real GRID clips score about 0.4-0.75). silence_aperture: mean aperture over frames
+    real GRID clips score about 0.5-0.8). silence_aperture: mean aperture over frames
     at least 30 dB quieter than the clip's loud frames (lips should rest: lower is better, compare
     with real video). speech_aperture: mean aperture over the other frames (for reference).
     """
