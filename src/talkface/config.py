@@ -156,7 +156,7 @@ class SyncConfig:
     dim: int = 128
     max_offset: int = 15  # offsets searched by the metric, in frames
     min_shift: int = 3  # shifted negatives are at least this many frames off
-    steps: int = 3000
+    steps: int = 1300
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -131,10 +131,11 @@ def jitter(frames: np.ndarray, landmarks: np.ndarray | None = None) -> dict[str,
     all frame triples with a face, divided by the inter-ocular distance; unitless per frame^2,
     lower is steadier (compare with the real video: speech moves the lips too).
     """
-    lms = _landmarks(frames, landmarks)[:, :MESH]
-    if len(lms) < 3:
+    found = _landmarks(frames, landmarks)
+    if len(found) < 3:
         return {"landmark_jitter": float("nan")}
-    acc = np.linalg.norm(lms[2:] - 2 * lms[1:-1] + lms[:-2], axis=-1).mean(-1) / inter_ocular(_landmarks(frames, landmarks))[1:-1]
+    lms = found[:, :MESH]
+    acc = np.linalg.norm(lms[2:] - 2 * lms[1:-1] + lms[:-2], axis=-1).mean(-1) / inter_ocular(found)[1:-1]
     return {"landmark_jitter": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")}
 
 

@@ -68,5 +68,5 @@ def compute(name: str, **inputs) -> dict[str, float]:
 
 
 def describe(name: str) -> str:
-    """The first paragraph of a metric's docstring."""
-    return (inspect.getdoc(get(name)) or "").split("\n\n")[0].replace("\n", " ")
+    """A metric's docstring on one line: what it reports, how it is computed, units, which way is better."""
+    return " ".join((inspect.getdoc(get(name)) or "").split())
