@@ -89,6 +89,7 @@ class ModelConfig:
     frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
     seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
     residual: bool = True  # the decoder's output is a change applied to the still
+    latent_per_stage: int = 16  # channels of the latent broadcast into each decoder conv (0: bottleneck only)
 
 
 @dataclass
