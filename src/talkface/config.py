@@ -89,6 +89,9 @@ class ModelConfig:
     frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
     seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
     residual: bool = True  # the decoder's output is a change applied to the still
+    # The still's mouth is hidden from the generator (y0, y1, x0, x1 as fractions of the crop), so it
+    # must draw the mouth from the speech instead of copying the still's (or, when dubbing, the old words').
+    mouth_mask: tuple[float, float, float, float] = (0.56, 0.88, 0.2, 0.8)
     latent_per_stage: int = 16  # channels of the latent broadcast into each decoder conv (0: bottleneck only)
 
 
@@ -142,12 +145,12 @@ def paper() -> Config:
 
 
 def tiny() -> Config:
-    """Small frames and few channels, for tests and quick experiments on a CPU."""
+    """Small frames (48 x 32) and few channels, for tests and quick experiments on a CPU."""
     return Config(
         name="tiny",
         model=ModelConfig(
-            height=64,
-            width=48,
+            height=48,
+            width=32,
             audio=AudioEncoderConfig(channels=(8, 16, 16, 32, 32), fc=64, dim=32),
             identity=IdentityEncoderConfig(channels=(8, 16, 32, 32, 64), dim=16, first_stride=1),
             noise=NoiseConfig(),
