@@ -45,7 +45,7 @@ def test_generator_phase_leaves_discriminators_untouched(data, tmp_path):
     batch = draw_batch(data, tr.cfg, 0)
     fake = tr.G(batch["still"], batch["mfcc"])
     d_before, g_before = snapshot(tr.D), snapshot(tr.G)
-    tr.D.requires_grad_(False)
+    tr.D.eval().requires_grad_(False)
     losses = tr.generator_phase(batch, fake, 0)
     assert set(losses) == {"g_frame_adv", "g_seq_adv", "g_l1"}
     tr.opt_g.zero_grad()

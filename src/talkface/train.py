@@ -204,7 +204,7 @@ class Trainer:
         with self._autocast():
             fake = self.G(batch["still"], batch["mfcc"], z)
 
-        self.D.requires_grad_(True)
+        self.D.train().requires_grad_(True)
         d_losses = self.discriminator_phase(batch, fake.detach(), step)
         for opt in self.opt_d.values():
             opt.zero_grad(set_to_none=True)
@@ -213,7 +213,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.D[name].parameters(), self.cfg.optim.grad_clip)
             opt.step()
 
-        self.D.requires_grad_(False)
+        self.D.eval().requires_grad_(False)  # frozen, BatchNorm statistics included
         g_losses = self.generator_phase(batch, fake, step)
         self.opt_g.zero_grad(set_to_none=True)
         sum(g_losses.values()).backward()
