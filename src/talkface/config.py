@@ -44,15 +44,15 @@ class AudioConfig:
 
 @dataclass
 class AudioEncoderConfig:
-    channels: tuple[int, ...] = (64, 128, 256, 256, 512)  # the 5 conv layers
-    fc: int = 512
+    channels: tuple[int, ...] = (32, 64, 128, 128, 256)  # the 5 conv layers
+    fc: int = 256
     dim: int = 256  # output of the 2nd FC layer and of the GRU
     gru_layers: int = 2
 
 
 @dataclass
 class IdentityEncoderConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # 5 conv layers, then 1 to `dim`
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # 5 conv layers, then 1 to `dim`
     dim: int = 50
     first_stride: int = 2  # 1 for small frames so the bottleneck stays (H/16, W/16)
 
@@ -66,13 +66,13 @@ class NoiseConfig:
 
 @dataclass
 class FrameDiscriminatorConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # 4 conv+pool layers
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # 4 conv+pool layers
     fc: int = 256
 
 
 @dataclass
 class SequenceDiscriminatorConfig:
-    channels: tuple[int, ...] = (16, 32, 64, 128)  # per-frame image encoder
+    channels: tuple[int, ...] = (8, 16, 32, 64)  # per-frame image encoder
     audio_dim: int = 128
     hidden: int = 256
     pyramid: tuple[int, ...] = (1, 2, 4)  # 1-D spatial pyramid pooling levels over time
