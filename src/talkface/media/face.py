@@ -260,8 +260,9 @@ def align(image: np.ndarray, face: Face, size: tuple[int, int] = (128, 96)) -> t
             roi = image[y0:y1, x0:x1]
             rw, rh = max(1, int(round((x1 - x0) * f))), max(1, int(round((y1 - y0) * f)))
             src = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
-            to_roi = np.array([[rw / (x1 - x0), 0, -x0 * rw / (x1 - x0)], [0, rh / (y1 - y0), -y0 * rh / (y1 - y0)], [0, 0, 1]])
-            A = M @ np.linalg.inv(to_roi)
+            sx, sy = rw / (x1 - x0), rh / (y1 - y0)
+            from_roi = np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])  # shrunk region -> picture pixels
+            A = M @ from_roi
     crop = cv2.warpAffine(src, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return crop, M
 

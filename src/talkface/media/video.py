@@ -73,7 +73,8 @@ class VideoWriter:
     def _open_audio(self, audio_path: str, start: float) -> None:
         self.audio_in = av.open(audio_path)
         src = self.audio_in.streams.audio[0]
-        rate = src.rate if src.rate in AAC_RATES else 48000
+        # AAC pads its last 1024-sample frame; at 44.1 kHz or more that tail stays under one video frame
+        rate = src.rate if src.rate in AAC_RATES and src.rate >= 44100 else 48000
         layout = "stereo" if src.channels and src.channels >= 2 else "mono"
         self.audio = self.container.add_stream("aac", rate=rate)
         self.audio.layout = layout
