@@ -121,6 +121,13 @@ def test_any_image_mode_works(animator, face_image, speech, tmp_path, kind, ext)
     assert frame.shape == (h, w, 3)
 
 
+@pytest.mark.parametrize("ext", ["mp3", "m4a", "flac", "ogg"])
+def test_any_audio_format_works(animator, face_image, tmp_path, ext):
+    audio = write_audio(tmp_path / f"speech.{ext}", speech_like(0.4))
+    frames = list(animator.generate(face_image, audio))
+    assert 10 <= len(frames) <= 14  # lossy encoders add delay and padding (AAC: up to 2 x 1024 samples)
+
+
 def test_audio_from_a_video_and_unusual_paths(tiny_checkpoint, face_image, tmp_path, capsys):
     folder = tmp_path / "dossier é ü"
     folder.mkdir()
