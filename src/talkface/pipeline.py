@@ -220,6 +220,12 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
     return out
 
 
+def _one(identity: Identity, k: int) -> Identity:
+    """The k-th still of a batch of encoded stills, as a batch of one."""
+    pick = lambda v: [x[k : k + 1] for x in v] if isinstance(v, list) else v[k : k + 1]
+    return dataclasses.replace(identity, **{f.name: pick(getattr(identity, f.name)) for f in dataclasses.fields(identity)})
+
+
 class _Dubber:
     """Video frames + audio -> frames with regenerated mouths, streamed in batches of `batch` frames."""
 
@@ -284,7 +290,7 @@ class _Dubber:
                 stills = self.generator.encode_identity(to_tensor(np.stack([pending[i][2] for i in todo])).to(self.device))
                 crops = []
                 for k in range(len(todo)):  # the recurrent state runs frame by frame, each with its own still
-                    identity = Identity(stills.code[k : k + 1], [s[k : k + 1] for s in stills.skips])
+                    identity = _one(stills, k)
                     frame, self.state = self.generator.decode(identity, mfcc[:, k : k + 1], z[:, k : k + 1], self.state)
                     crops.append(frame[0, 0])
                 crops = torch.stack(crops)

@@ -133,10 +133,12 @@ def pick_face(faces: list[Face], index: int | None, path: str | os.PathLike | No
 class OneEuro:
     """The One-Euro filter (Casiez et al. 2012) over an array: strong smoothing while still, little lag when moving.
 
-    Values are in face sizes and time in seconds, so the same settings suit any resolution.
+    Values are in face sizes and time in seconds, so the same settings suit any resolution. The
+    defaults cut the landmarks' jitter on a still face about 4x (benchmarks/face.py) while a head
+    moving at 2 face sizes per second is trailed by under a fifth of a frame.
     """
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 5.0, d_cutoff: float = 1.0):
+    def __init__(self, min_cutoff: float = 0.3, beta: float = 10.0, d_cutoff: float = 1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.x: np.ndarray | None = None
         self.dx: np.ndarray | None = None
@@ -169,7 +171,7 @@ class FaceTracker:
     smoothing restarts when it comes back. Use as a context manager (or call `close`).
     """
 
-    def __init__(self, fps: float = 25.0, index: int = 0, max_faces: int = 4, min_cutoff: float = 1.0, beta: float = 5.0):
+    def __init__(self, fps: float = 25.0, index: int = 0, max_faces: int = 4, min_cutoff: float = 0.3, beta: float = 10.0):
         self.dt = 1.0 / fps
         self.index = index
         self.mesh = _mesh(False, max(max_faces, index + 1))
@@ -260,8 +262,9 @@ def align(image: np.ndarray, face: Face, size: tuple[int, int] = (128, 96)) -> t
             roi = image[y0:y1, x0:x1]
             rw, rh = max(1, int(round((x1 - x0) * f))), max(1, int(round((y1 - y0) * f)))
             src = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
-            to_roi = np.array([[rw / (x1 - x0), 0, -x0 * rw / (x1 - x0)], [0, rh / (y1 - y0), -y0 * rh / (y1 - y0)], [0, 0, 1]])
-            A = M @ np.linalg.inv(to_roi)
+            sx, sy = rw / (x1 - x0), rh / (y1 - y0)
+            from_roi = np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])  # shrunk region -> picture pixels
+            A = M @ from_roi
     crop = cv2.warpAffine(src, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return crop, M
 
