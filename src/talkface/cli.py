@@ -46,11 +46,11 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from talkface.pipeline import Animator
+    from talkface.pipeline import EXAMPLE_FACE, EXAMPLE_SPEECH, Animator, asset
 
     path = Animator(args.checkpoint, device=args.device).generate(
-        args.image,
-        args.audio,
+        args.image or asset(EXAMPLE_FACE),
+        args.audio or asset(EXAMPLE_SPEECH),
         args.out,
         face_index=args.face_index,
         crop=True if args.crop else None,
@@ -110,10 +110,10 @@ def build_parser() -> Parser:
     pp.set_defaults(func=cmd_preprocess)
 
     g = sub.add_parser("generate", help="animate the face in a photo with speech and write an mp4")
-    g.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
-    g.add_argument("--image", required=True, help="a photo with a face (any size; the video keeps it)")
-    g.add_argument("--audio", required=True, help="the speech: wav, mp3, m4a, flac, ogg or a video's audio")
-    g.add_argument("--out", required=True, help="the mp4 to write")
+    g.add_argument("--checkpoint", help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
+    g.add_argument("--image", help="a photo with a face (any size; the video keeps it); default: the bundled example face")
+    g.add_argument("--audio", help="the speech: wav, mp3, m4a, flac, ogg or a video's audio; default: the bundled example speech")
+    g.add_argument("--out", default="talkface.mp4", help="the mp4 to write (default: talkface.mp4)")
     g.add_argument("--face-index", type=int, default=None, metavar="N", help="which face when there are several: 0 = the largest")
     g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -123,7 +123,7 @@ def build_parser() -> Parser:
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("dub", help="re-dub a talking video: its mouth follows new speech")
-    d.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
+    d.add_argument("--checkpoint", help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
     d.add_argument("--video", required=True, help="a video showing the face (its own audio, if any, is replaced)")
     d.add_argument("--audio", required=True, help="the new speech: wav, mp3, m4a, flac, ogg or a video's audio")
     d.add_argument("--out", required=True, help="the mp4 to write")

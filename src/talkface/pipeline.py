@@ -97,6 +97,16 @@ class _Reporter:
             self.bar.close()
 
 
+BUNDLED_MODEL = "grid_s1.safetensors"  # the paper preset trained on GRID speaker s1 (see MODEL_CARD.md)
+EXAMPLE_FACE = "example_face.png"
+EXAMPLE_SPEECH = "example_speech.wav"
+
+
+def asset(name: str) -> str:
+    """Path of a file shipped inside the package (weights, the example face and speech)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", name)
+
+
 class Animator:
     """A loaded generator and what it needs to turn a face and speech into a video.
 
@@ -106,9 +116,9 @@ class Animator:
     Without `out`, both return an iterator of frames (H, W, 3) uint8 instead of writing a file.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str | None = None):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None):
         self.device = pick_device(device)
-        self.generator, self.cfg = load_generator(checkpoint, self.device)
+        self.generator, self.cfg = load_generator(checkpoint or asset(BUNDLED_MODEL), self.device)
 
     @property
     def size(self) -> tuple[int, int]:
