@@ -10,8 +10,8 @@ from talkface.data.synthetic import SyntheticDataset, measure_opening
 from talkface.pixels import to_tensor, to_uint8
 from talkface.train import Trainer
 
-STEPS = 400
-TIME_LIMIT = 480  # seconds; a safety cap (400 steps take about 2-3 minutes on 2 CPU cores)
+STEPS = 500
+TIME_LIMIT = 600  # seconds; a safety cap (500 steps take about 3-4 minutes on 2 CPU cores)
 
 
 def opening_correlations(model, val: SyntheticDataset) -> tuple[float, float]:
