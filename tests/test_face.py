@@ -41,7 +41,7 @@ def test_blank_picture_has_no_face():
     assert detect_faces(np.full((200, 200, 3), 128, np.uint8)) == []
 
 
-@pytest.mark.parametrize("size", [(128, 96), (64, 48)])
+@pytest.mark.parametrize("size", [(128, 96), (64, 48), (48, 32)])
 def test_align_puts_eyes_and_mouth_on_the_template(face, face_image, size):
     h, w = size
     crop, M = align(face_image, face, size)

@@ -76,14 +76,14 @@ def test_cli_writes_a_full_resolution_video_with_the_audio(photo, speech, tiny_c
 
 
 def test_a_face_crop_of_the_model_size_is_animated_as_it_is(animator, speech, tmp_path):
-    crop = np.full((64, 48, 3), 128, np.uint8)  # no face mediapipe can find, but the model's size
+    crop = np.full((48, 32, 3), 128, np.uint8)  # no face mediapipe can find, but the model's size
     frames = list(animator.generate(crop, speech))
-    assert len(frames) == 10 and frames[0].shape == (64, 48, 3)
+    assert len(frames) == 10 and frames[0].shape == (48, 32, 3)
 
 
 def test_crop_flag_takes_any_image_as_a_crop(animator, face_image, speech):
     frames = animator.generate(face_image, speech, crop=True)
-    assert next(frames).shape == (64, 48, 3)
+    assert next(frames).shape == (48, 32, 3)
 
 
 def test_progress_callback_counts_frames(animator, face_image, speech):

@@ -7,7 +7,7 @@ Every crop the model sees, in training and at inference, is the same similarity 
 face onto a fixed template. The template is measured in units of `d`, the distance from the centre
 of the eyes (mean of the four eye corners) to the centre of the mouth (mean of its corners); the
 point shape was measured on frontal GRID frames with mediapipe and made left/right symmetric.
-In a crop of height H (128 for the paper preset, 64 for tiny) and width W:
+In a crop of height H (128 for the paper preset, 48 for tiny) and width W:
 
 - d = 0.33 H (42 px at 128x96), the eyes' centre at (W/2, 0.35 H), the mouth's centre at
   (W/2, 0.68 H): the mouth lies in the lower third;
