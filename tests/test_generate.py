@@ -23,7 +23,7 @@ def animator(tiny_checkpoint):
 
 @pytest.fixture
 def speech(tmp_path):
-    return write_audio(tmp_path / "speech.wav", speech_like(0.6))  # 15 frames
+    return write_audio(tmp_path / "speech.wav", speech_like(0.4))  # 10 frames
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def run(capsys, *args):
 def test_photo_keeps_its_resolution_and_only_the_face_changes(animator, photo, speech):
     path, canvas = photo
     frames = list(animator.generate(path, speech))
-    assert len(frames) == num_frames(int(0.6 * 16000), AudioConfig()) == 15
+    assert len(frames) == num_frames(int(0.4 * 16000), AudioConfig()) == 10
     assert all(f.shape == (320, 400, 3) for f in frames)  # odd sizes lose their last row / column
     picture = canvas[:320, :400]
     face = detect_faces(picture)[0]
@@ -69,16 +69,16 @@ def test_cli_writes_a_full_resolution_video_with_the_audio(photo, speech, tiny_c
     assert stdout.strip() == str(out)
     info = video_info(out)
     assert (info["width"], info["height"], info["fps"]) == (400, 320, 25.0)
-    assert info["has_audio"] and abs(info["duration"] - 0.6) <= 0.04 + 0.03
+    assert info["has_audio"] and abs(info["duration"] - 0.4) <= 0.04 + 0.03
     frames = list(iter_frames(out))
-    assert len(frames) == 15
+    assert len(frames) == 10
     assert np.abs(frames[0][:15, :15].astype(int) - canvas[:15, :15]).max() < 8  # far from the face: as it was
 
 
 def test_a_face_crop_of_the_model_size_is_animated_as_it_is(animator, speech, tmp_path):
     crop = np.full((48, 32, 3), 128, np.uint8)  # no face mediapipe can find, but the model's size
     frames = list(animator.generate(crop, speech))
-    assert len(frames) == 15 and frames[0].shape == (48, 32, 3)
+    assert len(frames) == 10 and frames[0].shape == (48, 32, 3)
 
 
 def test_crop_flag_takes_any_image_as_a_crop(animator, face_image, speech):
@@ -89,7 +89,7 @@ def test_crop_flag_takes_any_image_as_a_crop(animator, face_image, speech):
 def test_progress_callback_counts_frames(animator, face_image, speech):
     seen = []
     list(animator.generate(face_image, speech, progress=lambda done, total: seen.append((done, total))))
-    assert seen[0] == (1, 15) and seen[-1] == (15, 15)
+    assert seen[0] == (1, 10) and seen[-1] == (10, 10)
 
 
 def _save(image: np.ndarray, path, kind: str) -> tuple[int, int]:
@@ -263,7 +263,7 @@ def test_existing_output_is_kept_without_overwrite(tiny_checkpoint, speech, face
     assert out.read_bytes() == b"precious"
     code, _, err = run(capsys, *generate_args(tiny_checkpoint, image, speech, out, "--overwrite"))
     assert code == 0, err
-    assert video_info(out)["frames"] == 15
+    assert video_info(out)["frames"] == 10
 
 
 def test_missing_output_folder(tiny_checkpoint, speech, face_image, tmp_path, capsys):

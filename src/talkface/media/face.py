@@ -7,7 +7,7 @@ Every crop the model sees, in training and at inference, is the same similarity 
 face onto a fixed template. The template is measured in units of `d`, the distance from the centre
 of the eyes (mean of the four eye corners) to the centre of the mouth (mean of its corners); the
 point shape was measured on frontal GRID frames with mediapipe and made left/right symmetric.
-In a crop of height H (128 for the paper preset, 64 for tiny) and width W:
+In a crop of height H (128 for the paper preset, 48 for tiny) and width W:
 
 - d = 0.33 H (42 px at 128x96), the eyes' centre at (W/2, 0.35 H), the mouth's centre at
   (W/2, 0.68 H): the mouth lies in the lower third;
@@ -168,7 +168,7 @@ class FaceTracker:
 
     The face is chosen at the first frame that shows any: `faces[index]`, largest first. Afterwards
     the face nearest to where it was last seen is followed; a frame without it gives None and the
-    smoothing restarts when it comes back. Use as a context manager (or call `close`).
+    smoothing restarts when it comes back. After a second without it, it is chosen by rank again. Use as a context manager (or call `close`).
     """
 
     def __init__(self, fps: float = 25.0, index: int = 0, max_faces: int = 4, min_cutoff: float = 0.3, beta: float = 10.0):
@@ -178,7 +178,8 @@ class FaceTracker:
         self.filter = OneEuro(min_cutoff, beta)
         self.last: Face | None = None  # where the followed face was last seen (smoothed)
         self.started = False  # whether the face has been chosen
-        self.faces_seen = 0  # faces in the frame where it was chosen
+        self.missing = 0  # frames since the face was last seen
+        self.patience = max(1, int(round(fps)))  # after a second away, choose again by index
 
     def __call__(self, frame: np.ndarray) -> Face | None:
         faces = _faces(self.mesh.process(_check_image(frame)), frame.shape)
@@ -192,13 +193,20 @@ class FaceTracker:
         return self.last
 
     def _follow(self, faces: list[Face]) -> Face | None:
+        face = self._choose(faces)
+        self.missing = 0 if face is not None else self.missing + 1
+        return face
+
+    def _choose(self, faces: list[Face]) -> Face | None:
         if not faces:
             return None
         if not self.started:
-            self.started, self.faces_seen = True, len(faces)
+            self.started = True
             if self.index >= len(faces):
                 raise TalkfaceError(f"--face-index {self.index} is out of range: {len(faces)} face(s) found (0 = the largest)")
             return faces[self.index]
+        if self.missing >= self.patience:  # gone too long to know where it went: the same rank again
+            return faces[min(self.index, len(faces) - 1)]
         dist = [np.linalg.norm(f.centre - self.last.centre) / self.last.size for f in faces]
         best = int(np.argmin(dist))
         return faces[best] if dist[best] < 1.5 else None
