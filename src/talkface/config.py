@@ -44,15 +44,15 @@ class AudioConfig:
 
 @dataclass
 class AudioEncoderConfig:
-    channels: tuple[int, ...] = (64, 128, 256, 256, 512)  # the 5 conv layers
-    fc: int = 512
+    channels: tuple[int, ...] = (32, 64, 128, 128, 256)  # the 5 conv layers
+    fc: int = 256
     dim: int = 256  # output of the 2nd FC layer and of the GRU
     gru_layers: int = 2
 
 
 @dataclass
 class IdentityEncoderConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # 5 conv layers, then 1 to `dim`
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # 5 conv layers, then 1 to `dim`
     dim: int = 50
     first_stride: int = 2  # 1 for small frames so the bottleneck stays (H/16, W/16)
 
@@ -66,13 +66,13 @@ class NoiseConfig:
 
 @dataclass
 class FrameDiscriminatorConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # 4 conv+pool layers
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # 4 conv+pool layers
     fc: int = 256
 
 
 @dataclass
 class SequenceDiscriminatorConfig:
-    channels: tuple[int, ...] = (16, 32, 64, 128)  # per-frame image encoder
+    channels: tuple[int, ...] = (8, 16, 32, 64)  # per-frame image encoder
     audio_dim: int = 128
     hidden: int = 256
     pyramid: tuple[int, ...] = (1, 2, 4)  # 1-D spatial pyramid pooling levels over time
@@ -89,6 +89,10 @@ class ModelConfig:
     frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
     seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
     residual: bool = True  # the decoder's output is a change applied to the still
+    # The still's mouth is hidden from the generator (y0, y1, x0, x1 as fractions of the crop), so it
+    # must draw the mouth from the speech instead of copying the still's (or, when dubbing, the old words').
+    mouth_mask: tuple[float, float, float, float] = (0.56, 0.88, 0.2, 0.8)
+    latent_per_stage: int = 16  # channels of the latent broadcast into each decoder conv (0: bottleneck only)
 
 
 @dataclass
@@ -178,12 +182,12 @@ def paper() -> Config:
 
 
 def tiny() -> Config:
-    """Small frames and few channels, for tests and quick experiments on a CPU."""
+    """Small frames (48 x 32) and few channels, for tests and quick experiments on a CPU."""
     return Config(
         name="tiny",
         model=ModelConfig(
-            height=64,
-            width=48,
+            height=48,
+            width=32,
             audio=AudioEncoderConfig(channels=(8, 16, 16, 32, 32), fc=64, dim=32),
             identity=IdentityEncoderConfig(channels=(8, 16, 32, 32, 64), dim=16, first_stride=1),
             noise=NoiseConfig(),
