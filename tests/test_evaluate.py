@@ -116,6 +116,18 @@ def test_evaluate_a_checkpoint_against_real_videos(tmp_path, capsys):
     assert set(doc["mean"]) == {"generated", "real"}
 
 
+def test_evaluate_resamples_other_frame_rates_to_25_fps(tmp_path, capsys):
+    audio = write_audio(tmp_path / "speech.wav", speech_like(1.2))
+    video = tmp_path / "thirty.mp4"
+    with VideoWriter(video, 30, (64, 48), audio_path=audio) as w:
+        for i in range(36):  # 1.2 s
+            w.write(np.full((64, 48, 3), 4 * i, np.uint8))
+    out = tmp_path / "scores"
+    assert run(["evaluate", "--video", str(video), "--audio", audio, "--out", str(out)], capsys)[0] == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["frames"] == 30 and doc["source_fps"] == pytest.approx(30)
+
+
 def test_evaluate_rejects_bad_input_without_writing(synthetic_video, tmp_path, capsys):
     video, audio = synthetic_video
     out = tmp_path / "scores"

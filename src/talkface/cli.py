@@ -197,7 +197,7 @@ def build_parser() -> Parser:
 
     e = sub.add_parser("evaluate", help="score talking-face videos: lip sync, fidelity, identity, stability")
     e.add_argument("--checkpoint", help="generator weights: animate each video's first frame with its own audio and score against the real frames")
-    e.add_argument("--data", help="with --checkpoint: a folder of talking videos (25 fps, with audio)")
+    e.add_argument("--data", help="with --checkpoint: a folder of talking videos (with their audio)")
     e.add_argument("--limit", type=int, default=None, help="with --checkpoint: score only the first N videos (sorted by name)")
     e.add_argument("--video", help="score this video (e.g. another tool's output) against --audio")
     e.add_argument("--audio", help="with --video: the speech the video should follow")

@@ -19,7 +19,7 @@ from talkface import __version__
 from talkface.errors import TalkfaceError
 from talkface.metrics import applicable, compute, describe, list_metrics
 from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
-from talkface.metrics.sync import SyncCurve, speech_envelope, sync_curve
+from talkface.metrics.sync import FPS, SyncCurve, speech_envelope, sync_curve
 
 MAX_SIDE = 640  # videos scored without ground truth are shrunk to this (landmark measures are scale-free)
 
@@ -89,9 +89,14 @@ def read_video(path: str | os.PathLike, max_seconds: float | None = None, max_si
     return np.stack(frames), fps
 
 
-def _check_fps(fps: float, path: str) -> None:
-    if abs(fps - 25.0) > 0.5:
-        raise TalkfaceError(f"is {fps:.2f} fps; the metrics expect 25 fps video (resample it first)", path)
+def resample_frames(frames: np.ndarray, fps: float, target: float = FPS) -> np.ndarray:
+    """The frames shown at each tick of a `target` fps clock (nearest in time): the metrics and the
+    expert work on 25 fps."""
+    if abs(fps - target) < 0.01:
+        return frames
+    count = max(1, int(len(frames) / fps * target))
+    idx = np.minimum(np.round(np.arange(count) * fps / target).astype(int), len(frames) - 1)
+    return frames[idx]
 
 
 def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=None, max_seconds: float = 120.0) -> tuple[dict, list[ClipScore]]:
@@ -99,16 +104,16 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
     from talkface.media.audio import load_audio
 
     frames, fps = read_video(video, max_seconds, MAX_SIDE)
-    _check_fps(fps, os.fspath(video))
-    speech = load_audio(audio)[: int(round(len(frames) / fps * 16000))]
-    n = min(len(frames), int(len(speech) * fps / 16000))
+    frames = resample_frames(frames, fps)
+    speech = load_audio(audio)[: int(round(len(frames) / FPS * 16000))]
+    n = min(len(frames), int(len(speech) * FPS / 16000))
     if n < 5:
         raise TalkfaceError("overlaps the video by less than 5 frames", audio)
     frames = frames[:n]
     scores, curve, ap = score(frames, speech, still=frames[0], expert=expert)
     clip = ClipScore(os.path.basename(os.fspath(video)), {"video": scores}, speech_envelope(speech, n), {"video": ap},
                      {"video": curve} if curve else {}, {"video": _strip(frames)})
-    meta = {"mode": "video", "video": os.path.abspath(video), "audio": os.path.abspath(audio), "frames": n, "cut_at_seconds": max_seconds}
+    meta = {"mode": "video", "video": os.path.abspath(video), "audio": os.path.abspath(audio), "frames": n, "source_fps": fps, "cut_at_seconds": max_seconds}
     return meta, [clip]
 
 
@@ -144,9 +149,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     clips = []
     for path in tqdm(files, desc="evaluate", unit="video", disable=not progress, dynamic_ncols=True):
         frames, fps = read_video(path)
-        _check_fps(fps, path)
         speech = load_audio(path, animator.cfg.audio.sample_rate)
-        real = face_crops(frames, animator.size, fps)
+        real = resample_frames(face_crops(frames, animator.size, fps), fps, animator.cfg.audio.fps)
         chunks = (speech[i : i + 16000] for i in range(0, len(speech), 16000))
         generated = np.stack(list(animator.stream(real[0], seed).run(chunks)))
         n = min(len(generated), len(real))
