@@ -73,17 +73,21 @@ def list_videos(folder: str | os.PathLike) -> list[str]:
 
 
 def video_clip(path: str, cfg: SyncConfig, margin: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mouth crops, MFCC windows) of one video, or None when no face is found in its first frame."""
+    """(mouth crops, MFCC windows) of one video, or None when it cannot be read or shows no face in its first frame."""
     from talkface.media.video import iter_frames
 
-    frames = list(iter_frames(path))
+    try:
+        frames = list(iter_frames(path))
+        audio = load_audio(path, cfg.audio.sample_rate)
+    except TalkfaceError:  # a broken file among many is skipped, like a video without a face
+        return None
     if not frames:
         return None
     lm = detect_landmarks(frames[:1])[0]
     if np.isnan(lm).any():
         return None
     crops = mouth_crops(frames, mouth_box(lm, cfg.box_width), cfg, margin)
-    return crops, mfcc_windows(load_audio(path, cfg.audio.sample_rate), cfg.audio).astype(np.float16)
+    return crops, mfcc_windows(audio, cfg.audio).astype(np.float16)
 
 
 def _cache_key(files: list[str], cfg: SyncConfig) -> str:

@@ -6,7 +6,7 @@ float32 pixel coordinates (x, y); frames where no face is found are NaN.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -130,7 +130,7 @@ def median_box(boxes: list[Box]) -> Box | None:
     return Box(*np.median(np.array([(b.cx, b.cy, b.w, b.h) for b in boxes]), axis=0).tolist())
 
 
-def clip_box(landmarks: np.ndarray, make=mouth_box, **kwargs) -> Box | None:
+def clip_box(landmarks: np.ndarray, make: Callable[..., Box] = mouth_box, **kwargs) -> Box | None:
     """`make` (mouth_box or face_box) applied to every frame with a face, then the median; None if no face."""
     found = ~np.isnan(landmarks).any(axis=(1, 2))
     return median_box([make(lm, **kwargs) for lm in landmarks[found]])
@@ -144,10 +144,11 @@ def fallback_mouth_box(shape: tuple[int, ...], aspect: float = 2.0) -> Box:
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) uint8 -> gray (H, W) uint8."""
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
-def mouth_crops(frames, box: Box, cfg: SyncConfig, margin: int = 0) -> np.ndarray:
+def mouth_crops(frames: Iterable[np.ndarray], box: Box, cfg: SyncConfig, margin: int = 0) -> np.ndarray:
     """Grayscale crops (T, h + 2 margin, w + 2 margin) uint8 of `box` (grown to include the margin)."""
     h, w = cfg.crop_height, cfg.crop_width
     grown = Box(box.cx, box.cy, box.w * (w + 2 * margin) / w, box.h * (h + 2 * margin) / h)
