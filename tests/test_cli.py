@@ -57,3 +57,19 @@ def test_user_mistakes_exit_2_with_one_line(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
     assert e.value.code == 2
+
+
+def test_generate_with_no_arguments_uses_the_bundled_model_face_and_speech(tmp_path, monkeypatch, capsys):
+    from talkface.pipeline import BUNDLED_MODEL, asset
+
+    import os
+
+    assert os.path.getsize(asset(BUNDLED_MODEL)) < 50 * 2**20  # shipped inside the package, under 50 MB
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--quiet"]) == 0
+    with av.open("talkface.mp4") as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (360, 288)
+        assert sum(1 for _ in c.decode(video=0)) == 76  # 3.008 s of speech at 25 fps
+    assert main(["generate", "--quiet"]) == 2  # never overwritten without --overwrite
+    assert "already exists" in capsys.readouterr().err
