@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import av
 import numpy as np
@@ -49,3 +50,24 @@ def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def speech_wav(tmp_path):
     return write_audio(tmp_path / "speech.wav", speech_like(2.0))
+
+
+ASSETS = Path(__file__).parents[1] / "src" / "talkface" / "assets"
+SHARED = Path(__file__).parents[1].parent / "shared"  # beside the repository checkout
+
+
+@pytest.fixture(scope="session")
+def face_image() -> np.ndarray:
+    """A real frontal face, 360x288 (a GRID frame shipped as the package's example)."""
+    from talkface.media.image import load_image
+
+    return load_image(ASSETS / "example_face.png")
+
+
+@pytest.fixture(scope="session")
+def grid_video() -> Path:
+    """A real talking-face clip from the GRID data set beside the checkout (skipped where it is absent)."""
+    path = SHARED / "data" / "grid_s1" / "video" / "bbaf2n.mp4"
+    if not path.exists():
+        pytest.skip(f"GRID data not found at {path}")
+    return path

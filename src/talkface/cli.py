@@ -40,7 +40,31 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from talkface.pipeline import Animator
 
     path = Animator(args.checkpoint, device=args.device).generate(
-        args.image, args.audio, args.out, overwrite=args.overwrite, seed=args.seed, progress=not args.quiet
+        args.image,
+        args.audio,
+        args.out,
+        face_index=args.face_index,
+        crop=True if args.crop else None,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(path)
+
+
+def cmd_dub(args: argparse.Namespace) -> None:
+    from talkface.pipeline import Animator
+
+    path = Animator(args.checkpoint, device=args.device).dub(
+        args.video,
+        args.audio,
+        args.out,
+        face_index=args.face_index,
+        fit=args.fit,
+        reference=args.reference,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        progress=not args.quiet,
     )
     print(path)
 
@@ -61,16 +85,42 @@ def build_parser() -> Parser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="animate a face with speech and write an mp4")
+    g = sub.add_parser("generate", help="animate the face in a photo with speech and write an mp4")
     g.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
-    g.add_argument("--image", required=True, help="the face")
+    g.add_argument("--image", required=True, help="a photo with a face (any size; the video keeps it)")
     g.add_argument("--audio", required=True, help="the speech: wav, mp3, m4a, flac, ogg or a video's audio")
     g.add_argument("--out", required=True, help="the mp4 to write")
+    g.add_argument("--face-index", type=int, default=None, metavar="N", help="which face when there are several: 0 = the largest")
+    g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
     g.add_argument("--device", default="auto")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("dub", help="re-dub a talking video: its mouth follows new speech")
+    d.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
+    d.add_argument("--video", required=True, help="a video showing the face (its own audio, if any, is replaced)")
+    d.add_argument("--audio", required=True, help="the new speech: wav, mp3, m4a, flac, ogg or a video's audio")
+    d.add_argument("--out", required=True, help="the mp4 to write")
+    d.add_argument("--face-index", type=int, default=None, metavar="N", help="which face when there are several: 0 = the largest (default)")
+    d.add_argument(
+        "--fit",
+        choices=["loop", "cut"],
+        default="loop",
+        help="audio longer than the video: loop = play the video back and forth to cover it (default), cut = stop at the video's end",
+    )
+    d.add_argument(
+        "--reference",
+        choices=["frame", "first"],
+        default="frame",
+        help="identity still: each frame's own face (default) or the first frame's face throughout",
+    )
+    d.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    d.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_dub)
     return p
 
 

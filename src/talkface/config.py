@@ -88,6 +88,7 @@ class ModelConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
     seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
+    residual: bool = True  # the decoder's output is a change applied to the still
 
 
 @dataclass

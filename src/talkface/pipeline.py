@@ -1,8 +1,16 @@
-"""Image + audio in, mp4 out: the only place that touches files and devices around the networks."""
+"""Photo or video + audio in, mp4 out: the only place that touches files and devices around the networks.
+
+`Animator.generate` animates a still: the face is found, aligned to the model's template, animated
+by `FaceStream`, and each generated crop is pasted back into the full-resolution photo.
+`Animator.dub` re-dubs a talking video: every frame's face is tracked, aligned and regenerated with
+the new speech, then pasted back; head motion, eyes, background and frame rate stay the video's.
+"""
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -12,12 +20,20 @@ from tqdm import tqdm
 from talkface.checkpoint import load_generator
 from talkface.config import Config
 from talkface.errors import TalkfaceError
-from talkface.media.audio import iter_audio, num_frames
+from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
+from talkface.media.face import MIN_FACE_SIZE, Face, FaceTracker, align, detect_faces, paste_back, pick_face
 from talkface.media.image import load_image
-from talkface.media.video import VideoWriter, prepare_output
+from talkface.media.video import VideoWriter, iter_frames, iter_frames_pingpong, prepare_output, video_info
+from talkface.models import GeneratorState
+from talkface.models.generator import Identity
+from talkface.pixels import to_tensor, to_uint8
 from talkface.streaming import FaceStream
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
+FITS = ("loop", "cut")
+REFERENCES = ("frame", "first")
+
+Progress = bool | Callable[[int, int], None]
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -55,8 +71,40 @@ def resize_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (w, h), interpolation=interp))
 
 
+def even(frame: np.ndarray) -> np.ndarray:
+    """The frame without its last row / column where they are odd (H.264 needs even sizes)."""
+    h, w = frame.shape[:2]
+    return frame[: h - h % 2, : w - w % 2]
+
+
+class _Reporter:
+    """A tqdm bar (progress=True) and/or a callback(done, total) (progress=callable)."""
+
+    def __init__(self, progress: Progress, total: int, desc: str):
+        self.callback = progress if callable(progress) else None
+        self.total, self.done = total, 0
+        self.bar = tqdm(total=total, desc=desc, unit="frame", disable=progress is not True, dynamic_ncols=True)
+
+    def __call__(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        try:
+            for frame in frames:
+                yield frame
+                self.done += 1
+                self.bar.update(1)
+                if self.callback:
+                    self.callback(self.done, self.total)
+        finally:
+            self.bar.close()
+
+
 class Animator:
-    """A loaded generator and what it needs to turn a face and speech into a video."""
+    """A loaded generator and what it needs to turn a face and speech into a video.
+
+    >>> Animator("generator.safetensors").generate("photo.jpg", "speech.mp3", "out.mp4")
+    >>> Animator("generator.safetensors").dub("talk.mp4", "new_speech.wav", "dubbed.mp4")
+
+    Without `out`, both return an iterator of frames (H, W, 3) uint8 instead of writing a file.
+    """
 
     def __init__(self, checkpoint: str | os.PathLike, device: str | None = None):
         self.device = pick_device(device)
@@ -70,31 +118,176 @@ class Animator:
         """A live stream for a face crop (any size; resized to the model's)."""
         return FaceStream(self.generator, self.cfg, resize_crop(face, self.size), seed=seed)
 
-    def frames(self, face: np.ndarray, audio: str | os.PathLike, seed: int = 0):
+    def frames(self, face: np.ndarray, audio: str | os.PathLike, seed: int = 0) -> Iterator[np.ndarray]:
         """Iterator of generated crops (H, W, 3) uint8 for a face crop and an audio file."""
         chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
         return self.stream(face, seed).run(chunks)
 
+    # -- a photo --------------------------------------------------------------------------------
     def generate(
         self,
         image: str | os.PathLike | np.ndarray,
         audio: str | os.PathLike,
-        out: str | os.PathLike,
+        out: str | os.PathLike | None = None,
         *,
+        face_index: int | None = None,
+        crop: bool | None = None,
         overwrite: bool = False,
         seed: int = 0,
-        progress: bool | Callable[[int, int], None] = False,
-    ) -> str:
-        """Animate a face-crop image with speech and write an H.264/AAC mp4 to `out`."""
-        out = prepare_output(out, overwrite)
-        face = load_image(image) if not isinstance(image, np.ndarray) else image
+        progress: Progress = False,
+    ) -> str | Iterator[np.ndarray]:
+        """Animate the face in a photo with speech: an H.264/AAC mp4 at the photo's resolution.
+
+        The face is found with mediapipe, aligned to the model's template, animated, and pasted back
+        (lower face and jaw) into every frame. Several faces need `face_index` (0 = the largest).
+        `crop=True` takes the image as an already aligned face crop and writes the model's crops
+        as they are (the model's size); `crop=None` does so only when no face is found in an image
+        that has exactly the model's size. Returns `out`, or the frames when `out` is None.
+        """
+        out = prepare_output(out, overwrite) if out is not None else None
+        name = image if not isinstance(image, np.ndarray) else None
+        picture = load_image(image) if name is not None else image
         total = num_frames(scan_audio(audio, self.cfg.audio.sample_rate), self.cfg.audio)
-        bar = tqdm(total=total, desc="generate", unit="frame", disable=progress is not True, dynamic_ncols=True)
-        with VideoWriter(out, self.cfg.audio.fps, self.size, audio_path=audio) as writer:
-            for i, frame in enumerate(self.frames(face, audio, seed), 1):
-                writer.write(frame)
-                bar.update(1)
-                if callable(progress):
-                    progress(i, total)
-        bar.close()
-        return out
+        as_crop = crop is True
+        if crop is not True:
+            picture = even(picture)
+            faces = detect_faces(picture)
+            as_crop = crop is None and not faces and picture.shape[:2] == self.size
+        if as_crop:
+            frames = self.frames(picture, audio, seed)
+            size = self.size
+        else:
+            face = pick_face(faces, face_index, name)
+            still, M = align(picture, face, self.size)
+            crops = self.frames(still, audio, seed)
+            frames = (paste_back(picture, c, M, face) for c in crops)
+            size = picture.shape[:2]
+        frames = _Reporter(progress, total, "generate")(frames)
+        if out is None:
+            return frames
+        return _write(out, frames, self.cfg.audio.fps, size, audio)
+
+    # -- a video --------------------------------------------------------------------------------
+    def dub(
+        self,
+        video: str | os.PathLike,
+        audio: str | os.PathLike,
+        out: str | os.PathLike | None = None,
+        *,
+        face_index: int | None = None,
+        fit: str = "loop",
+        reference: str = "frame",
+        overwrite: bool = False,
+        seed: int = 0,
+        progress: Progress = False,
+    ) -> str | Iterator[np.ndarray]:
+        """Re-dub a talking video so that its mouth follows new speech; everything else stays.
+
+        fit="loop": the output lasts as long as the new audio; a shorter video is played back and
+        forth (ping-pong) to cover it, a longer one is cut. fit="cut": the output ends with whichever
+        of video and audio ends first. reference="frame": each frame's own aligned face is the
+        identity still (pose and light always match the frame); "first": the first frame with the
+        face is used throughout. Frames where the face is not found pass through unchanged.
+        Returns `out`, or the frames when `out` is None.
+        """
+        if fit not in FITS:
+            raise TalkfaceError(f"--fit must be one of {', '.join(FITS)}, not {fit!r}")
+        if reference not in REFERENCES:
+            raise TalkfaceError(f"--reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
+        out = prepare_output(out, overwrite) if out is not None else None
+        info = video_info(check_readable(video, "video"))
+        frames = iter_frames(video)
+        first = next(frames, None)
+        frames.close()
+        if first is None:
+            raise TalkfaceError("has no frames", video)
+        cfg = dataclasses.replace(self.cfg, audio=dataclasses.replace(self.cfg.audio, fps=info["fps"]))
+        total = num_frames(scan_audio(audio, cfg.audio.sample_rate), cfg.audio)
+        if fit == "cut" and info["frames"]:
+            total = min(total, info["frames"])
+        source = iter_frames_pingpong(video) if fit == "loop" else iter_frames(video)
+        frames = _Dubber(self.generator, cfg, face_index, reference, seed).run(map(even, source), audio, total, video)
+        frames = _Reporter(progress, total, "dub")(frames)
+        if out is None:
+            return frames
+        return _write(out, frames, info["fps"], even(first).shape[:2], audio)
+
+
+def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int], audio: str | os.PathLike) -> str:
+    with VideoWriter(out, fps, size, audio_path=audio) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return out
+
+
+class _Dubber:
+    """Video frames + audio -> frames with regenerated mouths, streamed in batches of `batch` frames."""
+
+    def __init__(self, generator, cfg: Config, face_index: int | None, reference: str, seed: int, batch: int = 16):
+        self.generator, self.cfg, self.reference, self.batch = generator, cfg, reference, batch
+        self.face_index = face_index
+        self.device = next(generator.parameters()).device
+        self.noise = torch.Generator().manual_seed(seed)
+        self.state = GeneratorState()
+        self.identity: Identity | None = None  # the fixed one, for reference="first"
+        self.size = (cfg.model.height, cfg.model.width)
+
+    def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
+        windows = self._windows(audio)
+        tracker = FaceTracker(fps=self.cfg.audio.fps, index=self.face_index or 0)
+        found = small = 0
+        try:
+            pending: list[tuple[np.ndarray, Face | None, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
+            for frame, window in zip(itertools.islice(frames, total), windows):
+                try:
+                    face = tracker(frame)
+                except TalkfaceError as e:
+                    raise TalkfaceError(e.problem, video) from None
+                crop = M = None
+                if face is not None and face.size < MIN_FACE_SIZE:
+                    small, face = max(small, face.size), None  # too few pixels to animate: pass through
+                if face is not None:
+                    found += 1
+                    crop, M = align(frame, face, self.size)
+                pending.append((frame, face, crop, M, window))
+                if len(pending) == self.batch:
+                    yield from self._flush(pending)
+                    pending = []
+            yield from self._flush(pending)
+        finally:
+            tracker.close()
+        if not found and small:
+            raise TalkfaceError(f"the face is too small (at most {small:.0f} px between eyes and mouth; at least {MIN_FACE_SIZE:.0f} needed)", video)
+        if not found:
+            raise TalkfaceError("no face found in any frame", video)
+
+    def _windows(self, audio: str | os.PathLike) -> Iterator[np.ndarray]:
+        features = FeatureStream(self.cfg.audio)
+        for chunk in iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate):
+            yield from features.push(chunk)
+        yield from features.flush()
+
+    @torch.inference_mode()
+    def _flush(self, pending: list) -> Iterator[np.ndarray]:
+        """Generate the crops of the frames that show the face, paste them back, in order."""
+        todo = [i for i, p in enumerate(pending) if p[1] is not None]
+        generated: dict[int, np.ndarray] = {}
+        if todo:
+            mfcc = torch.from_numpy(np.stack([pending[i][4] for i in todo]))[None].to(self.device)
+            z = self.generator.noise.sample(1, len(todo), generator=self.noise).to(self.device)
+            if self.reference == "first":
+                if self.identity is None:
+                    self.identity = self.generator.encode_identity(to_tensor(pending[todo[0]][2])[None].to(self.device))
+                crops, self.state = self.generator.decode(self.identity, mfcc, z, self.state)
+                crops = crops[0]
+            else:
+                stills = self.generator.encode_identity(to_tensor(np.stack([pending[i][2] for i in todo])).to(self.device))
+                crops = []
+                for k in range(len(todo)):  # the recurrent state runs frame by frame, each with its own still
+                    identity = Identity(stills.code[k : k + 1], [s[k : k + 1] for s in stills.skips])
+                    frame, self.state = self.generator.decode(identity, mfcc[:, k : k + 1], z[:, k : k + 1], self.state)
+                    crops.append(frame[0, 0])
+                crops = torch.stack(crops)
+            generated = dict(zip(todo, to_uint8(crops)))
+        for i, (frame, face, _, M, _) in enumerate(pending):
+            yield paste_back(frame, generated[i], M, face) if i in generated else frame

@@ -199,16 +199,77 @@ def video_info(path: str | os.PathLike) -> dict:
         raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time."""
-    path = os.fspath(path)
+def _decoded(path: str) -> Iterator[av.VideoFrame]:
+    """The first video stream's frames as PyAV frames, in presentation order."""
     try:
         with av.open(path) as c:
             if not c.streams.video:
                 raise TalkfaceError("has no video track", path)
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in c.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+            yield from c.decode(stream)
     except av.error.FFmpegError as e:
         raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time."""
+    for frame in _decoded(os.fspath(path)):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
+    """Frames pts[-2], pts[-3], ..., pts[0]: decoded forward a segment of `chunk` frames at a time
+    (each from the keyframe before it) and handed out in reverse, so memory holds one segment."""
+    end = len(pts) - 1
+    seekable = all(p is not None for p in pts) and all(a < b for a, b in zip(pts, pts[1:]))
+    while end > 0:
+        start = max(0, end - chunk)
+        wanted = {p: i for i, p in enumerate(pts[start:end], start)} if seekable else None
+        segment: list[np.ndarray | None] = [None] * (end - start)
+        try:
+            with av.open(path) as c:
+                stream = c.streams.video[0]
+                stream.thread_type = "AUTO"
+                if seekable and start > 0:
+                    c.seek(pts[start], stream=stream, backward=True, any_frame=False)
+                for i, frame in enumerate(c.decode(stream)):
+                    index = wanted.get(frame.pts) if seekable else i
+                    if seekable and frame.pts is not None and frame.pts > pts[end - 1]:
+                        break
+                    if index is not None and start <= index < end:
+                        segment[index - start] = frame.to_ndarray(format="rgb24")
+                    if not seekable and i >= end - 1:
+                        break
+        except av.error.FFmpegError as e:
+            raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
+        if any(f is None for f in segment):  # the seek landed past the segment: decode from the start
+            seekable = False
+            continue
+        yield from reversed(segment)
+        end = start
+
+
+def iter_frames_pingpong(path: str | os.PathLike, memory: int = 256 * 2**20) -> Iterator[np.ndarray]:
+    """Frames 0, 1, ..., N-1, N-2, ..., 0, 1, ... without end: a video played back and forth.
+
+    The forward passes stream; the backward ones hold at most `memory` bytes of frames at a time.
+    """
+    path = os.fspath(path)
+    pts: list[int] = []
+    last = None
+    for frame in _decoded(path):
+        pts.append(frame.pts)
+        last = frame.to_ndarray(format="rgb24")
+        yield last
+    if last is None:
+        return
+    chunk = max(4, memory // last.nbytes)
+    while True:
+        if len(pts) == 1:
+            yield last
+            continue
+        yield from _backward(path, pts, chunk)
+        for i, frame in enumerate(iter_frames(path)):
+            if i > 0:
+                yield frame

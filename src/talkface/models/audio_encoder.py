@@ -6,8 +6,9 @@ from talkface.config import AudioConfig, AudioEncoderConfig
 
 
 def conv_block(cin: int, cout: int, pool: bool) -> nn.Sequential:
-    # No normalisation: absolute loudness (silence vs speech) must survive to the codes.
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2)]
+    # BatchNorm (statistics over the batch, not per window): loudness differences between windows
+    # survive, which per-sample norms would erase; in eval mode it is a fixed affine map.
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
     if pool:
         layers.append(nn.MaxPool2d(2, ceil_mode=True))
     return nn.Sequential(*layers)

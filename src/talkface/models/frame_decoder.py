@@ -31,9 +31,16 @@ class FrameDecoder(nn.Module):
         k, p = (4, 1) if first_stride == 2 else (3, 1)
         self.t6 = nn.ConvTranspose2d(c[0], 3, k, first_stride, p)
 
-    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """latent: (N, latent_dim), skips: 4 maps (N, C_i, H_i, W_i) finest first -> (N, 3, H, W)"""
+    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor], base: torch.Tensor | None = None) -> torch.Tensor:
+        """latent: (N, latent_dim), skips: 4 maps (N, C_i, H_i, W_i) finest first, base: (N, 3, H, W) -> (N, 3, H, W)
+
+        With `base` (the still), the last layer's output is added to it before the tanh, in tanh's
+        own (atanh) space: the decoder learns what changes, starting from a copy of the still.
+        """
         x = self.t1(latent[:, :, None, None])
         for stage, skip in zip(self.stages, reversed(skips)):
             x = stage["conv"](torch.cat([stage["up"](x), skip], 1))
-        return torch.tanh(self.t6(x))
+        x = self.t6(x)
+        if base is not None:
+            x = x + torch.atanh(base.clamp(-0.995, 0.995))
+        return torch.tanh(x)

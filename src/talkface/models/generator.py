@@ -19,6 +19,7 @@ class Identity:
 
     code: torch.Tensor
     skips: list[torch.Tensor]
+    still: torch.Tensor
 
 
 @dataclass
@@ -41,12 +42,13 @@ class Generator(nn.Module):
         latent = m.audio.dim + m.identity.dim + m.noise.dim
         self.decoder = FrameDecoder(m, latent, self.identity_encoder.bottleneck)
         self.size = (m.height, m.width)
+        self.residual = m.residual
 
     def encode_identity(self, still: torch.Tensor) -> Identity:
         """still: (B, 3, H, W) in [-1, 1] -> Identity"""
         assert still.shape[1:] == (3, *self.size), f"expected (B, 3, {self.size[0]}, {self.size[1]}), got {tuple(still.shape)}"
         code, skips = self.identity_encoder(still)
-        return Identity(code, skips)
+        return Identity(code, skips, still)
 
     def decode(
         self, identity: Identity, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None
@@ -58,8 +60,10 @@ class Generator(nn.Module):
         noise, noise_h = self.noise(z, state.noise)
         code = identity.code.unsqueeze(1).expand(b, t, -1)
         latent = torch.cat([audio, code, noise], -1).flatten(0, 1)
-        skips = [s.unsqueeze(1).expand(b, t, *s.shape[1:]).flatten(0, 1) for s in identity.skips]
-        frames = self.decoder(latent, skips).view(b, t, 3, *self.size)
+        per_frame = lambda x: x.unsqueeze(1).expand(b, t, *x.shape[1:]).flatten(0, 1)
+        skips = [per_frame(s) for s in identity.skips]
+        base = per_frame(identity.still) if self.residual else None
+        frames = self.decoder(latent, skips, base).view(b, t, 3, *self.size)
         return frames, GeneratorState(audio_h, noise_h)
 
     def forward(self, still: torch.Tensor, mfcc: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:

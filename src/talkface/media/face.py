@@ -1,0 +1,338 @@
+"""Faces: landmarks (mediapipe face mesh), alignment to the model's crop, and pasting a generated
+crop back into the full-resolution picture.
+
+The face template
+-----------------
+Every crop the model sees, in training and at inference, is the same similarity transform of the
+face onto a fixed template. The template is measured in units of `d`, the distance from the centre
+of the eyes (mean of the four eye corners) to the centre of the mouth (mean of its corners); the
+point shape was measured on frontal GRID frames with mediapipe and made left/right symmetric.
+In a crop of height H (128 for the paper preset, 64 for tiny) and width W:
+
+- d = 0.33 H (42 px at 128x96), the eyes' centre at (W/2, 0.35 H), the mouth's centre at
+  (W/2, 0.68 H): the mouth lies in the lower third;
+- so the brows sit near 0.24 H, the top of the forehead near 0.11 H, the chin near 0.87 H (an open
+  jaw reaches about 0.97 H), and the cheeks span about 0.78 W: the whole face from the brows to
+  below the chin, roughly centred.
+
+Only points that speech barely moves drive the fit (eye corners, the nose's bridge and base, the
+mouth corners), and the fit is plain least squares over all of them: a face that moves smoothly
+gives a crop that moves smoothly, with no random sampling to flicker between frames.
+
+Faces are ordered largest first by `size` (= d in pixels). One smaller than `MIN_FACE_SIZE` is
+refused: below it mediapipe's landmarks get unreliable and the paper model's crop would be
+upsampled from too few pixels.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from talkface.errors import TalkfaceError
+
+NUM_LANDMARKS = 478  # face mesh with refined eyes and lips (468 + 2 irises x 5)
+MIN_FACE_SIZE = 32.0  # pixels between the centre of the eyes and the centre of the mouth
+
+EYE_CORNERS = [33, 133, 362, 263]
+MOUTH_CORNERS = [61, 291]
+
+# Alignment points: mediapipe index -> (x, y) in units of d, origin at the centre of the eyes, y down.
+TEMPLATE_POINTS = {
+    33: (-0.565, -0.016),  # outer eye corners
+    263: (0.565, -0.016),
+    133: (-0.217, 0.016),  # inner eye corners
+    362: (0.217, 0.016),
+    168: (0.0, -0.042),  # nose bridge between the eyes
+    197: (0.0, 0.169),
+    4: (0.0, 0.495),  # just above the nose tip
+    2: (0.0, 0.673),  # base of the nose
+    61: (-0.325, 1.0),  # mouth corners
+    291: (0.325, 1.0),
+}
+TEMPLATE_SCALE = 0.33  # d as a fraction of the crop height
+TEMPLATE_EYES_Y = 0.35  # the eyes' centre as a fraction of the crop height
+
+# The blend mask: the jaw line from cheek to cheek and, across the top, the cheeks and nostrils.
+JAW = [93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323]
+UPPER_EDGE = [50, 205, 98, 2, 327, 425, 280]
+CHIN = [172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397]
+JAW_DROP = 0.3  # the mask reaches this far (in d) below the chin, for a generated jaw that opens wider
+FEATHER = 0.12  # width of the mask's soft edge (Gaussian sigma), in d
+RING = (0.1, 0.9)  # mask values whose pixels give the colour statistics (the soft edge)
+
+
+@dataclass
+class Face:
+    landmarks: np.ndarray  # (478, 2) float32, pixels (x, y)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the landmarks (x1, y1 exclusive)
+    size: float  # pixels from the centre of the eyes to the centre of the mouth
+
+    @classmethod
+    def from_landmarks(cls, landmarks: np.ndarray) -> "Face":
+        lm = np.asarray(landmarks, np.float32)
+        assert lm.shape == (NUM_LANDMARKS, 2), f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}"
+        x0, y0 = np.floor(lm.min(0)).astype(int)
+        x1, y1 = np.ceil(lm.max(0)).astype(int) + 1
+        eyes, mouth = lm[EYE_CORNERS].mean(0), lm[MOUTH_CORNERS].mean(0)
+        return cls(lm, (int(x0), int(y0), int(x1), int(y1)), float(np.linalg.norm(mouth - eyes)))
+
+    @property
+    def centre(self) -> np.ndarray:
+        return self.landmarks[EYE_CORNERS + MOUTH_CORNERS].mean(0)
+
+
+def _mesh(static: bool, max_faces: int):
+    import mediapipe as mp  # heavy import, only when faces are needed
+
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5, min_tracking_confidence=0.5
+    )
+
+
+def _faces(result, shape: tuple[int, ...]) -> list[Face]:
+    h, w = shape[:2]
+    faces = []
+    for f in result.multi_face_landmarks or []:
+        lm = np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
+        faces.append(Face.from_landmarks(lm))
+    return sorted(faces, key=lambda f: -f.size)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}"
+    return np.ascontiguousarray(image)
+
+
+def detect_faces(image_rgb: np.ndarray, max_faces: int = 4) -> list[Face]:
+    """Faces in one picture (H, W, 3) uint8 RGB, largest first; empty when there is none."""
+    with _mesh(True, max_faces) as mesh:
+        return _faces(mesh.process(_check_image(image_rgb)), image_rgb.shape)
+
+
+def pick_face(faces: list[Face], index: int | None, path: str | os.PathLike | None = None) -> Face:
+    """The face to animate: the only one, or `faces[index]` (largest first); TalkfaceError otherwise."""
+    if not faces:
+        raise TalkfaceError("no face found", path)
+    if index is None:
+        if len(faces) > 1:
+            raise TalkfaceError(f"shows {len(faces)} faces; choose one with --face-index (0 = the largest, up to {len(faces) - 1})", path)
+        index = 0
+    if not 0 <= index < len(faces):
+        raise TalkfaceError(f"--face-index {index} is out of range: {len(faces)} face(s) found (0 = the largest)", path)
+    face = faces[index]
+    if face.size < MIN_FACE_SIZE:
+        raise TalkfaceError(
+            f"the face is too small ({face.size:.0f} px between eyes and mouth; at least {MIN_FACE_SIZE:.0f} needed)", path
+        )
+    return face
+
+
+class OneEuro:
+    """The One-Euro filter (Casiez et al. 2012) over an array: strong smoothing while still, little lag when moving.
+
+    Values are in face sizes and time in seconds, so the same settings suit any resolution.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 5.0, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff, dt: float):
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self.x = self.dx = None
+
+    def __call__(self, x: np.ndarray, dt: float) -> np.ndarray:
+        if self.x is None:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return x
+        dx = (x - self.x) / dt
+        self.dx = self.dx + self._alpha(self.d_cutoff, dt) * (dx - self.dx)
+        speed = np.linalg.norm(self.dx, axis=-1, keepdims=True)
+        a = self._alpha(self.min_cutoff + self.beta * speed, dt)
+        self.x = self.x + a * (x - self.x)
+        return self.x
+
+
+class FaceTracker:
+    """Follows one face through a video: face mesh in tracking mode, landmarks smoothed over time.
+
+    The face is chosen at the first frame that shows any: `faces[index]`, largest first. Afterwards
+    the face nearest to where it was last seen is followed; a frame without it gives None and the
+    smoothing restarts when it comes back. Use as a context manager (or call `close`).
+    """
+
+    def __init__(self, fps: float = 25.0, index: int = 0, max_faces: int = 4, min_cutoff: float = 1.0, beta: float = 5.0):
+        self.dt = 1.0 / fps
+        self.index = index
+        self.mesh = _mesh(False, max(max_faces, index + 1))
+        self.filter = OneEuro(min_cutoff, beta)
+        self.last: Face | None = None  # where the followed face was last seen (smoothed)
+        self.started = False  # whether the face has been chosen
+        self.faces_seen = 0  # faces in the frame where it was chosen
+
+    def __call__(self, frame: np.ndarray) -> Face | None:
+        faces = _faces(self.mesh.process(_check_image(frame)), frame.shape)
+        face = self._follow(faces)
+        if face is None:
+            self.filter.reset()
+            return None
+        scale = face.size
+        smooth = self.filter(face.landmarks / scale, self.dt) * scale
+        self.last = Face.from_landmarks(smooth)
+        return self.last
+
+    def _follow(self, faces: list[Face]) -> Face | None:
+        if not faces:
+            return None
+        if not self.started:
+            self.started, self.faces_seen = True, len(faces)
+            if self.index >= len(faces):
+                raise TalkfaceError(f"--face-index {self.index} is out of range: {len(faces)} face(s) found (0 = the largest)")
+            return faces[self.index]
+        dist = [np.linalg.norm(f.centre - self.last.centre) / self.last.size for f in faces]
+        best = int(np.argmin(dist))
+        return faces[best] if dist[best] < 1.5 else None
+
+    def close(self) -> None:
+        self.mesh.close()
+
+    def __enter__(self) -> "FaceTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def template(size: tuple[int, int] = (128, 96)) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark indices (K,) and their positions (K, 2) in a crop of `size` = (H, W)."""
+    h, w = size
+    idx = np.array(list(TEMPLATE_POINTS), int)
+    pts = np.array(list(TEMPLATE_POINTS.values()), np.float64) * (TEMPLATE_SCALE * h)
+    pts += (w / 2, TEMPLATE_EYES_Y * h)
+    return idx, pts
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, shift) taking src (K, 2) to dst (K, 2): M (2, 3)."""
+    # Closed form (Umeyama) rather than cv2.estimateAffinePartial2D: its robust estimators choose
+    # inliers from random subsets, which can change from one video frame to the next and jitter.
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    denom = (s**2).sum()
+    a = (s * d).sum() / denom
+    b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / denom
+    R = np.array([[a, -b], [b, a]])
+    return np.hstack([R, (md - R @ ms)[:, None]])
+
+
+def align_matrix(face: Face, size: tuple[int, int] = (128, 96)) -> np.ndarray:
+    """M (2, 3) taking picture pixels to crop pixels."""
+    idx, pts = template(size)
+    return similarity(face.landmarks[idx].astype(np.float64), pts)
+
+
+def align(image: np.ndarray, face: Face, size: tuple[int, int] = (128, 96)) -> tuple[np.ndarray, np.ndarray]:
+    """The face warped onto the template: crop (H, W, 3) uint8 and M (2, 3), picture -> crop pixels.
+
+    A face much larger than the crop is first shrunk with area averaging (no aliasing), and only the
+    region the crop needs is touched, so a 4K photo costs about as much as a small one.
+    """
+    h, w = size
+    M = align_matrix(face, size)
+    scale = float(np.hypot(M[0, 0], M[0, 1]))
+    A = M
+    src = image
+    if scale < 0.5:
+        corners = cv2.invertAffineTransform(M) @ np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64).T
+        x0, y0 = np.maximum(np.floor(corners.min(1)).astype(int) - 2, 0)
+        x1, y1 = np.ceil(corners.max(1)).astype(int) + 2
+        x1, y1 = min(x1, image.shape[1]), min(y1, image.shape[0])
+        if x1 > x0 and y1 > y0:
+            f = 2 * scale  # shrink so the final warp still enlarges a little (sharp, not aliased)
+            roi = image[y0:y1, x0:x1]
+            rw, rh = max(1, int(round((x1 - x0) * f))), max(1, int(round((y1 - y0) * f)))
+            src = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
+            to_roi = np.array([[rw / (x1 - x0), 0, -x0 * rw / (x1 - x0)], [0, rh / (y1 - y0), -y0 * rh / (y1 - y0)], [0, 0, 1]])
+            A = M @ np.linalg.inv(to_roi)
+    crop = cv2.warpAffine(src, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return crop, M
+
+
+def blend_mask(face: Face, M: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Soft mask (H, W) float32 in [0, 1] over the lower face and jaw, in crop coordinates."""
+    h, w = size
+    d = TEMPLATE_SCALE * h
+    lm = face.landmarks.astype(np.float64) @ M[:, :2].T + M[:, 2]
+    pts = np.concatenate([lm[JAW], lm[UPPER_EDGE], lm[CHIN] + (0.0, JAW_DROP * d)])
+    sigma = FEATHER * d
+    radius = int(np.ceil(3 * sigma))  # how far the blur spreads: the mask must fade out inside the crop
+    # pull the outline in by one sigma, so the soft edge is centred just inside the face's outline
+    centre = pts.mean(0)
+    inward = (pts - centre) * (1 - sigma / np.maximum(np.linalg.norm(pts - centre, axis=1, keepdims=True), 1e-6))
+    pts = centre + inward
+    pts[:, 0] = np.clip(pts[:, 0], radius + 1, w - 2 - radius)
+    pts[:, 1] = np.clip(pts[:, 1], radius + 1, h - 2 - radius)
+    hard = np.zeros((h, w), np.float32)
+    cv2.fillConvexPoly(hard, cv2.convexHull(np.round(pts * 16).astype(np.int32)), 1.0, lineType=cv2.LINE_AA, shift=4)
+    return cv2.GaussianBlur(hard, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_CONSTANT)
+
+
+def match_colour(generated: np.ndarray, original: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`generated` with its colours (mean and spread in Lab) moved to match `original`'s over pixels `where` is True."""
+    if where.sum() < 16:
+        return generated
+    g = cv2.cvtColor(generated.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    o = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    gs, os_ = g[where], o[where]
+    ratio = np.clip((os_.std(0) + 1e-3) / (gs.std(0) + 1e-3), 0.5, 2.0)  # bounded: a ring is a small sample
+    out = cv2.cvtColor((g - gs.mean(0)) * ratio + os_.mean(0), cv2.COLOR_LAB2RGB)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def paste_region(mask: np.ndarray, M: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 of the picture pixels a crop mask can touch (None when it touches none)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    corners = np.array([[xs.min() - 1, ys.min() - 1, 1], [xs.max() + 1, ys.min() - 1, 1], [xs.min() - 1, ys.max() + 1, 1], [xs.max() + 1, ys.max() + 1, 1]], np.float64)
+    pts = corners @ cv2.invertAffineTransform(M).T
+    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+    fh, fw = frame_shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def paste_back(frame: np.ndarray, crop: np.ndarray, M: np.ndarray, face: Face) -> np.ndarray:
+    """A copy of `frame` with the generated `crop`'s lower face blended in where `face` is.
+
+    crop: (h, w, 3) uint8 from the model, aligned by M (picture -> crop pixels, from `align`). The
+    blend mask is built from the face's landmarks; the crop's colours are matched to the picture
+    over the mask's soft edge. Pixels outside `paste_region` are left exactly as they were.
+    """
+    h, w = crop.shape[:2]
+    mask = blend_mask(face, M, (h, w))
+    out = frame.copy()
+    region = paste_region(mask, M, frame.shape)
+    if region is None:
+        return out
+    original = cv2.warpAffine(frame, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ring = (mask > RING[0]) & (mask < RING[1])
+    crop = match_colour(crop, original, ring)
+    x0, y0, x1, y1 = region
+    A = M @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)  # region pixels -> crop pixels
+    rgba = np.dstack([crop, np.round(mask * 255).astype(np.uint8)])
+    warped = cv2.warpAffine(rgba, A, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    alpha = warped[..., 3].astype(np.float32)
+    roi = out[y0:y1, x0:x1]
+    # where alpha is 0 the weighted mean is the original pixel, exactly
+    out[y0:y1, x0:x1] = cv2.blendLinear(np.ascontiguousarray(warped[..., :3]), roi, alpha, 255.0 - alpha)
+    return out
