@@ -38,6 +38,7 @@ class Face:
 
     first: torch.Tensor  # (1, C, h, w)
     skips: list[torch.Tensor]  # coarsest first, (1, C_i, H_i, W_i)
+    base: torch.Tensor  # (1, 3, H, W): the still in tanh's (atanh) space, or zeros (non-residual decoder)
 
 
 class SubpixelDeconv(nn.Module):
@@ -77,8 +78,9 @@ def fast_upsampler(deconv: nn.ConvTranspose2d) -> nn.Module:
 class SplitDecoder(nn.Module):
     """The frame decoder with its per-face parts taken out as inputs (see `Face`)."""
 
-    def __init__(self, decoder: FrameDecoder, audio_dim: int, code_dim: int):
+    def __init__(self, decoder: FrameDecoder, audio_dim: int, code_dim: int, residual: bool):
         super().__init__()
+        self.residual = residual
         t1 = decoder.t1[0]
         w = t1.weight.detach()  # (latent, C, h, w): latent = audio, code, noise
         self.shape = tuple(w.shape[1:])
@@ -103,17 +105,19 @@ class SplitDecoder(nn.Module):
         self.last = fast_upsampler(decoder.t6)
 
     @torch.no_grad()
-    def face(self, code: torch.Tensor, skips: list[torch.Tensor]) -> Face:
-        """code: (1, code_dim), skips: 4 maps finest first -> the per-face constants"""
+    def face(self, still: torch.Tensor, code: torch.Tensor, skips: list[torch.Tensor]) -> Face:
+        """still: (1, 3, H, W), code: (1, code_dim), skips: 4 maps finest first -> the per-face constants"""
         first = (code @ self.code_weight).view(1, *self.shape) + self.first_bias.view(1, -1, 1, 1)
-        return Face(first, [conv(s) for conv, s in zip(self.skip_convs, reversed(skips))])
+        # as FrameDecoder does with `base`
+        base = torch.atanh(still.clamp(-0.995, 0.995)) if self.residual else torch.zeros_like(still)
+        return Face(first, [conv(s) for conv, s in zip(self.skip_convs, reversed(skips))], base)
 
-    def forward(self, audio_noise: torch.Tensor, first: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
-        """audio_noise: (N, audio + noise), first and skips from `face` -> (N, 3, H, W)"""
+    def forward(self, audio_noise: torch.Tensor, first: torch.Tensor, base: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
+        """audio_noise: (N, audio + noise), first, base and skips from `face` -> (N, 3, H, W)"""
         x = self.first_post((audio_noise @ self.first_weight).view(-1, *self.shape) + first)
         for up, conv, post, skip in zip(self.ups, self.convs, self.posts, skips):
             x = post(conv(up(x)) + skip)
-        return torch.tanh(self.last(x))
+        return torch.tanh(self.last(x) + base)
 
 
 class TorchBackend:
@@ -200,15 +204,15 @@ class OnnxBackend:
         self.cfg = cfg
         self.name = "onnx-int8" if int8 else "onnx"
         m, a = cfg.model, cfg.audio
-        self.split = SplitDecoder(generator.decoder, m.audio.dim, m.identity.dim).eval()
-        self.face_names = ["first"] + [f"skip{i}" for i in range(len(self.split.convs))]
+        self.split = SplitDecoder(generator.decoder, m.audio.dim, m.identity.dim, m.residual).eval()
+        self.face_names = ["first", "base"] + [f"skip{i}" for i in range(len(self.split.convs))]
         threads = threads or torch.get_num_threads()
         with torch.inference_mode():
-            example_face = self.split.face(*generator.identity_encoder(torch.zeros(1, 3, m.height, m.width)))
+            example_face = self.encode(torch.zeros(1, 3, m.height, m.width))
         window = _export(generator.audio_encoder.window, (torch.zeros(2, a.n_mfcc, a.steps),), ["mfcc"], {"mfcc": {0: "n"}})
         decoder = _export(
             self.split,
-            (torch.zeros(2, m.audio.dim + m.noise.dim), example_face.first, *example_face.skips),
+            (torch.zeros(2, m.audio.dim + m.noise.dim), example_face.first, example_face.base, *example_face.skips),
             ["audio_noise", *self.face_names],
             {"audio_noise": {0: "n"}},
         )
@@ -241,10 +245,11 @@ class OnnxBackend:
     @torch.inference_mode()
     def encode(self, still: torch.Tensor) -> Face:
         """still: (1, 3, H, W) in [-1, 1] -> per-face constants"""
-        return self.split.face(*self.generator.identity_encoder(still.cpu()))
+        still = still.cpu().float()
+        return self.split.face(still, *self.generator.identity_encoder(still))
 
     def _face_feeds(self, face: Face) -> dict[str, np.ndarray]:
-        return dict(zip(self.face_names, (t.numpy() for t in [face.first, *face.skips])))
+        return dict(zip(self.face_names, (t.numpy() for t in [face.first, face.base, *face.skips])))
 
     @torch.inference_mode()
     def _codes(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState) -> tuple[np.ndarray, GeneratorState]:
