@@ -3,30 +3,16 @@ import pytest
 import torch
 
 from talkface.accel import OnnxBackend, SplitDecoder, SubpixelDeconv, TorchBackend, make_backend, onnx_available
-from talkface.checkpoint import save_release
-from talkface.config import override, paper, tiny
-from talkface.data.synthetic import SyntheticDataset
+from talkface.config import paper, tiny
 from talkface.errors import TalkfaceError
 from talkface.media.audio import num_frames
 from talkface.models import Generator, GeneratorState
 from talkface.pipeline import Animator
 from talkface.pixels import to_uint8
-from talkface.streaming import FaceStream
-from talkface.train import Trainer
 
 from conftest import speech_like, write_audio
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnx / onnxruntime not installed")
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    """A tiny generator trained for 2 steps, saved as release weights."""
-    out = tmp_path_factory.mktemp("run")
-    cfg = override(tiny(), ["train.batch_size=2", "train.clip_frames=4", "train.checkpoint_every=1000", "train.log_every=1"])
-    data = SyntheticDataset(4, 8, (cfg.model.height, cfg.model.width), cfg.audio, seed=1)
-    Trainer(cfg, data, str(out)).fit(2)
-    return str(out / "generator.safetensors")
 
 
 def test_subpixel_deconv_equals_transposed_conv():

@@ -31,7 +31,7 @@ class FaceStream:
     `model` is a backend from `talkface.accel.make_backend` (or a plain Generator, run as it is).
     """
 
-    def __init__(self, model, cfg: Config, still: np.ndarray, seed: int = 0, max_batch: int = 32):
+    def __init__(self, model, cfg: Config, still: np.ndarray, seed: int = 0, max_batch: int = 32, face=None):
         h, w = cfg.model.height, cfg.model.width
         assert still.shape == (h, w, 3) and still.dtype == np.uint8, f"still must be ({h}, {w}, 3) uint8, got {still.shape} {still.dtype}"
         self.backend = TorchBackend(model) if isinstance(model, Generator) else model
@@ -39,7 +39,7 @@ class FaceStream:
         self.features = FeatureStream(cfg.audio)
         self.noise_rng = torch.Generator().manual_seed(seed)
         self.state = GeneratorState()
-        self.face = self.backend.encode(to_tensor(still)[None])
+        self.face = face if face is not None else self.backend.encode(to_tensor(still)[None])  # `face`: `still` already encoded
         self.frames_out = 0
 
     def _decode(self, windows: np.ndarray) -> Iterator[np.ndarray]:
@@ -81,6 +81,13 @@ class PreparedPhoto:
         self.picture = np.ascontiguousarray(picture[: h - h % 2, : w - w % 2])
         self.face: Face = pick_face(detect_faces(self.picture), face_index, path)
         self.crop, self.M = align(self.picture, self.face, size)
+        self._encoded: tuple[object, object] | None = None  # (backend, its encoding of the crop)
+
+    def encoded(self, backend):
+        """The crop encoded by `backend` (identity code and skips), computed once."""
+        if self._encoded is None or self._encoded[0] is not backend:
+            self._encoded = (backend, backend.encode(to_tensor(self.crop)[None]))
+        return self._encoded[1]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -96,7 +103,8 @@ class PhotoStream:
 
     def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32):
         self.photo = photo
-        self.crops = FaceStream(model, cfg, photo.crop, seed=seed, max_batch=max_batch)
+        backend = TorchBackend(model) if isinstance(model, Generator) else model
+        self.crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
 
     @property
     def frames_out(self) -> int:
