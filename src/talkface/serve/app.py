@@ -371,6 +371,8 @@ async def _stream(service: Service, photo: PreparedPhoto, ws: web.WebSocketRespo
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # the caller logs it and tells the client
 
 
 async def _send_frame(ws: web.WebSocketResponse, frame: tuple[int, int, float, bytes]) -> None:

@@ -89,11 +89,11 @@ async function onFrame(data) {
   const samples = view.getUint32(4, true);
   const bitmap = await createImageBitmap(new Blob([data.slice(12)], { type: "image/jpeg" }));
   if (!session || index < window.talkface.lastIndex) return;
+  const tf = window.talkface;
+  tf.lastIndex = index;
   ctx2d.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   const now = performance.now();
-  const tf = window.talkface;
   tf.frames += 1;
-  tf.lastIndex = index;
   session.firstFrameAt = session.firstFrameAt || now;
   const centre = ((index + 0.5) * RATE) / session.fps;
   const e2e = now - captureTime(session.chunks, centre);
@@ -112,6 +112,7 @@ function send(block) {
   for (let i = 0; i < block.length; i++) pcm[i] = Math.max(-32768, Math.min(32767, Math.round(block[i] * 32767)));
   session.ws.send(pcm.buffer);
   session.sent += block.length;
+  window.talkface.sent = session.sent;
   session.chunks.push({ end: session.sent, t: performance.now() });
 }
 
@@ -174,7 +175,9 @@ async function start(kind, file) {
   node.connect(mute).connect(audio.destination); // pulls the capture node without playing the microphone
   if (kind === "mic") {
     try {
-      session.media = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
+      // the raw signal: the model reads loudness, which automatic gain control would flatten
+      const raw = { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+      session.media = await navigator.mediaDevices.getUserMedia({ audio: raw });
     } catch (e) {
       status(`microphone unavailable: ${e.message} (it needs localhost or https)`, true);
       return stop(false);
