@@ -74,6 +74,45 @@ def grid_video() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Release weights (safetensors + config) of a freshly initialised tiny generator.
+
+    Pipeline tests check shapes, frame counts, durations and untouched pixels, not quality, so the
+    weights need no training (a two-step Trainer run would cost seconds for nothing they check).
+    """
+    from talkface.checkpoint import save_release
+    from talkface.config import tiny
+    from talkface.models import Generator
+
+    cfg = tiny()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_run") / "generator.safetensors"
+    save_release(path, Generator(cfg), cfg)
+    return path
+
+
+def write_face_video(path, frames: int, fps: float = 25.0, blank: tuple[int, ...] = (), audio_path=None, step: float = 1.5) -> list[np.ndarray]:
+    """A clip of the example face drifting sideways, with each frame's index as a grey square in the
+    top-left corner; frames listed in `blank` show no face. Returns the frames as decoded."""
+    import cv2
+
+    from talkface.media.image import load_image
+    from talkface.media.video import VideoWriter, iter_frames
+
+    face = load_image(ASSETS / "example_face.png")
+    h, w = face.shape[:2]
+    with VideoWriter(path, fps, (h, w), audio_path=audio_path) as writer:
+        for i in range(frames):
+            shift = np.float32([[1, 0, step * i], [0, 1, 0]])
+            frame = cv2.warpAffine(face, shift, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            if i in blank:
+                frame = np.full_like(face, 90)
+            frame[:16, :16] = 10 + 12 * i
+            writer.write(frame)
+    return list(iter_frames(path))
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> str:
     """Release weights of a tiny generator trained for 2 steps on synthetic faces."""
     from talkface.config import override, tiny

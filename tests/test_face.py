@@ -41,7 +41,7 @@ def test_blank_picture_has_no_face():
     assert detect_faces(np.full((200, 200, 3), 128, np.uint8)) == []
 
 
-@pytest.mark.parametrize("size", [(128, 96), (64, 48)])
+@pytest.mark.parametrize("size", [(128, 96), (64, 48), (48, 32)])
 def test_align_puts_eyes_and_mouth_on_the_template(face, face_image, size):
     h, w = size
     crop, M = align(face_image, face, size)
@@ -149,3 +149,17 @@ def test_tracker_follows_a_video_face(grid_video):
         assert tracker(blank) is None
     centres = np.array([f.centre for f in faces])
     assert np.abs(np.diff(centres, axis=0)).max() < 3  # a seated speaker: no jumps
+
+
+def test_tracker_picks_the_face_again_after_losing_it(face_image):
+    import cv2
+
+    blank = np.zeros_like(face_image)
+    moved = cv2.warpAffine(face_image, np.float32([[1, 0, 120], [0, 1, 0]]), face_image.shape[1::-1])  # far to the right
+    with FaceTracker(fps=5) as tracker:
+        first = tracker(face_image)
+        assert tracker(moved) is None  # too far from where it was: not the same face
+        for _ in range(5):
+            assert tracker(blank) is None
+        again = tracker(moved)
+    assert again is not None and again.centre[0] > first.centre[0] + 100

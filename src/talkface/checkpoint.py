@@ -10,9 +10,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from talkface import __version__
-from talkface.config import Config, from_dict
+from talkface.config import Config, SyncConfig, from_dict
 from talkface.errors import TalkfaceError
 from talkface.models import Generator
+from talkface.models.sync_expert import SyncExpert
 
 FORMAT_VERSION = 1
 
@@ -88,3 +89,42 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     with safe_open(os.fspath(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+SYNC_EXPERT_KIND = "sync_expert"
+
+
+def default_sync_expert() -> str:
+    """Path of the lip-sync expert shipped inside the package (trained on GRID, one speaker)."""
+    from importlib.resources import files
+
+    return str(files("talkface") / "assets" / "sync_expert.safetensors")
+
+
+def save_sync_expert(path: str | os.PathLike, expert: torch.nn.Module, cfg: SyncConfig, half: bool = True, extra: dict | None = None) -> None:
+    """Lip-sync expert weights as safetensors (float16 by default: it is shipped in the package)."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in unwrap(expert).state_dict().items()}
+    meta = {"format": str(FORMAT_VERSION), "talkface_version": __version__, "kind": SYNC_EXPERT_KIND, "config": json.dumps(cfg.to_dict()), **(extra or {})}
+    _atomic_write(os.fspath(path), lambda p: save_file(tensors, p, metadata=meta))
+
+
+def load_sync_expert(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[SyncExpert, SyncConfig]:
+    """The lip-sync expert in eval mode from its safetensors file (default: the shipped one); never unpickles."""
+    path = os.fspath(path) if path is not None else default_sync_expert()
+    if not os.path.isfile(path):
+        raise TalkfaceError("no such sync expert file", path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise TalkfaceError(f"is not a readable safetensors file ({type(e).__name__})", path) from None
+    if meta.get("format") != str(FORMAT_VERSION) or meta.get("kind") != SYNC_EXPERT_KIND or "config" not in meta:
+        raise TalkfaceError("is not a talkface sync expert (no sync-expert config in its metadata)", path)
+    cfg = from_dict(json.loads(meta["config"]), SyncConfig)
+    expert = SyncExpert(cfg)
+    try:
+        expert.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as e:
+        raise TalkfaceError(f"weights do not match its config ({str(e).splitlines()[0]})", path) from None
+    return expert.to(device).eval(), cfg

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -19,31 +20,40 @@ class Parser(argparse.ArgumentParser):
 def cmd_train(args: argparse.Namespace) -> None:
     from talkface.config import override, preset
     from talkface.data import load_dataset
-    from talkface.pipeline import pick_device
-    from talkface.train import Trainer
+    from talkface.train import Trainer, distributed
 
     try:
         cfg = override(preset(args.config), args.set)
     except ValueError as e:
         raise TalkfaceError(str(e)) from None
-    device = pick_device(args.device)
-    dataset = load_dataset(args.data, cfg)
-    trainer = Trainer(cfg, dataset, args.out, device=str(device))
     ckpt = os.path.join(args.out, "checkpoint.pt")
-    if args.resume and os.path.exists(ckpt):
-        trainer.resume(ckpt)
-    elif os.path.exists(ckpt) and not args.overwrite:
+    if os.path.exists(ckpt) and not (args.resume or args.overwrite):
         raise TalkfaceError("already holds a run (pass --resume to continue it, or --overwrite)", args.out)
-    trainer.fit(progress=not args.quiet)
-    print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
+    with distributed(args.device) as (rank, world, device):
+        dataset = load_dataset(args.data, cfg, stream=args.stream, rank=rank, world=world)
+        trainer = Trainer(cfg, dataset, args.out, device=device, rank=rank, world=world)
+        if args.resume and os.path.exists(ckpt):
+            trainer.resume(ckpt)
+        trainer.fit(progress=not args.quiet)
+    if rank == 0:
+        print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from talkface.data.preprocess import PreprocessOptions, preprocess
+
+    opts = PreprocessOptions(size=(args.height, args.width), clip_seconds=args.clip_seconds, val_fraction=args.val_fraction, videos_per_group=args.videos_per_shard)
+    report = preprocess(args.inputs, args.out, opts, workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards, progress=not args.quiet)
+    print(f"clips: {report['clips']['train']} train, {report['clips']['val']} val ({report['split']}); "
+          f"{len(report['failed'])} videos skipped, listed in {os.path.join(args.out, 'report.json')}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from talkface.pipeline import Animator
+    from talkface.pipeline import EXAMPLE_FACE, EXAMPLE_SPEECH, Animator, asset
 
     path = Animator(args.checkpoint, device=args.device, backend=args.backend).generate(
-        args.image,
-        args.audio,
+        args.image or asset(EXAMPLE_FACE),
+        args.audio or asset(EXAMPLE_SPEECH),
         args.out,
         face_index=args.face_index,
         crop=True if args.crop else None,
@@ -78,6 +88,45 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits)
 
 
+def cmd_train_sync(args: argparse.Namespace) -> None:
+    from talkface.config import SyncConfig, override
+    from talkface.data.mouths import load_mouth_clips
+    from talkface.train_sync import train_sync_expert
+
+    try:
+        cfg = override(SyncConfig(), args.set)
+    except ValueError as e:
+        raise TalkfaceError(str(e)) from None
+    if os.path.exists(os.path.join(args.out, "sync_expert.safetensors")) and not args.overwrite:
+        raise TalkfaceError("already holds a sync expert (pass --overwrite to replace it)", args.out)
+    clips = load_mouth_clips(args.data, cfg, cache_dir=args.cache, progress=not args.quiet)
+    report = train_sync_expert(cfg, clips, args.out, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    print(f"weights: {os.path.join(args.out, 'sync_expert.safetensors')}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from talkface.evaluate import evaluate_checkpoint, evaluate_video, write_results
+
+    if args.checkpoint and args.video:
+        raise TalkfaceError("give either --checkpoint with --data, or --video with --audio, not both")
+    if args.checkpoint:
+        if not args.data:
+            raise TalkfaceError("--checkpoint needs --data (a folder of talking videos)")
+        if args.limit is not None and args.limit < 1:
+            raise TalkfaceError("--limit must be at least 1")
+        meta, clips = evaluate_checkpoint(args.checkpoint, args.data, args.limit, device=args.device, seed=args.seed, progress=not args.quiet)
+    elif args.video:
+        if not args.audio:
+            raise TalkfaceError("--video needs --audio (the speech it should follow)")
+        meta, clips = evaluate_video(args.video, args.audio)
+    else:
+        raise TalkfaceError("give --checkpoint W --data FOLDER, or --video V --audio A")
+    json_path, html_path = write_results(args.out, meta, clips, overwrite=args.overwrite)
+    print(json_path)
+    print(html_path)
+
+
 def build_parser() -> Parser:
     p = Parser(prog="talkface", description="Make a face talk: a still face and speech in, a lip-synced video out.")
     p.add_argument("--version", action="version", version=f"talkface {__version__}")
@@ -90,15 +139,30 @@ def build_parser() -> Parser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=200")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
-    t.add_argument("--device", default="auto")
+    t.add_argument("--stream", action="store_true", help="read shards one by one instead of holding the data set in memory")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda; under torchrun each process takes its LOCAL_RANK's GPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    pp = sub.add_parser("preprocess", help="talking videos -> aligned face-crop clips in tar shards")
+    pp.add_argument("inputs", nargs="+", help="folders (searched recursively; VoxCeleb2, LRS2/LRS3 and GRID layouts), list files, or videos")
+    pp.add_argument("--out", required=True, help="output folder: train/ and val/ shards, report.json")
+    pp.add_argument("--workers", type=int, default=1, help="parallel processes on this machine")
+    pp.add_argument("--shard-index", type=int, default=0, help="this machine's part of the work (0-based) ...")
+    pp.add_argument("--num-shards", type=int, default=1, help="... out of this many")
+    pp.add_argument("--clip-seconds", type=float, default=3.0)
+    pp.add_argument("--val-fraction", type=float, default=0.05, help="share of speakers (of clips, for one speaker) held out")
+    pp.add_argument("--videos-per-shard", type=int, default=50)
+    pp.add_argument("--height", type=int, default=128)
+    pp.add_argument("--width", type=int, default=96)
+    pp.add_argument("--quiet", action="store_true", help="no progress bar")
+    pp.set_defaults(func=cmd_preprocess)
+
     g = sub.add_parser("generate", help="animate the face in a photo with speech and write an mp4")
-    g.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
-    g.add_argument("--image", required=True, help="a photo with a face (any size; the video keeps it)")
-    g.add_argument("--audio", required=True, help="the speech: wav, mp3, m4a, flac, ogg or a video's audio")
-    g.add_argument("--out", required=True, help="the mp4 to write")
+    g.add_argument("--checkpoint", help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
+    g.add_argument("--image", help="a photo with a face (any size; the video keeps it); default: the bundled example face")
+    g.add_argument("--audio", help="the speech: wav, mp3, m4a, flac, ogg or a video's audio; default: the bundled example speech")
+    g.add_argument("--out", default="talkface.mp4", help="the mp4 to write (default: talkface.mp4)")
     g.add_argument("--face-index", type=int, default=None, metavar="N", help="which face when there are several: 0 = the largest")
     g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -109,7 +173,7 @@ def build_parser() -> Parser:
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("dub", help="re-dub a talking video: its mouth follows new speech")
-    d.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
+    d.add_argument("--checkpoint", help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
     d.add_argument("--video", required=True, help="a video showing the face (its own audio, if any, is replaced)")
     d.add_argument("--audio", required=True, help="the new speech: wav, mp3, m4a, flac, ogg or a video's audio")
     d.add_argument("--out", required=True, help="the mp4 to write")
@@ -133,7 +197,7 @@ def build_parser() -> Parser:
     d.set_defaults(func=cmd_dub)
 
     v = sub.add_parser("serve", help="a web page where a photo speaks live with your microphone or an audio file")
-    v.add_argument("--checkpoint", required=True, help="weights (.safetensors) or a training checkpoint (.pt)")
+    v.add_argument("--checkpoint", default=None, help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
@@ -143,6 +207,28 @@ def build_parser() -> Parser:
     v.add_argument("--max-streams", type=int, default=4, help="live streams at once")
     v.add_argument("--max-jobs", type=int, default=1, help="mp4 jobs at once")
     v.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("train-sync", help="train the lip-sync expert used by `evaluate`")
+    s.add_argument("--data", default="synthetic", help="'synthetic', or a folder of talking-face videos (e.g. GRID)")
+    s.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, sync_expert.safetensors, assessment.json")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a SyncConfig value, e.g. steps=200")
+    s.add_argument("--cache", default=None, help="folder for the cache of mouth crops (default: the temp folder)")
+    s.add_argument("--overwrite", action="store_true", help="replace the expert in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train_sync)
+
+    e = sub.add_parser("evaluate", help="score talking-face videos: lip sync, fidelity, identity, stability")
+    e.add_argument("--checkpoint", help="generator weights: animate each video's first frame with its own audio and score against the real frames")
+    e.add_argument("--data", help="with --checkpoint: a folder of talking videos (with their audio)")
+    e.add_argument("--limit", type=int, default=None, help="with --checkpoint: score only the first N videos (sorted by name)")
+    e.add_argument("--video", help="score this video (e.g. another tool's output) against --audio")
+    e.add_argument("--audio", help="with --video: the speech the video should follow")
+    e.add_argument("--out", required=True, help="folder for metrics.json and report.html")
+    e.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    e.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -44,15 +44,15 @@ class AudioConfig:
 
 @dataclass
 class AudioEncoderConfig:
-    channels: tuple[int, ...] = (64, 128, 256, 256, 512)  # the 5 conv layers
-    fc: int = 512
+    channels: tuple[int, ...] = (32, 64, 128, 128, 256)  # the 5 conv layers
+    fc: int = 256
     dim: int = 256  # output of the 2nd FC layer and of the GRU
     gru_layers: int = 2
 
 
 @dataclass
 class IdentityEncoderConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # 5 conv layers, then 1 to `dim`
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # 5 conv layers, then 1 to `dim`
     dim: int = 50
     first_stride: int = 2  # 1 for small frames so the bottleneck stays (H/16, W/16)
 
@@ -66,13 +66,13 @@ class NoiseConfig:
 
 @dataclass
 class FrameDiscriminatorConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # 4 conv+pool layers
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # 4 conv+pool layers
     fc: int = 256
 
 
 @dataclass
 class SequenceDiscriminatorConfig:
-    channels: tuple[int, ...] = (16, 32, 64, 128)  # per-frame image encoder
+    channels: tuple[int, ...] = (8, 16, 32, 64)  # per-frame image encoder
     audio_dim: int = 128
     hidden: int = 256
     pyramid: tuple[int, ...] = (1, 2, 4)  # 1-D spatial pyramid pooling levels over time
@@ -89,6 +89,10 @@ class ModelConfig:
     frame_disc: FrameDiscriminatorConfig = field(default_factory=FrameDiscriminatorConfig)
     seq_disc: SequenceDiscriminatorConfig = field(default_factory=SequenceDiscriminatorConfig)
     residual: bool = True  # the decoder's output is a change applied to the still
+    # The still's mouth is hidden from the generator (y0, y1, x0, x1 as fractions of the crop), so it
+    # must draw the mouth from the speech instead of copying the still's (or, when dubbing, the old words').
+    mouth_mask: tuple[float, float, float, float] = (0.56, 0.88, 0.2, 0.8)
+    latent_per_stage: int = 16  # channels of the latent broadcast into each decoder conv (0: bottleneck only)
 
 
 @dataclass
@@ -135,18 +139,55 @@ class Config:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class SyncConfig:
+    """The lip-sync expert (metrics.sync): its inputs, networks and contrastive training.
+
+    A sample is `frames` consecutive grayscale mouth crops and the MFCC columns (10 ms each) of the
+    same stretch of time, cut from the centre of the middle frame's MFCC window.
+    """
+
+    name: str = "sync"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    frames: int = 5
+    crop_height: int = 32
+    crop_width: int = 64
+    margin: int = 2  # extra pixels around each crop in the training cache, for random shifts
+    box_width: float = 1.4  # mouth box width in inter-ocular distances (height: width / 2)
+    audio_steps: int = 20  # 200 ms: the 5 frames' span
+    video_channels: tuple[int, ...] = (16, 32, 64, 128)  # stride-2 conv layers
+    audio_channels: tuple[int, ...] = (16, 32, 64)
+    dim: int = 128
+    max_offset: int = 15  # offsets searched by the metric, in frames
+    min_shift: int = 3  # shifted negatives are at least this many frames off
+    steps: int = 1300
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_clips: int = 100  # held out: the last clips by sorted id
+    synthetic_clips: int = 48  # size of the synthetic data set (--data synthetic)
+    synthetic_frames: int = 50
+    seed: int = 0
+    log_every: int = 50
+    time_limit_s: float = 0.0  # stop after this many seconds of training (0: no limit)
+    threads: int = 1  # on a shared CPU, more threads than free cores only wait on each other
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def paper() -> Config:
     """The seed's sizes: 3x128x96 faces, 50-d identity, 10-d noise, 2-layer GRUs, lr G 2e-3 / D 2e-5."""
     return Config(name="paper")
 
 
 def tiny() -> Config:
-    """Small frames and few channels, for tests and quick experiments on a CPU."""
+    """Small frames (48 x 32) and few channels, for tests and quick experiments on a CPU."""
     return Config(
         name="tiny",
         model=ModelConfig(
-            height=64,
-            width=48,
+            height=48,
+            width=32,
             audio=AudioEncoderConfig(channels=(8, 16, 16, 32, 32), fc=64, dim=32),
             identity=IdentityEncoderConfig(channels=(8, 16, 32, 32, 64), dim=16, first_stride=1),
             noise=NoiseConfig(),
@@ -210,8 +251,8 @@ def override(cfg: Config, assignments: list[str]) -> Config:
     return cfg
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict` output (as stored in checkpoints)."""
+def from_dict(data: dict[str, Any], cls: type = Config) -> Any:
+    """Rebuild a Config (or another top-level config such as SyncConfig) from `to_dict` output."""
 
     def build(cls: type, values: dict[str, Any]) -> Any:
         kwargs = {}
@@ -227,4 +268,4 @@ def from_dict(data: dict[str, Any]) -> Config:
             kwargs[f.name] = v
         return cls(**kwargs)
 
-    return build(Config, data)
+    return build(cls, data)

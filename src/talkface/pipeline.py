@@ -98,6 +98,16 @@ class _Reporter:
             self.bar.close()
 
 
+BUNDLED_MODEL = "grid_s1.safetensors"  # the paper preset trained on GRID speaker s1 (see MODEL_CARD.md)
+EXAMPLE_FACE = "example_face.png"
+EXAMPLE_SPEECH = "example_speech.wav"
+
+
+def asset(name: str) -> str:
+    """Path of a file shipped inside the package (weights, the example face and speech)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", name)
+
+
 class Animator:
     """A loaded generator and what it needs to turn a face and speech into a video.
 
@@ -107,9 +117,9 @@ class Animator:
     Without `out`, both return an iterator of frames (H, W, 3) uint8 instead of writing a file.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str | None = None, backend: str = "auto"):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto"):
         self.device = pick_device(device)
-        self.generator, self.cfg = load_generator(checkpoint, self.device)
+        self.generator, self.cfg = load_generator(checkpoint or asset(BUNDLED_MODEL), self.device)
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend_name = backend
@@ -245,6 +255,12 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
     return out
 
 
+def _one(identity: Identity, k: int) -> Identity:
+    """The k-th still of a batch of encoded stills, as a batch of one."""
+    pick = lambda v: [x[k : k + 1] for x in v] if isinstance(v, list) else v[k : k + 1]
+    return dataclasses.replace(identity, **{f.name: pick(getattr(identity, f.name)) for f in dataclasses.fields(identity)})
+
+
 class _Dubber:
     """Video frames + audio -> frames with regenerated mouths, streamed in batches of `batch` frames."""
 
@@ -309,7 +325,7 @@ class _Dubber:
                 stills = self.generator.encode_identity(to_tensor(np.stack([pending[i][2] for i in todo])).to(self.device))
                 crops = []
                 for k in range(len(todo)):  # the recurrent state runs frame by frame, each with its own still
-                    identity = Identity(stills.code[k : k + 1], [s[k : k + 1] for s in stills.skips])
+                    identity = _one(stills, k)
                     frame, self.state = self.generator.decode(identity, mfcc[:, k : k + 1], z[:, k : k + 1], self.state)
                     crops.append(frame[0, 0])
                 crops = torch.stack(crops)

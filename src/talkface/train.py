@@ -6,11 +6,13 @@ stopped and resumed ends with exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,7 +27,33 @@ from talkface.models import FrameDiscriminator, Generator, SequenceDiscriminator
 from talkface.pixels import to_tensor
 
 
+@contextlib.contextmanager
+def distributed(device: str | None = "auto") -> Iterator[tuple[int, int, str]]:
+    """(rank, world, device) for this process: torchrun's environment when present (NCCL on GPUs,
+    gloo on CPUs), a single process otherwise; the process group is torn down on exit."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    cuda = torch.cuda.is_available() and device in (None, "auto", "cuda")
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo")
+        dev = f"cuda:{local}" if cuda else "cpu"
+    else:
+        dev = "cuda" if cuda else (device if device not in (None, "auto") else "cpu")
+    try:
+        yield rank, world, dev
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
 class ClipDataset(Protocol):
+    """Random access to clips (a stream instead offers `clips_for_step(step, count)`)."""
+
     def __len__(self) -> int: ...
 
     def clip(self, i: int) -> dict[str, np.ndarray]:
@@ -42,8 +70,11 @@ def draw_batch(dataset: ClipDataset, cfg: Config, step: int, rank: int = 0) -> d
     t = cfg.train
     rng = np.random.default_rng([t.seed, step, rank])
     stills, frames, mfccs = [], [], []
-    for i in rng.integers(0, len(dataset), t.batch_size):
-        clip = dataset.clip(int(i))
+    if hasattr(dataset, "clips_for_step"):  # a stream: clips in reading order
+        clips = dataset.clips_for_step(step, t.batch_size)
+    else:
+        clips = [dataset.clip(int(i)) for i in rng.integers(0, len(dataset), t.batch_size)]
+    for clip in clips:
         n = len(clip["frames"])
         start = int(rng.integers(0, n - t.clip_frames + 1))
         frames.append(clip["frames"][start : start + t.clip_frames])
@@ -68,6 +99,18 @@ def lower_face_weights(height: int, lower: float) -> torch.Tensor:
     w = torch.ones(height)
     w[height // 2 :] = lower
     return (w / w.mean()).view(1, 1, 1, height, 1)
+
+
+@torch.no_grad()
+def average_buffers(modules: list[nn.Module], world: int) -> None:
+    """Each rank's BatchNorm saw its own batch: average the running statistics across ranks."""
+    import torch.distributed as dist
+
+    for m in modules:
+        for b in unwrap(m).buffers():
+            if b.is_floating_point():
+                dist.all_reduce(b)
+                b.div_(world)
 
 
 def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -121,23 +164,29 @@ class Trainer:
         return frames.gather(1, idx[:, :, None, None, None].expand(-1, -1, *frames.shape[2:])).flatten(0, 1)
 
     def discriminator_phase(self, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Real vs generated, each discriminator called once (real and fake batched, as DDP wants)."""
         still_k = batch["still"].repeat_interleave(self.cfg.train.frames_per_clip_d, 0)
         real_f, fake_f = self._sampled_frames(batch["frames"], step), self._sampled_frames(fake, step)
+        n, b = len(real_f), len(fake)
         with self._autocast():
-            d_frame = bce(self.D["frame"](real_f, still_k), True) + bce(self.D["frame"](fake_f, still_k), False)
-            d_seq = (
-                bce(self.D["sequence"](batch["frames"], batch["mfcc"]), True)
-                + 0.5 * bce(self.D["sequence"](fake, batch["mfcc"]), False)
-                + 0.5 * bce(self.D["sequence"](batch["frames"], batch["mfcc_other"]), False)
+            frame_logits = self.D["frame"](torch.cat([real_f, fake_f]), torch.cat([still_k, still_k]))
+            seq_logits = self.D["sequence"](
+                torch.cat([batch["frames"], fake, batch["frames"]]),
+                torch.cat([batch["mfcc"], batch["mfcc"], batch["mfcc_other"]]),
             )
+        d_frame = bce(frame_logits[:n], True) + bce(frame_logits[n:], False)
+        # the sequence critic also learns that real frames with another clip's audio are fake: sync
+        d_seq = bce(seq_logits[:b], True) + 0.5 * bce(seq_logits[b : 2 * b], False) + 0.5 * bce(seq_logits[2 * b :], False)
         return {"d_frame": d_frame, "d_sequence": d_seq}
 
     def generator_phase(self, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Adversarial terms from both (frozen, unwrapped) discriminators plus the weighted L1."""
         w = self.cfg.loss
         still_k = batch["still"].repeat_interleave(self.cfg.train.frames_per_clip_d, 0)
+        d_frame, d_seq = unwrap(self.D["frame"]), unwrap(self.D["sequence"])
         with self._autocast():
-            adv_frame = bce(self.D["frame"](self._sampled_frames(fake, step), still_k), True)
-            adv_seq = bce(self.D["sequence"](fake, batch["mfcc"]), True)
+            adv_frame = bce(d_frame(self._sampled_frames(fake, step), still_k), True)
+            adv_seq = bce(d_seq(fake, batch["mfcc"]), True)
         l1 = ((fake.float() - batch["frames"]).abs() * self.l1_weights).mean()
         return {"g_frame_adv": w.frame_adv * adv_frame, "g_seq_adv": w.seq_adv * adv_seq, "g_l1": w.l1 * l1}
 
@@ -155,7 +204,7 @@ class Trainer:
         with self._autocast():
             fake = self.G(batch["still"], batch["mfcc"], z)
 
-        self.D.requires_grad_(True)
+        self.D.train().requires_grad_(True)
         d_losses = self.discriminator_phase(batch, fake.detach(), step)
         for opt in self.opt_d.values():
             opt.zero_grad(set_to_none=True)
@@ -164,12 +213,14 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.D[name].parameters(), self.cfg.optim.grad_clip)
             opt.step()
 
-        self.D.requires_grad_(False)
+        self.D.eval().requires_grad_(False)  # frozen, BatchNorm statistics included
         g_losses = self.generator_phase(batch, fake, step)
         self.opt_g.zero_grad(set_to_none=True)
         sum(g_losses.values()).backward()
         nn.utils.clip_grad_norm_(self.G.parameters(), self.cfg.optim.grad_clip)
         self.opt_g.step()
+        if self.world > 1:
+            average_buffers([self.G, *self.D.values()], self.world)
         self._update_ema(step)
         self.step += 1
         return {k: float(v.detach()) for k, v in {**d_losses, **g_losses}.items()}

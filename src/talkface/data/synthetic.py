@@ -97,11 +97,11 @@ def mouth_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def measure_opening(frames: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Mouth opening read from pixels: how dark the mouth box is. frames: (T, H, W, 3) uint8 -> (T,)"""
+    """Mouth opening read from pixels: how dark the mouth box is on average (only the mouth
+    changes there, and an open mouth is dark). frames: (T, H, W, 3) uint8 -> (T,) in [0, 1]"""
     size = size or frames.shape[1:3]
     y0, y1, x0, x1 = mouth_box(size)
-    lum = frames[:, y0:y1, x0:x1].astype(np.float32).mean(-1)
-    return np.clip((90.0 - lum) / 60.0, 0, 1).mean((1, 2))  # soft count of dark (open-mouth) pixels
+    return 1.0 - frames[:, y0:y1, x0:x1].astype(np.float32).mean((1, 2, 3)) / 255.0
 
 
 def make_clip(seed: int, frames: int, size: tuple[int, int], cfg: AudioConfig) -> SyntheticClip:

@@ -73,7 +73,8 @@ class VideoWriter:
     def _open_audio(self, audio_path: str, start: float) -> None:
         self.audio_in = av.open(audio_path)
         src = self.audio_in.streams.audio[0]
-        rate = src.rate if src.rate in AAC_RATES else 48000
+        # AAC pads its last 1024-sample frame; at 44.1 kHz or more that tail stays under one video frame
+        rate = src.rate if src.rate in AAC_RATES and src.rate >= 44100 else 48000
         layout = "stereo" if src.channels and src.channels >= 2 else "mono"
         self.audio = self.container.add_stream("aac", rate=rate)
         self.audio.layout = layout
@@ -199,6 +200,13 @@ def video_info(path: str | os.PathLike) -> dict:
         raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
 
 
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, turned upright when the stream carries a display rotation (phone videos)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4  # counterclockwise quarter turns
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def _decoded(path: str) -> Iterator[av.VideoFrame]:
     """The first video stream's frames as PyAV frames, in presentation order."""
     try:
@@ -215,7 +223,7 @@ def _decoded(path: str) -> Iterator[av.VideoFrame]:
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time."""
     for frame in _decoded(os.fspath(path)):
-        yield frame.to_ndarray(format="rgb24")
+        yield _rgb(frame)
 
 
 def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
@@ -238,7 +246,7 @@ def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
                     if seekable and frame.pts is not None and frame.pts > pts[end - 1]:
                         break
                     if index is not None and start <= index < end:
-                        segment[index - start] = frame.to_ndarray(format="rgb24")
+                        segment[index - start] = _rgb(frame)
                     if not seekable and i >= end - 1:
                         break
         except av.error.FFmpegError as e:
@@ -260,7 +268,7 @@ def iter_frames_pingpong(path: str | os.PathLike, memory: int = 256 * 2**20) -> 
     last = None
     for frame in _decoded(path):
         pts.append(frame.pts)
-        last = frame.to_ndarray(format="rgb24")
+        last = _rgb(frame)
         yield last
     if last is None:
         return

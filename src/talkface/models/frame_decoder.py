@@ -11,6 +11,8 @@ class FrameDecoder(nn.Module):
 
     latent (audio + identity + noise) -> T1 -> [T2, cat skip4, C1] -> [T3, cat skip3, C2]
     -> [T4, cat skip2, C3] -> [T5, cat skip1, C4] -> T6 -> tanh image.
+    Choice: a linear projection of the latent is also concatenated before each conv (broadcast
+    over the map), so speech reaches the mouth's pixels through a short path at every scale.
     """
 
     def __init__(self, cfg: ModelConfig, latent_dim: int, bottleneck: tuple[int, int]):
@@ -19,15 +21,18 @@ class FrameDecoder(nn.Module):
         first_stride = cfg.identity.first_stride
         self.t1 = nn.Sequential(nn.ConvTranspose2d(latent_dim, c[4], bottleneck), norm(c[4]), nn.ReLU())
         widths = [c[4], c[3], c[2], c[1], c[0]]
+        k = cfg.latent_per_stage
         self.stages = nn.ModuleList(
             nn.ModuleDict(
                 {
                     "up": nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1), norm(cout), nn.ReLU()),
-                    "conv": nn.Sequential(nn.Conv2d(2 * cout, cout, 3, 1, 1), norm(cout), nn.ReLU()),
+                    "latent": nn.Linear(latent_dim, k) if k else nn.Identity(),
+                    "conv": nn.Sequential(nn.Conv2d(2 * cout + k, cout, 3, 1, 1), norm(cout), nn.ReLU()),
                 }
             )
             for cin, cout in zip(widths[:-1], widths[1:])
         )
+        self.latent_per_stage = k
         k, p = (4, 1) if first_stride == 2 else (3, 1)
         self.t6 = nn.ConvTranspose2d(c[0], 3, k, first_stride, p)
 
@@ -39,7 +44,12 @@ class FrameDecoder(nn.Module):
         """
         x = self.t1(latent[:, :, None, None])
         for stage, skip in zip(self.stages, reversed(skips)):
-            x = stage["conv"](torch.cat([stage["up"](x), skip], 1))
+            up = stage["up"](x)
+            parts = [up, skip]
+            if self.latent_per_stage:
+                z = stage["latent"](latent)[:, :, None, None]
+                parts.append(z.expand(-1, -1, *up.shape[2:]))
+            x = stage["conv"](torch.cat(parts, 1))
         x = self.t6(x)
         if base is not None:
             x = x + torch.atanh(base.clamp(-0.995, 0.995))

@@ -43,12 +43,22 @@ class Generator(nn.Module):
         self.decoder = FrameDecoder(m, latent, self.identity_encoder.bottleneck)
         self.size = (m.height, m.width)
         self.residual = m.residual
+        self.mouth_mask = m.mouth_mask
+
+    def mask_mouth(self, still: torch.Tensor) -> torch.Tensor:
+        """The still with its mouth region set to mid-grey (0): (B, 3, H, W) -> (B, 3, H, W)"""
+        h, w = self.size
+        y0, y1, x0, x1 = self.mouth_mask
+        out = still.clone()
+        out[:, :, int(y0 * h) : int(round(y1 * h)), int(x0 * w) : int(round(x1 * w))] = 0.0
+        return out
 
     def encode_identity(self, still: torch.Tensor) -> Identity:
-        """still: (B, 3, H, W) in [-1, 1] -> Identity"""
+        """still: (B, 3, H, W) in [-1, 1] -> Identity (of the still with its mouth hidden)"""
         assert still.shape[1:] == (3, *self.size), f"expected (B, 3, {self.size[0]}, {self.size[1]}), got {tuple(still.shape)}"
-        code, skips = self.identity_encoder(still)
-        return Identity(code, skips, still)
+        masked = self.mask_mouth(still)
+        code, skips = self.identity_encoder(masked)
+        return Identity(code, skips, masked)
 
     def decode(
         self, identity: Identity, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None

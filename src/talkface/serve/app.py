@@ -402,7 +402,7 @@ def make_app(animator: Animator, limits: Limits | None = None, token: str | None
 
 
 def serve(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,

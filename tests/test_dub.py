@@ -1,0 +1,142 @@
+"""`talkface dub`: a talking video re-dubbed with new speech, and the ping-pong frame reader."""
+import itertools
+import os
+
+import av
+import numpy as np
+import pytest
+from conftest import speech_like, write_audio, write_face_video
+
+from talkface.cli import main
+from talkface.config import AudioConfig
+from talkface.media.audio import num_frames
+from talkface.media.video import iter_frames, iter_frames_pingpong, video_info
+
+
+@pytest.fixture(scope="module")
+def animator(tiny_checkpoint):
+    from talkface import Animator
+
+    return Animator(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """6 frames of a drifting face at 25 fps, no audio track; frame 2 shows no face."""
+    path = tmp_path_factory.mktemp("dub") / "clip.mp4"
+    return path, write_face_video(path, 6, blank=(2,))
+
+
+def corner_index(frame: np.ndarray) -> int:
+    """The frame index written into the top-left square by `write_face_video`."""
+    return int(round((frame[4:12, 4:12].mean() - 10) / 12))
+
+
+def test_pingpong_plays_back_and_forth(clip):
+    path, frames = clip
+    got = list(itertools.islice(iter_frames_pingpong(path, memory=2 * frames[0].nbytes), 20))
+    order = [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 4, 3, 2, 1]
+    assert len(got) == 20
+    assert all(np.array_equal(g, frames[i]) for g, i in zip(got, order))
+
+
+def test_dub_follows_the_new_audio_and_keeps_everything_else(animator, clip, tmp_path):
+    path, frames = clip
+    audio = write_audio(tmp_path / "new.wav", speech_like(0.2))  # shorter than the video: cut
+    out = list(animator.dub(path, audio))
+    assert len(out) == num_frames(int(0.2 * 16000), AudioConfig()) == 5
+    for i, (o, f) in enumerate(zip(out, frames)):
+        assert o.shape == f.shape
+        assert np.array_equal(o[:40], f[:40])  # above the face: the video's own pixels
+        if i == 2:
+            assert np.array_equal(o, f)  # no face: passed through untouched
+        else:
+            assert np.abs(o.astype(int) - f).sum() > 1000  # the face was regenerated
+
+
+def test_dub_loops_a_short_video_for_longer_audio(animator, clip, tmp_path):
+    path, frames = clip
+    audio = write_audio(tmp_path / "long.wav", speech_like(0.52))
+    out = list(animator.dub(path, audio, fit="loop"))
+    assert [corner_index(o) for o in out] == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1, 2]
+
+
+def test_dub_cut_stops_at_the_end_of_the_video(animator, clip, tmp_path):
+    path, _ = clip
+    audio = write_audio(tmp_path / "long.wav", speech_like(0.52))
+    out = list(animator.dub(path, audio, fit="cut", reference="first"))
+    assert len(out) == 6
+
+
+@pytest.mark.parametrize("fps", [30.0, 12.5])
+def test_dub_keeps_the_frame_rate_and_the_audio_length(tiny_checkpoint, tmp_path, capsys, fps):
+    video = tmp_path / "other rate.mp4"
+    write_face_video(video, 4, fps=fps)
+    audio = write_audio(tmp_path / "new.mp3", speech_like(0.5))
+    out = tmp_path / "dubbed.mp4"
+    code = main(["dub", "--checkpoint", str(tiny_checkpoint), "--video", str(video), "--audio", str(audio), "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    info = video_info(out)
+    assert info["fps"] == pytest.approx(fps)
+    assert (info["width"], info["height"]) == (360, 288)
+    assert abs(info["frames"] - 0.5 * fps) <= 1.5  # the mp3's encoder delay may add a frame
+    assert info["has_audio"] and abs(info["duration"] - info["frames"] / fps) < 1.5 / fps
+
+
+def test_dub_with_audio_from_another_video(animator, clip, tmp_path):
+    path, _ = clip
+    speech = write_audio(tmp_path / "s.m4a", speech_like(0.3))
+    donor = tmp_path / "donor.mp4"
+    write_face_video(donor, 6, audio_path=speech)
+    out = animator.dub(path, donor, tmp_path / "out.mp4", fit="cut")
+    assert video_info(out)["has_audio"] and video_info(out)["frames"] == 6
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def dub_args(ckpt, video, audio, out, *extra):
+    return ("dub", "--checkpoint", ckpt, "--video", video, "--audio", audio, "--out", out, "--quiet", *extra)
+
+
+def test_video_without_a_face(tiny_checkpoint, tmp_path, capsys, speech_wav):
+    video = tmp_path / "empty room.mp4"
+    write_face_video(video, 3, blank=(0, 1, 2))
+    out = tmp_path / "out.mp4"
+    code, err = run(capsys, *dub_args(tiny_checkpoint, video, speech_wav, out, "--fit", "cut"))
+    assert code == 2 and "no face found in any frame" in err and str(video) in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".talkface-")]
+
+
+def test_video_without_frames(tiny_checkpoint, tmp_path, capsys, speech_wav):
+    out = tmp_path / "out.mp4"
+    audio_only = tmp_path / "only sound.mp4"
+    with av.open(str(audio_only), "w") as c:  # an mp4 with an audio track and no video track
+        s = c.add_stream("aac", rate=16000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate = 16000
+        for p in [*s.encode(f), *s.encode()]:
+            c.mux(p)
+    code, err = run(capsys, *dub_args(tiny_checkpoint, audio_only, speech_wav, out))
+    assert code == 2 and "has no video track" in err and str(audio_only) in err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(4000))
+    code, err = run(capsys, *dub_args(tiny_checkpoint, broken, speech_wav, out))
+    assert code == 2 and "cannot be read as video" in err and str(broken) in err
+    assert not out.exists()
+
+
+def test_face_index_out_of_range(tiny_checkpoint, clip, tmp_path, capsys, speech_wav):
+    path, _ = clip
+    out = tmp_path / "out.mp4"
+    code, err = run(capsys, *dub_args(tiny_checkpoint, path, speech_wav, out, "--face-index", "3"))
+    assert code == 2 and "--face-index 3 is out of range" in err and str(path) in err
+    assert not out.exists()
+
+
+def test_bad_fit_is_refused(tiny_checkpoint, clip, tmp_path, capsys, speech_wav):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in dub_args(tiny_checkpoint, clip[0], speech_wav, tmp_path / "o.mp4", "--fit", "stretch")])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkface.checkpoint import save_release
+from talkface.cli import main
+from talkface.config import tiny
+from talkface.data.synthetic import make_clip
+from talkface.media.video import VideoWriter
+from talkface.models import Generator
+
+from conftest import speech_like, write_audio
+
+GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1"
+CLIP = GRID / "video" / "swwv9a.mp4"
+need_grid = pytest.mark.skipif(not CLIP.exists(), reason=f"GRID data not found at {GRID}")
+
+
+@pytest.fixture
+def synthetic_video(tmp_path):
+    """A cartoon face (no face detector finds it) that talks, with its audio in a separate wav."""
+    cfg = tiny()
+    clip = make_clip(3, 30, (64, 48), cfg.audio)
+    audio = write_audio(tmp_path / "speech.wav", clip.audio)
+    video = tmp_path / "talk.mp4"
+    with VideoWriter(video, 25, (64, 48), audio_path=audio) as w:
+        for f in clip.frames:
+            w.write(f)
+    return str(video), audio
+
+
+def run(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def check_report(out: Path) -> dict:
+    doc = json.loads((out / "metrics.json").read_text())
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # aperture plot, strips, and the offset curve or more
+    assert "src=\"http" not in page and "<link" not in page and "<script" not in page  # self-contained
+    return doc
+
+
+def test_evaluate_any_video_against_an_audio_file(synthetic_video, tmp_path, capsys):
+    video, audio = synthetic_video
+    out = tmp_path / "scores"
+    code, stdout, err = run(["evaluate", "--video", video, "--audio", audio, "--out", str(out)], capsys)
+    assert code == 0, err
+    doc = check_report(out)
+    scores = doc["clips"][0]["video"]
+    assert set(scores) >= {"lse_d", "lse_c", "sync_offset", "aperture_corr", "upper_face_ssim", "mouth_sharpness", "landmark_jitter"}
+    assert scores["aperture_corr"] > 0.5  # the cartoon's mouth opens with its loudness
+    assert doc["mode"] == "video" and doc["frames"] == 30
+    assert str(out / "metrics.json") in stdout
+
+
+def test_evaluate_a_video_without_a_face(tmp_path, capsys):
+    audio = write_audio(tmp_path / "speech.wav", speech_like(1.2))
+    video = tmp_path / "blank.mp4"
+    with VideoWriter(video, 25, (64, 48), audio_path=audio) as w:
+        for _ in range(30):
+            w.write(np.full((64, 48, 3), 128, np.uint8))
+    out = tmp_path / "scores"
+    code, _, err = run(["evaluate", "--video", str(video), "--audio", audio, "--out", str(out)], capsys)
+    assert code == 0, err
+    scores = check_report(out)["clips"][0]["video"]
+    assert scores["aperture_corr"] == 0.0 and scores["landmark_jitter"] is None  # no landmarks: null, not a number
+    assert scores["lse_d"] is not None  # the expert still reads the lower middle of the frame
+
+
+@need_grid
+def test_evaluate_a_real_video_against_its_audio(tmp_path, capsys):
+    out = tmp_path / "scores"
+    code, _, err = run(["evaluate", "--video", str(CLIP), "--audio", str(CLIP), "--out", str(out)], capsys)
+    assert code == 0, err
+    scores = check_report(out)["clips"][0]["video"]
+    assert abs(scores["sync_offset"]) <= 1 and scores["aperture_corr"] > 0.3
+
+
+def grid_excerpt(path: Path, first: int = 12, last: int = 52) -> Path:
+    """Frames first..last of the GRID clip (the spoken part) with the matching audio, as an mp4."""
+    from talkface.evaluate import read_video
+    from talkface.media.audio import load_audio
+
+    frames, _ = read_video(CLIP)
+    audio = write_audio(path.with_suffix(".wav"), load_audio(CLIP)[first * 640 : last * 640])
+    with VideoWriter(path, 25, frames.shape[1:3], audio_path=audio) as w:
+        for f in frames[first:last]:
+            w.write(f)
+    return path
+
+
+@need_grid
+def test_evaluate_a_checkpoint_against_real_videos(tmp_path, capsys):
+    weights = tmp_path / "g.safetensors"
+    save_release(weights, Generator(tiny()), tiny())
+    data = tmp_path / "videos"
+    data.mkdir()
+    grid_excerpt(data / "a.mp4")
+    os.symlink(CLIP, data / "b.mp4")
+    out = tmp_path / "scores"
+    code, _, err = run(["evaluate", "--checkpoint", str(weights), "--data", str(data), "--limit", "1", "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    doc = check_report(out)
+    assert len(doc["clips"]) == 1 and doc["videos"] == 1
+    clip = doc["clips"][0]
+    assert clip["name"] == "a"
+    assert {"psnr", "ssim", "psnr_mouth", "ssim_mouth", "lse_d", "aperture_corr"} <= set(clip["generated"])
+    assert clip["generated"]["psnr"] < 30  # an untrained generator is far from the real frames
+    assert "psnr" not in clip["real"] and abs(clip["real"]["sync_offset"]) <= 1
+    assert set(doc["mean"]) == {"generated", "real"}
+
+
+def test_evaluate_resamples_other_frame_rates_to_25_fps(tmp_path, capsys):
+    audio = write_audio(tmp_path / "speech.wav", speech_like(1.2))
+    video = tmp_path / "thirty.mp4"
+    with VideoWriter(video, 30, (64, 48), audio_path=audio) as w:
+        for i in range(36):  # 1.2 s
+            w.write(np.full((64, 48, 3), 4 * i, np.uint8))
+    out = tmp_path / "scores"
+    assert run(["evaluate", "--video", str(video), "--audio", audio, "--out", str(out)], capsys)[0] == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["frames"] == 30 and doc["source_fps"] == pytest.approx(30)
+
+
+def test_evaluate_rejects_bad_input_without_writing(synthetic_video, tmp_path, capsys):
+    video, audio = synthetic_video
+    out = tmp_path / "scores"
+    code, _, err = run(["evaluate", "--video", str(tmp_path / "missing.mp4"), "--audio", audio, "--out", str(out)], capsys)
+    assert code == 2 and "missing.mp4: no such file" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    code, _, err = run(["evaluate", "--video", video, "--out", str(out)], capsys)
+    assert code == 2 and "--video needs --audio" in err
+    code, _, err = run(["evaluate", "--checkpoint", "w.safetensors", "--video", video, "--audio", audio, "--out", str(out)], capsys)
+    assert code == 2 and "not both" in err
+    assert run(["evaluate", "--video", video, "--audio", audio, "--out", str(out)], capsys)[0] == 0
+    code, _, err = run(["evaluate", "--video", video, "--audio", audio, "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err
+    assert run(["evaluate", "--video", video, "--audio", audio, "--out", str(out), "--overwrite"], capsys)[0] == 0

@@ -1,0 +1,102 @@
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkface.config import AudioConfig, override, tiny
+from talkface.data import load_dataset
+from talkface.data.preprocess import PreprocessOptions, find_videos, preprocess, speaker_of, split_of
+from talkface.data.shards import ShardDataset, ShardStream
+from talkface.media.video import VideoWriter, iter_frames
+from talkface.train import draw_batch
+
+GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1" / "video"
+needs_grid = pytest.mark.skipif(not GRID.is_dir(), reason="GRID videos (../shared/data/grid_s1) not found beside the repository")
+
+
+def test_speakers_from_known_layouts():
+    assert speaker_of("/d/voxceleb2/dev/mp4/id00012/21Uxsk56VDQ/00001.mp4") == "id00012"
+    assert speaker_of("/d/grid/s14/video/bbaf2n.mpg") == "s14"
+    assert speaker_of("/d/grid_s1/video/bbaf2n.mp4") == "s1"
+    assert speaker_of("/d/lrs3/trainval/0af00UcTOSc/50001.mp4") == "0af00UcTOSc"
+    a = [split_of("spk", f"k{i}", 0.2, single_speaker=True) for i in range(200)]
+    assert 20 < a.count("val") < 60  # by clip for a single speaker
+    b = {split_of("spk", f"k{i}", 0.2, single_speaker=False) for i in range(50)}
+    assert len(b) == 1  # by speaker otherwise: all of one speaker's clips on one side
+
+
+@needs_grid
+def test_preprocess_real_videos_skips_broken_ones_and_resumes(tmp_path):
+    src = tmp_path / "my videos" / "spk a"
+    src.mkdir(parents=True)
+    for name in ("bbaf2n.mp4", "bbaf3s.mp4"):
+        shutil.copy(GRID / name, src / f"clip {name}")
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video" * 20)
+    frames = [f for _, f in zip(range(20), iter_frames(GRID / "bbaf4p.mp4"))]
+    with VideoWriter(src / "silent.mp4", 25, frames[0].shape[:2]) as w:  # a video with no audio track
+        for f in frames:
+            w.write(f)
+    (tmp_path / "list.txt").write_text("my videos/spk a/clip bbaf2n.mp4\n# a comment\nmy videos/spk a/clip bbaf3s.mp4\n")
+    assert len(find_videos([str(tmp_path / "list.txt")])) == 2
+
+    out = tmp_path / "shards"
+    opts = PreprocessOptions(size=(48, 32), videos_per_group=2, val_fraction=0.5)
+    report = preprocess([str(tmp_path / "my videos")], str(out), opts, progress=False)
+    assert report["clips"]["train"] + report["clips"]["val"] == 2
+    assert set(map(os.path.basename, report["failed"])) == {"broken.mp4", "silent.mp4"}
+    assert "no audio" in report["failed"][str(src / "silent.mp4")]
+    assert json.loads((out / "report.json").read_text()) == report
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.tar")}
+    again = preprocess([str(tmp_path / "my videos")], str(out), opts, progress=False)
+    assert again == report and {p: p.stat().st_mtime_ns for p in out.glob("*/*.tar")} == stamps
+
+    split = "train" if report["clips"]["train"] else "val"
+    data = ShardDataset(out, split, AudioConfig())
+    clip = data.full_clip(0)
+    assert clip.frames.shape == (75, 48, 32, 3) and clip.landmarks.shape == (75, 478, 2)
+    assert abs(len(clip.audio) - 75 * 640) <= 640 and clip.meta["speaker"] == "spk a"
+    assert data.clip(0)["mfcc"].shape == (75, 13, 35)
+    # the aligned mouth sits where the template puts it: lips around 0.68 of the crop's height
+    lips_y = clip.landmarks[:, [13, 14], 1].mean() / 48
+    assert 0.6 < lips_y < 0.76
+
+
+@needs_grid
+def test_cluster_shards_partition_the_work(tmp_path):
+    videos = tmp_path / "v"
+    videos.mkdir()
+    for name in ("bbaf2n.mp4", "bbaf3s.mp4"):
+        shutil.copy(GRID / name, videos / name)
+    opts = PreprocessOptions(size=(48, 32), videos_per_group=1)
+    preprocess([str(videos)], str(tmp_path / "o"), opts, shard_index=1, num_shards=2, progress=False)
+    assert sorted(p.name for p in (tmp_path / "o" / "groups").glob("*.json")) == ["000001.json"]
+    report = preprocess([str(videos)], str(tmp_path / "o"), opts, shard_index=0, num_shards=2, progress=False)
+    assert report["videos"] == 2
+
+
+def test_streamed_shards_give_the_same_clips_on_resume(tmp_path):
+    from talkface.data.shards import ShardWriter, clip_files
+    from talkface.data.synthetic import make_clip
+
+    cfg = override(tiny(), ["train.batch_size=2", "train.clip_frames=4"])
+    (tmp_path / "train").mkdir()
+    for s in range(3):
+        w = ShardWriter(str(tmp_path / "train" / f"{s:06d}.tar"))
+        for i in range(3):
+            c = make_clip(10 * s + i, 12, (48, 32), cfg.audio)
+            meta = {"fps": 25.0, "speaker": "x", "source": "synthetic", "start": 0, "frames": 12, "size": [48, 32]}
+            w.add(f"c{s}_{i}", clip_files(c.frames, c.audio, np.zeros((12, 478, 2)), meta, 16000))
+        w.close()
+    stream = load_dataset(str(tmp_path), cfg, stream=True)
+    assert isinstance(stream, ShardStream)
+    batches = [draw_batch(stream, cfg, step) for step in range(6)]  # 12 clips: more than one epoch
+    fresh = ShardStream(tmp_path, "train", cfg.audio)
+    again = draw_batch(fresh, cfg, 4)  # a resumed run jumps straight to its step
+    assert all(np.array_equal(again[k], batches[4][k]) for k in again)
+    assert not np.array_equal(batches[0]["frames"], batches[1]["frames"])
+    with pytest.raises(Exception, match="fewer than"):
+        ShardStream(tmp_path, "train", cfg.audio, world=4)
