@@ -39,8 +39,8 @@ def test_split_decoder_equals_decoder(preset):
         audio, _ = g.audio_encoder(mfcc)
         noise, _ = g.noise(z)
         split = SplitDecoder(g.decoder, m.audio.dim, m.identity.dim, m.residual)
-        face = split.face(still, identity.code, identity.skips)
-        out = split(torch.cat([audio, noise], -1)[0], face.first, face.base, *face.skips)
+        face = split.face(identity.still, identity.code, identity.skips)
+        out = split(torch.cat([audio, noise], -1)[0], face.first, face.base, *face.skips, *face.latents)
     torch.testing.assert_close(out, ref[0], atol=1e-4, rtol=1e-4)
 
 

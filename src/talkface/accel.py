@@ -38,6 +38,7 @@ class Face:
 
     first: torch.Tensor  # (1, C, h, w)
     skips: list[torch.Tensor]  # coarsest first, (1, C_i, H_i, W_i)
+    latents: list[torch.Tensor]  # per stage, (1, k): the identity code's share of the stage's latent projection
     base: torch.Tensor  # (1, 3, H, W): the still in tanh's (atanh) space, or zeros (non-residual decoder)
 
 
@@ -91,17 +92,26 @@ class SplitDecoder(nn.Module):
         self.first_post = nn.Sequential(*list(decoder.t1)[1:])
         self.ups = nn.ModuleList(nn.Sequential(fast_upsampler(s["up"][0]), *list(s["up"])[1:]) for s in decoder.stages)
         self.convs, self.skip_convs, self.posts = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for s in decoder.stages:
+        self.k = decoder.latent_per_stage
+        self.latent_weights, self.code_latent_weights = [], []
+        for i, s in enumerate(decoder.stages):
+            # the conv sees cat(upsampled, skip, latent projection broadcast over the map)
             conv = s["conv"][0]
-            half = conv.in_channels // 2
-            up = nn.Conv2d(half, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
-            skip = nn.Conv2d(half, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
-            up.weight.data.copy_(conv.weight.detach()[:, :half])
-            skip.weight.data.copy_(conv.weight.detach()[:, half:])
+            c = conv.out_channels
+            w = conv.weight.detach()
+            up = nn.Conv2d(c + self.k, c, conv.kernel_size, conv.stride, conv.padding, bias=False)
+            skip = nn.Conv2d(c, c, conv.kernel_size, conv.stride, conv.padding)
+            up.weight.data.copy_(torch.cat([w[:, :c], w[:, 2 * c :]], 1))
+            skip.weight.data.copy_(w[:, c : 2 * c])
             skip.bias.data.copy_(conv.bias.detach())
             self.convs.append(up)
             self.skip_convs.append(skip)
             self.posts.append(nn.Sequential(*list(s["conv"])[1:]))
+            if self.k:
+                lw = s["latent"].weight.detach()  # (k, latent)
+                self.register_buffer(f"latent_weight{i}", torch.cat([lw[:, :audio_dim], lw[:, audio_dim + code_dim :]], 1).t().contiguous())
+                self.register_buffer(f"code_latent_weight{i}", lw[:, audio_dim : audio_dim + code_dim].t().contiguous())
+                self.register_buffer(f"latent_bias{i}", s["latent"].bias.detach())
         self.last = fast_upsampler(decoder.t6)
 
     @torch.no_grad()
@@ -110,13 +120,20 @@ class SplitDecoder(nn.Module):
         first = (code @ self.code_weight).view(1, *self.shape) + self.first_bias.view(1, -1, 1, 1)
         # as FrameDecoder does with `base`
         base = torch.atanh(still.clamp(-0.995, 0.995)) if self.residual else torch.zeros_like(still)
-        return Face(first, [conv(s) for conv, s in zip(self.skip_convs, reversed(skips))], base)
+        latents = [code @ getattr(self, f"code_latent_weight{i}") + getattr(self, f"latent_bias{i}") for i in range(len(self.convs))] if self.k else []
+        return Face(first=first, skips=[conv(s) for conv, s in zip(self.skip_convs, reversed(skips))], latents=latents, base=base)
 
-    def forward(self, audio_noise: torch.Tensor, first: torch.Tensor, base: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
-        """audio_noise: (N, audio + noise), first, base and skips from `face` -> (N, 3, H, W)"""
+    def forward(self, audio_noise: torch.Tensor, first: torch.Tensor, base: torch.Tensor, *face: torch.Tensor) -> torch.Tensor:
+        """audio_noise: (N, audio + noise), then from `face`: first, base, the skips, the stage latents -> (N, 3, H, W)"""
+        stages = len(self.convs)
+        skips, latents = face[:stages], face[stages:]
         x = self.first_post((audio_noise @ self.first_weight).view(-1, *self.shape) + first)
-        for up, conv, post, skip in zip(self.ups, self.convs, self.posts, skips):
-            x = post(conv(up(x)) + skip)
+        for i, (up, conv, post, skip) in enumerate(zip(self.ups, self.convs, self.posts, skips)):
+            u = up(x)
+            if self.k:
+                z = audio_noise @ getattr(self, f"latent_weight{i}") + latents[i]  # (N, k)
+                u = torch.cat([u, z[:, :, None, None].expand(-1, -1, u.shape[2], u.shape[3])], 1)
+            x = post(conv(u) + skip)
         return torch.tanh(self.last(x) + base)
 
 
@@ -205,14 +222,15 @@ class OnnxBackend:
         self.name = "onnx-int8" if int8 else "onnx"
         m, a = cfg.model, cfg.audio
         self.split = SplitDecoder(generator.decoder, m.audio.dim, m.identity.dim, m.residual).eval()
-        self.face_names = ["first", "base"] + [f"skip{i}" for i in range(len(self.split.convs))]
+        stages = len(self.split.convs)
+        self.face_names = ["first", "base"] + [f"skip{i}" for i in range(stages)] + ([f"latent{i}" for i in range(stages)] if self.split.k else [])
         threads = threads or torch.get_num_threads()
         with torch.inference_mode():
             example_face = self.encode(torch.zeros(1, 3, m.height, m.width))
         window = _export(generator.audio_encoder.window, (torch.zeros(2, a.n_mfcc, a.steps),), ["mfcc"], {"mfcc": {0: "n"}})
         decoder = _export(
             self.split,
-            (torch.zeros(2, m.audio.dim + m.noise.dim), example_face.first, example_face.base, *example_face.skips),
+            (torch.zeros(2, m.audio.dim + m.noise.dim), example_face.first, example_face.base, *example_face.skips, *example_face.latents),
             ["audio_noise", *self.face_names],
             {"audio_noise": {0: "n"}},
         )
@@ -245,11 +263,11 @@ class OnnxBackend:
     @torch.inference_mode()
     def encode(self, still: torch.Tensor) -> Face:
         """still: (1, 3, H, W) in [-1, 1] -> per-face constants"""
-        still = still.cpu().float()
-        return self.split.face(still, *self.generator.identity_encoder(still))
+        identity = self.generator.encode_identity(still.cpu().float())  # masks the still's mouth
+        return self.split.face(identity.still, identity.code, identity.skips)
 
     def _face_feeds(self, face: Face) -> dict[str, np.ndarray]:
-        return dict(zip(self.face_names, (t.numpy() for t in [face.first, face.base, *face.skips])))
+        return dict(zip(self.face_names, (t.numpy() for t in [face.first, face.base, *face.skips, *face.latents])))
 
     @torch.inference_mode()
     def _codes(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState) -> tuple[np.ndarray, GeneratorState]:
