@@ -80,8 +80,12 @@ def test_page_streams_the_microphone_and_the_mouth_moves_with_speech(tiny_weight
     # Only sound may move the face here: the noise input's weights are zeroed, so that in silence the
     # frames settle to one image (a model trained for 2 steps moves the mouth only a little with sound).
     m = animator.cfg.model
+    noise = slice(m.audio.dim + m.identity.dim, None)  # the latent is (audio, identity code, noise)
     with torch.no_grad():
-        animator.generator.decoder.t1[0].weight[m.audio.dim + m.identity.dim :] = 0
+        animator.generator.decoder.t1[0].weight[noise] = 0
+        for stage in animator.generator.decoder.stages:
+            if isinstance(stage["latent"], torch.nn.Linear):
+                stage["latent"].weight[:, noise] = 0
     server = ServerThread(make_app(animator, Limits(backlog_seconds=60), workers=2))  # a busy test machine may lag
     try:
         with sync_playwright() as p:
