@@ -296,12 +296,13 @@ def onnx_available() -> bool:
 
 
 def make_backend(generator: Generator, cfg: Config, name: str = "auto"):
-    """`auto`: ONNX Runtime (float32) on CPU when installed, the plain generator otherwise."""
+    """`auto` is the plain generator: on the shared 2-core machine where this was measured
+    (benchmarks/streaming.py), ONNX Runtime used less CPU per frame but was not faster in wall time."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     on_cpu = next(generator.parameters()).device.type == "cpu"
     if name == "auto":
-        name = "onnx" if on_cpu and onnx_available() else "torch"
+        name = "torch"
     if name == "torch":
         return TorchBackend(generator)
     if not on_cpu:

@@ -107,7 +107,7 @@ class Service:
             "fps": cfg.audio.fps,
             "sample_rate": cfg.audio.sample_rate,
             "crop": [cfg.model.height, cfg.model.width],
-            "lookahead_ms": round(cfg.audio.lookahead_ms + 1000 / cfg.audio.fps, 1),
+            "lookahead_ms": round(cfg.audio.lookahead_ms + 500 / cfg.audio.fps, 1),  # past the frame's centre
             "backend": self.animator.backend.name,
             "streams": self.streams,
             "limits": {
