@@ -9,6 +9,8 @@ import sys
 from talkface import __version__
 from talkface.errors import TalkfaceError
 
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other user mistake
@@ -49,7 +51,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from talkface.pipeline import EXAMPLE_FACE, EXAMPLE_SPEECH, Animator, asset
 
-    path = Animator(args.checkpoint, device=args.device).generate(
+    path = Animator(args.checkpoint, device=args.device, backend=args.backend).generate(
         args.image or asset(EXAMPLE_FACE),
         args.audio or asset(EXAMPLE_SPEECH),
         args.out,
@@ -77,6 +79,13 @@ def cmd_dub(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     print(path)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from talkface.serve import Limits, serve
+
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds, max_streams=args.max_streams, max_jobs=args.max_jobs)
+    serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits)
 
 
 def cmd_train_sync(args: argparse.Namespace) -> None:
@@ -159,6 +168,7 @@ def build_parser() -> Parser:
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
     g.add_argument("--device", default="auto")
+    g.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the generator (auto = torch; onnx and onnx-int8 run on the CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
@@ -185,6 +195,18 @@ def build_parser() -> Parser:
     d.add_argument("--device", default="auto")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
+
+    v = sub.add_parser("serve", help="a web page where a photo speaks live with your microphone or an audio file")
+    v.add_argument("--checkpoint", default=None, help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
+    v.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the generator (auto = torch; onnx and onnx-int8 run on the CPU)")
+    v.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (photo, or photo + audio)")
+    v.add_argument("--max-audio-seconds", type=float, default=120.0, help="longest uploaded recording and live stream")
+    v.add_argument("--max-streams", type=int, default=4, help="live streams at once")
+    v.add_argument("--max-jobs", type=int, default=1, help="mp4 jobs at once")
+    v.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("train-sync", help="train the lip-sync expert used by `evaluate`")
     s.add_argument("--data", default="synthetic", help="'synthetic', or a folder of talking-face videos (e.g. GRID)")

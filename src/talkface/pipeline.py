@@ -27,7 +27,8 @@ from talkface.media.video import VideoWriter, iter_frames, iter_frames_pingpong,
 from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
-from talkface.streaming import FaceStream
+from talkface.accel import BACKENDS, make_backend
+from talkface.streaming import FaceStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 FITS = ("loop", "cut")
@@ -116,9 +117,23 @@ class Animator:
     Without `out`, both return an iterator of frames (H, W, 3) uint8 instead of writing a file.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto"):
         self.device = pick_device(device)
         self.generator, self.cfg = load_generator(checkpoint or asset(BUNDLED_MODEL), self.device)
+        if backend not in BACKENDS:
+            raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.backend_name = backend
+        self._backend = None
+
+    @property
+    def backend(self):
+        """What runs the generator (see talkface.accel): built on first use (ONNX export takes seconds)."""
+        if self._backend is None:
+            try:
+                self._backend = make_backend(self.generator, self.cfg, self.backend_name)
+            except ValueError as e:
+                raise TalkfaceError(str(e)) from None
+        return self._backend
 
     @property
     def size(self) -> tuple[int, int]:
@@ -126,7 +141,17 @@ class Animator:
 
     def stream(self, face: np.ndarray, seed: int = 0) -> FaceStream:
         """A live stream for a face crop (any size; resized to the model's)."""
-        return FaceStream(self.generator, self.cfg, resize_crop(face, self.size), seed=seed)
+        return FaceStream(self.backend, self.cfg, resize_crop(face, self.size), seed=seed)
+
+    def prepare(self, image: str | os.PathLike | np.ndarray, face_index: int | None = None) -> PreparedPhoto:
+        """A photo's face found and aligned once, ready for any number of `live` streams."""
+        name = image if not isinstance(image, np.ndarray) else None
+        picture = load_image(image) if name is not None else image
+        return PreparedPhoto(picture, self.size, face_index, name)
+
+    def live(self, photo: PreparedPhoto, seed: int = 0) -> PhotoStream:
+        """A live stream of full-resolution frames: push audio chunks of any size, get frames as soon as they are ready."""
+        return PhotoStream(self.backend, self.cfg, photo, seed=seed)
 
     def frames(self, face: np.ndarray, audio: str | os.PathLike, seed: int = 0) -> Iterator[np.ndarray]:
         """Iterator of generated crops (H, W, 3) uint8 for a face crop and an audio file."""

@@ -1,0 +1,170 @@
+"""Speed of what the product runs: a live one-frame step at full resolution, and batched generation, per backend.
+
+Paper preset, random weights (speed does not depend on their values), the package's example photo
+(360x288). Run:
+    PYTHONPATH=src python benchmarks/streaming.py [--backends torch,onnx,onnx-int8] [--steps 200] [--threads N]
+
+1. Live step: 40 ms of audio (640 samples) pushed into a `PhotoStream` gives one full-resolution
+   frame: MFCC + networks + paste-back. p50/p90 over `--steps` steps after warm-up; JPEG encoding
+   (what `talkface serve` adds) timed apart.
+2. Batched: a 10 s clip (250 frames) decoded in one call by each backend, interleaved with the plain
+   eager float32 generator (the baseline of benchmarks/generator.py) so that both see the same load
+   on a shared machine; speed-up = baseline time / backend time, per round (best and median).
+   Output difference: max and mean abs difference of uint8 frames against the baseline.
+Prints a table and one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from talkface.accel import make_backend
+from talkface.config import paper
+from talkface.media.image import load_image
+from talkface.models import Generator, GeneratorState
+from talkface.pixels import to_uint8
+from talkface.streaming import PhotoStream, PreparedPhoto
+
+ASSETS = os.path.join(os.path.dirname(__file__), "..", "src", "talkface", "assets")
+
+
+def speechy(seconds: float, seed: int = 0) -> np.ndarray:
+    from talkface.data.synthetic import _speech
+
+    cfg = paper().audio
+    audio, _, _ = _speech(np.random.default_rng(seed), int(seconds * cfg.fps), cfg, 140.0)
+    return audio
+
+
+def live_step(backend, cfg, photo: PreparedPhoto, steps: int, warmup: int) -> dict:
+    stream = PhotoStream(backend, cfg, photo)
+    audio = speechy((steps + warmup) * 0.04 + 1.0)
+    hop = int(cfg.audio.sample_rate / cfg.audio.fps)
+    times, jpeg_ms, frame = [], [], None
+    for i in range(0, len(audio) - hop, hop):
+        t0 = time.perf_counter()
+        frames = stream.push(audio[i : i + hop])
+        dt = time.perf_counter() - t0
+        if len(frames) == 1:
+            frame = frames[0]
+            if stream.frames_out > warmup:
+                times.append(dt)
+                t1 = time.perf_counter()
+                cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+                jpeg_ms.append((time.perf_counter() - t1) * 1000)
+        if len(times) >= steps:
+            break
+    ms = np.array(times) * 1000
+    return {
+        "step_ms_p50": round(float(np.percentile(ms, 50)), 2),
+        "step_ms_p90": round(float(np.percentile(ms, 90)), 2),
+        "step_ms_max": round(float(ms.max()), 2),
+        "steps": len(ms),
+        "jpeg_ms_p50": round(float(np.median(jpeg_ms)), 2),
+        "frame_shape": list(frame.shape),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default="torch,onnx,onnx-int8")
+    p.add_argument("--steps", type=int, default=200, help="timed live steps per backend")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--frames", type=int, default=250, help="batched clip length")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved batched rounds")
+    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads (default: torch's choice)")
+    p.add_argument("--skip-live", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = paper()
+    torch.manual_seed(0)
+    g = Generator(cfg).eval()
+    names = args.backends.split(",")
+    built, build_s = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        built[name] = make_backend(g, cfg, name)
+        build_s[name] = round(time.perf_counter() - t0, 2)
+
+    result: dict = {
+        "benchmark": "streaming",
+        "preset": "paper",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min_start": round(os.getloadavg()[0], 2),
+        "backend_build_seconds": build_s,
+        "live": {},
+        "batched": {},
+    }
+    print(f"paper generator on {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+
+    if not args.skip_live:
+        photo = PreparedPhoto(load_image(os.path.join(ASSETS, "example_face.png")), (cfg.model.height, cfg.model.width))
+        for name in names:
+            r = live_step(built[name], cfg, photo, args.steps, args.warmup)
+            result["live"][name] = r
+            print(
+                f"  live step {name:10s} (generation + paste-back, {r['frame_shape'][1]}x{r['frame_shape'][0]}): "
+                f"p50 {r['step_ms_p50']} ms, p90 {r['step_ms_p90']} ms, max {r['step_ms_max']} ms over {r['steps']}; "
+                f"+ JPEG {r['jpeg_ms_p50']} ms"
+            )
+
+    a, m = cfg.audio, cfg.model
+    gen = torch.Generator().manual_seed(1)
+    mfcc = torch.randn(1, args.frames, a.n_mfcc, a.steps, generator=gen) * 0.3
+    z = g.noise.sample(1, args.frames, generator=gen)
+    photo_crop = torch.rand(1, 3, m.height, m.width, generator=gen) * 2 - 1
+    with torch.inference_mode():
+        identity = g.encode_identity(photo_crop)
+        reference = to_uint8(g.decode(identity, mfcc, z)[0][0]).astype(np.int16)
+    faces = {name: built[name].encode(photo_crop) for name in names}
+    times: dict[str, list[float]] = {"baseline": [], **{n: [] for n in names}}
+    outputs = {}
+    for _ in range(args.rounds):
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            g.decode(identity, mfcc, z)
+            times["baseline"].append(time.perf_counter() - t0)
+        for name in names:
+            t0 = time.perf_counter()
+            frames, _ = built[name].decode(faces[name], mfcc, z, GeneratorState())
+            times[name].append(time.perf_counter() - t0)
+            outputs[name] = frames
+    base = np.array(times["baseline"])
+    result["batched"]["baseline"] = {"seconds_best": round(base.min(), 3), "seconds_median": round(float(np.median(base)), 3), "fps_best": round(args.frames / base.min(), 1)}
+    print(f"  batched {args.frames} frames, eager float32 baseline: best {base.min():.2f} s ({args.frames / base.min():.1f} fps), median {np.median(base):.2f} s")
+    for name in names:
+        t = np.array(times[name])
+        ratio = base / t
+        diff = np.abs(to_uint8(outputs[name]).astype(np.int16) - reference)
+        r = {
+            "seconds_best": round(t.min(), 3),
+            "seconds_median": round(float(np.median(t)), 3),
+            "fps_best": round(args.frames / t.min(), 1),
+            "speedup_best": round(float(base.min() / t.min()), 2),
+            "speedup_median_of_rounds": round(float(np.median(ratio)), 2),
+            "max_abs_uint8_diff": int(diff.max()),
+            "mean_abs_uint8_diff": round(float(diff.mean()), 4),
+        }
+        result["batched"][name] = r
+        print(
+            f"  batched {name:10s}: best {r['seconds_best']} s ({r['fps_best']} fps), x{r['speedup_best']} best / "
+            f"x{r['speedup_median_of_rounds']} median vs baseline; uint8 diff max {r['max_abs_uint8_diff']}, mean {r['mean_abs_uint8_diff']}"
+        )
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    print(f"  peak RSS {result['peak_rss_mib']} MiB; load at end {result['load_average_1min_end']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""The real-time web service: a page, a face upload, a WebSocket that turns speech into frames, mp4 jobs.
+
+Protocol of `/ws?face=ID` (one live stream):
+- server -> client, text: {"type": "ready", fps, width, height, sample_rate, lookahead_ms, max_seconds}
+- client -> server, binary: 16 kHz mono PCM, signed 16-bit little-endian, any number of samples
+- client -> server, text: {"type": "end"} (the audio is over: the last frames follow, then "done")
+- server -> client, binary: one frame = 12-byte header (uint32 frame index, uint32 samples received
+  when it was made, float32 ms spent making it, little-endian) + a JPEG of the full-resolution frame
+- server -> client, text: {"type": "error", "error": ...} (then the server closes) or
+  {"type": "done", "frames": N}
+
+Every limit answers with a JSON `{"error": ...}` and a status: 413 (upload too large), 400 (bad
+input, audio too long), 429 (too many live streams or mp4 jobs), 401 (missing or wrong token).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import struct
+import tempfile
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+
+import cv2
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from talkface.errors import TalkfaceError
+from talkface.media.face import MOUTH_CORNERS
+from talkface.media.image import load_image
+from talkface.pipeline import Animator, scan_audio
+from talkface.streaming import PreparedPhoto
+
+log = logging.getLogger("talkface.serve")
+FRAME_HEADER = struct.Struct("<IIf")
+TOKEN_COOKIE = "talkface_token"
+
+
+@dataclass
+class Limits:
+    max_upload_mb: float = 20.0  # one request body (photo, or photo + audio)
+    max_audio_seconds: float = 120.0  # an uploaded recording, and one live stream
+    max_streams: int = 4  # live WebSocket streams at once
+    max_jobs: int = 1  # mp4 jobs at once (each takes the CPU for a while)
+    max_faces: int = 32  # prepared photos kept (least recently used dropped)
+    max_side: int = 720  # live streams animate the photo shrunk to this longest side (JPEG per frame)
+    backlog_seconds: float = 4.0  # audio waiting to be animated before a stream is stopped
+    jpeg_quality: int = 85
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def shrink(picture: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = picture.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return picture
+    return cv2.resize(picture, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+class Service:
+    """What the routes share: the model, a worker pool, prepared faces, counters for the limits."""
+
+    def __init__(self, animator: Animator, limits: Limits, token: str | None = None, workers: int | None = None):
+        self.animator, self.limits, self.token = animator, limits, token
+        self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="talkface")
+        self.faces: OrderedDict[str, PreparedPhoto] = OrderedDict()
+        self.streams = 0
+        self.jobs = 0
+        self.frames_sent = 0
+        _ = animator.backend  # build (export) it now, not on the first request
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def remember(self, photo: PreparedPhoto) -> str:
+        key = uuid.uuid4().hex
+        self.faces[key] = photo
+        while len(self.faces) > self.limits.max_faces:
+            self.faces.popitem(last=False)
+        return key
+
+    def info(self) -> dict:
+        cfg = self.animator.cfg
+        return {
+            "fps": cfg.audio.fps,
+            "sample_rate": cfg.audio.sample_rate,
+            "crop": [cfg.model.height, cfg.model.width],
+            "lookahead_ms": round(cfg.audio.lookahead_ms + 500 / cfg.audio.fps, 1),  # past the frame's centre
+            "backend": self.animator.backend.name,
+            "streams": self.streams,
+            "limits": {
+                "max_upload_mb": self.limits.max_upload_mb,
+                "max_audio_seconds": self.limits.max_audio_seconds,
+                "max_streams": self.limits.max_streams,
+                "max_jobs": self.limits.max_jobs,
+            },
+        }
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+# -- middleware ---------------------------------------------------------------------------------
+def _token_from(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth[7:]
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+@web.middleware
+async def guard(request: web.Request, handler):
+    """Token check, size limits as JSON 413, and no traceback ever reaching a client."""
+    service: Service = request.app[SERVICE]
+    if service.token is not None and not request.path.startswith("/static/"):
+        given = _token_from(request)
+        if given is None or not hmac.compare_digest(given.encode(), service.token.encode()):
+            return error(401, "missing or wrong access token (open the URL with ?token=...)")
+    limit = int(service.limits.max_upload_mb * 2**20)
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, f"upload too large: {request.content_length / 2**20:.1f} MB (at most {service.limits.max_upload_mb:g} MB)")
+    try:
+        response = await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, f"upload too large (at most {service.limits.max_upload_mb:g} MB)")
+    except web.HTTPException as e:
+        if e.status >= 400 and e.content_type != "application/json":
+            return error(e.status, e.reason)
+        raise
+    except TalkfaceError as e:
+        return error(400, e.problem)
+    except Exception:
+        log.exception("request %s failed", request.path)
+        return error(500, "internal error")
+    if service.token is not None and request.query.get("token") == service.token and isinstance(response, web.Response):
+        # the page's own requests and its WebSocket then carry the token without putting it in every URL
+        response.set_cookie(TOKEN_COOKIE, service.token, httponly=True, samesite="Strict")
+    return response
+
+
+# -- routes -------------------------------------------------------------------------------------
+STATIC = resources.files("talkface.serve") / "static"
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(text=(STATIC / "index.html").read_text(encoding="utf-8"), content_type="text/html")
+
+
+async def info(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].info())
+
+
+async def example_face(request: web.Request) -> web.Response:
+    data = (resources.files("talkface") / "assets" / "example_face.png").read_bytes()
+    return web.Response(body=data, content_type="image/png")
+
+
+async def _read_parts(request: web.Request, names: set[str], tmp: str) -> dict[str, str]:
+    """Multipart fields `names` saved as files in `tmp` (a raw body counts as the field 'image')."""
+    paths: dict[str, str] = {}
+    if not request.content_type.startswith("multipart/"):
+        body = await request.read()
+        if not body:
+            raise TalkfaceError("empty request: send the image as the body or as multipart field 'image'")
+        paths["image"] = os.path.join(tmp, "image")
+        with open(paths["image"], "wb") as f:
+            f.write(body)
+        return paths
+    reader = await request.multipart()
+    total, limit = 0, request.app[SERVICE].limits.max_upload_mb * 2**20
+    async for part in reader:
+        if part.name not in names or part.name in paths:
+            await part.release()
+            continue
+        paths[part.name] = os.path.join(tmp, part.name + os.path.splitext(part.filename or "")[1][:8])
+        with open(paths[part.name], "wb") as f:
+            while chunk := await part.read_chunk(2**16):
+                total += len(chunk)
+                if total > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=int(limit), actual_size=total)
+                f.write(chunk)
+    return paths
+
+
+async def prepare_face(request: web.Request) -> web.Response:
+    """Photo in (raw body or multipart 'image'): face found and aligned once -> {"face": id, ...}."""
+    service: Service = request.app[SERVICE]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = await _read_parts(request, {"image"}, tmp)
+        if "image" not in paths:
+            return error(400, "no 'image' field in the upload")
+
+        def work() -> PreparedPhoto:
+            picture = shrink(load_image(paths["image"]), service.limits.max_side)
+            return service.animator.prepare(picture)
+
+        try:
+            photo = await service.run(work)
+        except TalkfaceError as e:
+            return error(400, f"image: {e.problem}")
+    h, w = photo.shape
+    mouth = photo.face.landmarks[MOUTH_CORNERS].mean(0)
+    return web.json_response({"face": service.remember(photo), "width": w, "height": h, "mouth": [round(float(v), 1) for v in mouth], "face_size": round(photo.face.size, 1)})
+
+
+async def generate(request: web.Request) -> web.Response:
+    """Multipart 'image' + 'audio' -> the finished mp4 (attachment)."""
+    service: Service = request.app[SERVICE]
+    if service.jobs >= service.limits.max_jobs:
+        return error(429, f"busy: {service.jobs} video job(s) running (at most {service.limits.max_jobs}); try again shortly")
+    service.jobs += 1
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = await _read_parts(request, {"image", "audio"}, tmp)
+            missing = {"image", "audio"} - set(paths)
+            if missing:
+                return error(400, f"missing upload field(s): {', '.join(sorted(missing))}")
+            out = os.path.join(tmp, "talking.mp4")
+            rate = service.animator.cfg.audio.sample_rate
+
+            def work() -> bytes:
+                try:
+                    seconds = scan_audio(paths["audio"], rate) / rate
+                except TalkfaceError as e:
+                    raise TalkfaceError(f"audio: {e.problem}") from None
+                if seconds > service.limits.max_audio_seconds:
+                    raise TalkfaceError(f"audio too long: {seconds:.1f} s (at most {service.limits.max_audio_seconds:g} s)")
+                try:
+                    service.animator.generate(paths["image"], paths["audio"], out)
+                except TalkfaceError as e:
+                    what = "image" if e.path == paths["image"] else "audio" if e.path == paths["audio"] else None
+                    raise TalkfaceError(f"{what}: {e.problem}" if what else e.problem) from None
+                with open(out, "rb") as f:
+                    return f.read()
+
+            data = await service.run(work)
+    finally:
+        service.jobs -= 1
+    return web.Response(body=data, content_type="video/mp4", headers={"Content-Disposition": 'attachment; filename="talking.mp4"'})
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """One live stream: PCM in, JPEG frames out (protocol in the module docstring)."""
+    service: Service = request.app[SERVICE]
+    photo = service.faces.get(request.query.get("face", ""))
+    if photo is None:
+        return error(400, "unknown face: upload a photo to /api/face first")
+    if service.streams >= service.limits.max_streams:
+        return error(429, f"busy: {service.streams} live stream(s) running (at most {service.limits.max_streams}); try again shortly")
+    service.streams += 1
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2**20)
+    try:
+        await ws.prepare(request)
+        await _stream(service, photo, ws)
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the client went away
+    except Exception:
+        log.exception("stream failed")
+        with contextlib.suppress(Exception):
+            await ws.send_json({"type": "error", "error": "internal error"})
+    finally:
+        service.streams -= 1
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+async def _stream(service: Service, photo: PreparedPhoto, ws: web.WebSocketResponse) -> None:
+    cfg, limits = service.animator.cfg, service.limits
+    rate = cfg.audio.sample_rate
+    live = await service.run(service.animator.live, photo)
+    h, w = photo.shape
+    await ws.send_json(
+        {
+            "type": "ready", "fps": cfg.audio.fps, "width": w, "height": h, "sample_rate": rate,
+            "lookahead_ms": service.info()["lookahead_ms"], "max_seconds": limits.max_audio_seconds,
+        }
+    )
+    queue: asyncio.Queue = asyncio.Queue()
+    backlog = [0]  # samples queued, not yet animated
+
+    def animate(samples: np.ndarray | None) -> list[tuple[int, int, float, bytes]]:
+        t0 = time.perf_counter()
+        frames = live.push(samples) if samples is not None else live.flush()
+        start = live.frames_out - len(frames)
+        out = []
+        for i, frame in enumerate(frames):
+            jpeg = encode_jpeg(frame, limits.jpeg_quality)
+            out.append((start + i, live.samples_in, (time.perf_counter() - t0) * 1000, jpeg))
+        return out
+
+    async def worker() -> None:
+        while True:
+            item = await queue.get()
+            parts, end = [], item is None
+            while not end:  # take everything waiting: a backlog is animated in one batch
+                parts.append(item)
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+                end = item is None
+            if parts:
+                samples = np.concatenate(parts)
+                backlog[0] -= len(samples)
+                for frame in await service.run(animate, samples):
+                    await _send_frame(ws, frame)
+                    service.frames_sent += 1
+            if end:
+                for frame in await service.run(animate, None):
+                    await _send_frame(ws, frame)
+                    service.frames_sent += 1
+                await ws.send_json({"type": "done", "frames": live.frames_out})
+                return
+
+    task = asyncio.create_task(worker())
+    received = 0
+    try:
+        async for msg in ws:
+            if task.done():
+                break
+            if msg.type == WSMsgType.BINARY:
+                if len(msg.data) % 2:
+                    await ws.send_json({"type": "warning", "error": "ignored a binary message of odd length (expected int16 PCM)"})
+                    continue
+                samples = np.frombuffer(msg.data, "<i2").astype(np.float32) / 32768.0
+                received += len(samples)
+                if received > limits.max_audio_seconds * rate:
+                    await ws.send_json({"type": "error", "error": f"stream too long: at most {limits.max_audio_seconds:g} s of audio per stream"})
+                    break
+                backlog[0] += len(samples)
+                if backlog[0] > limits.backlog_seconds * rate:
+                    await ws.send_json({"type": "error", "error": f"generation cannot keep up: {backlog[0] / rate:.1f} s of audio waiting; stream stopped"})
+                    break
+                queue.put_nowait(samples)
+            elif msg.type == WSMsgType.TEXT:
+                try:
+                    kind = json.loads(msg.data).get("type")
+                except (ValueError, AttributeError):
+                    kind = None
+                if kind == "end":
+                    queue.put_nowait(None)
+                    await task
+                    break
+                await ws.send_json({"type": "warning", "error": 'ignored a text message that is not {"type": "end"}'})
+            else:
+                break
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # the caller logs it and tells the client
+
+
+async def _send_frame(ws: web.WebSocketResponse, frame: tuple[int, int, float, bytes]) -> None:
+    index, samples, ms, jpeg = frame
+    await ws.send_bytes(FRAME_HEADER.pack(index, samples, ms) + jpeg)
+
+
+# -- the app ------------------------------------------------------------------------------------
+def make_app(animator: Animator, limits: Limits | None = None, token: str | None = None, workers: int | None = None) -> web.Application:
+    limits = limits or Limits()
+    app = web.Application(middlewares=[guard], client_max_size=int(limits.max_upload_mb * 2**20))
+    service = Service(animator, limits, token, workers)
+    app[SERVICE] = service
+    app.router.add_get("/", index)
+    app.router.add_get("/api/info", info)
+    app.router.add_get("/api/example-face", example_face)
+    app.router.add_post("/api/face", prepare_face)
+    app.router.add_post("/api/generate", generate)
+    app.router.add_get("/ws", stream)
+    app.router.add_static("/static/", str(STATIC))
+
+    async def close_pool(app: web.Application) -> None:
+        service.pool.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(close_pool)
+    return app
+
+
+def serve(
+    checkpoint: str | os.PathLike | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    backend: str = "auto",
+    limits: Limits | None = None,
+) -> None:
+    """Run the service until interrupted. Off loopback an access token is required: one is made when not given."""
+    import torch
+
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(16)
+    # One intra-op thread per inference and one worker per core: streams run side by side.
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
+    animator = Animator(checkpoint, device="cpu" if backend != "torch" else None, backend=backend)
+    app = make_app(animator, limits, token)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    print(f"talkface serve: {url} (backend {animator.backend.name}; Ctrl+C to stop)", flush=True)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
