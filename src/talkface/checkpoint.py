@@ -52,11 +52,31 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def _save_safetensors(path: str | os.PathLike, module: torch.nn.Module, cfg, half: bool, meta: dict[str, str]) -> None:
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in unwrap(module).state_dict().items()}
+    meta = {"format": str(FORMAT_VERSION), "talkface_version": __version__, "config": json.dumps(cfg.to_dict()), **meta}
+    _atomic_write(os.fspath(path), lambda p: save_file(tensors, p, metadata=meta))
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file, or a TalkfaceError; nothing is unpickled."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise TalkfaceError(f"is not a readable safetensors file ({type(e).__name__})", path) from None
+
+
+def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    try:
+        module.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as e:
+        raise TalkfaceError(f"weights do not match its config ({str(e).splitlines()[0]})", path) from None
+
+
 def save_release(path: str | os.PathLike, generator: torch.nn.Module, cfg: Config, half: bool = False, extra: dict | None = None) -> None:
     """Generator weights as safetensors; config, format and version in the metadata."""
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in unwrap(generator).state_dict().items()}
-    meta = {"format": str(FORMAT_VERSION), "talkface_version": __version__, "config": json.dumps(cfg.to_dict()), **(extra or {})}
-    _atomic_write(os.fspath(path), lambda p: save_file(tensors, p, metadata=meta))
+    _save_safetensors(path, generator, cfg, half, extra or {})
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, Config]:
@@ -65,12 +85,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if not os.path.isfile(path):
         raise TalkfaceError("no such checkpoint file", path)
     if path.endswith(".safetensors"):
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise TalkfaceError(f"is not a readable safetensors file ({type(e).__name__})", path) from None
+        meta, state = _read_safetensors(path)
         if meta.get("format") != str(FORMAT_VERSION) or "config" not in meta:
             raise TalkfaceError("has no talkface config in its metadata", path)
         cfg = from_dict(json.loads(meta["config"]))
@@ -79,10 +94,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         cfg = from_dict(payload["config"])
         state = payload["ema"]
     generator = Generator(cfg)
-    try:
-        generator.load_state_dict({k: v.float() for k, v in state.items()})
-    except RuntimeError as e:
-        raise TalkfaceError(f"weights do not match its config ({str(e).splitlines()[0]})", path) from None
+    _load_weights(generator, state, path)
     return generator.to(device).eval(), cfg
 
 
@@ -103,9 +115,7 @@ def default_sync_expert() -> str:
 
 def save_sync_expert(path: str | os.PathLike, expert: torch.nn.Module, cfg: SyncConfig, half: bool = True, extra: dict | None = None) -> None:
     """Lip-sync expert weights as safetensors (float16 by default: it is shipped in the package)."""
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in unwrap(expert).state_dict().items()}
-    meta = {"format": str(FORMAT_VERSION), "talkface_version": __version__, "kind": SYNC_EXPERT_KIND, "config": json.dumps(cfg.to_dict()), **(extra or {})}
-    _atomic_write(os.fspath(path), lambda p: save_file(tensors, p, metadata=meta))
+    _save_safetensors(path, expert, cfg, half, {"kind": SYNC_EXPERT_KIND, **(extra or {})})
 
 
 def load_sync_expert(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[SyncExpert, SyncConfig]:
@@ -113,18 +123,10 @@ def load_sync_expert(path: str | os.PathLike | None = None, device: str | torch.
     path = os.fspath(path) if path is not None else default_sync_expert()
     if not os.path.isfile(path):
         raise TalkfaceError("no such sync expert file", path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise TalkfaceError(f"is not a readable safetensors file ({type(e).__name__})", path) from None
+    meta, state = _read_safetensors(path)
     if meta.get("format") != str(FORMAT_VERSION) or meta.get("kind") != SYNC_EXPERT_KIND or "config" not in meta:
         raise TalkfaceError("is not a talkface sync expert (no sync-expert config in its metadata)", path)
     cfg = from_dict(json.loads(meta["config"]), SyncConfig)
     expert = SyncExpert(cfg)
-    try:
-        expert.load_state_dict({k: v.float() for k, v in state.items()})
-    except RuntimeError as e:
-        raise TalkfaceError(f"weights do not match its config ({str(e).splitlines()[0]})", path) from None
+    _load_weights(expert, state, path)
     return expert.to(device).eval(), cfg
