@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 from collections.abc import Iterable
@@ -176,7 +177,8 @@ def preprocess(
     todo = [(g, v) for g, v in mine if not os.path.exists(os.path.join(out, "groups", f"{g:06d}.json"))]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="preprocess", unit="group", disable=not progress)
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: a fork of a process that already runs mediapipe or torch threads can crash
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(process_group, g, v, out, opts, single_speaker) for g, v in todo]
             for f in futures:
                 f.result()
