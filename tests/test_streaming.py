@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from talkface.accel import OnnxBackend, SplitDecoder, SubpixelDeconv, TorchBackend, make_backend, onnx_available
+from talkface.accel import GraphBackend, SplitDecoder, SubpixelDeconv, TorchBackend, border_cases, constant_map_response, make_backend, runtime_available
 from talkface.config import paper, tiny
 from talkface.errors import TalkfaceError
 from talkface.media.audio import num_frames
@@ -12,7 +13,9 @@ from talkface.pixels import to_uint8
 
 from conftest import speech_like, write_audio
 
-needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnx / onnxruntime not installed")
+needs_onnx = pytest.mark.skipif(not runtime_available("onnx"), reason="onnx / onnxruntime not installed")
+needs_openvino = pytest.mark.skipif(not runtime_available("openvino"), reason="openvino not installed")
+GRAPH_BACKENDS = [pytest.param("onnx", marks=needs_onnx), pytest.param("openvino", marks=needs_openvino)]
 
 
 def test_subpixel_deconv_equals_transposed_conv():
@@ -22,9 +25,24 @@ def test_subpixel_deconv_equals_transposed_conv():
     torch.testing.assert_close(SubpixelDeconv(deconv)(x), deconv(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("preset", [tiny, paper])
-def test_split_decoder_equals_decoder(preset):
+def test_constant_map_conv_takes_nine_values():
+    """A 3x3 conv of a spatially constant map: 9 border-case values, expanded, equal the conv itself."""
+    torch.manual_seed(0)
+    weight = torch.randn(6, 4, 3, 3)
+    z = torch.randn(2, 4)
+    for h, w in [(2, 2), (3, 5), (8, 6)]:
+        full = F.conv2d(z[:, :, None, None].expand(2, 4, h, w), weight, padding=1)
+        cases = (z @ constant_map_response(weight)).view(2, 6, 3, 3)
+        torch.testing.assert_close(cases.index_select(2, border_cases(h)).index_select(3, border_cases(w)), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(AssertionError):
+        border_cases(1)
+
+
+@pytest.mark.parametrize("preset,latent", [(tiny, None), (paper, None), (tiny, 0)])
+def test_split_decoder_equals_decoder(preset, latent):
     cfg = preset()
+    if latent is not None:
+        cfg.model.latent_per_stage = latent
     torch.manual_seed(0)
     g = Generator(cfg).eval()
     m = cfg.model
@@ -40,28 +58,74 @@ def test_split_decoder_equals_decoder(preset):
         noise, _ = g.noise(z)
         split = SplitDecoder(g.decoder, m.audio.dim, m.identity.dim, m.residual)
         face = split.face(identity.still, identity.code, identity.skips)
-        out = split(torch.cat([audio, noise], -1)[0], face.first, face.base, *face.skips, *face.latents)
+        out = split(torch.cat([audio, noise], -1)[0], *face.tensors())
     torch.testing.assert_close(out, ref[0], atol=1e-4, rtol=1e-4)
 
 
-@needs_onnx
-def test_onnx_backend_matches_torch_with_state_carried(tiny_weights):
+@pytest.mark.parametrize("runtime", GRAPH_BACKENDS)
+def test_graph_backend_matches_torch_with_state_carried(tiny_weights, runtime):
     anim = Animator(tiny_weights, device="cpu", backend="torch")
     g, cfg = anim.generator, anim.cfg
-    onnx, ref = make_backend(g, cfg, "onnx"), TorchBackend(g)
-    assert isinstance(onnx, OnnxBackend)
+    fast, ref = GraphBackend(g, cfg, runtime, chunk=4), TorchBackend(g)
+    assert fast.name == runtime
     still = torch.rand(1, 3, cfg.model.height, cfg.model.width) * 2 - 1
-    mfcc = torch.randn(1, 9, 13, 35) * 0.3
-    z = g.noise.sample(1, 9, generator=torch.Generator().manual_seed(0))
+    mfcc = torch.randn(1, 15, 13, 35) * 0.3
+    z = g.noise.sample(1, 15, generator=torch.Generator().manual_seed(0))
     outs = []
-    for backend in (ref, onnx):
+    for backend in (ref, fast):
         face, state, frames = backend.encode(still), GeneratorState(), []
-        for lo, hi in [(0, 1), (1, 5), (5, 9)]:  # chunks of different sizes, state carried
+        for lo, hi in [(0, 1), (1, 5), (5, 6), (6, 15)]:  # one frame, one chunk, one, two chunks + a padded one; state carried
             f, state = backend.decode(face, mfcc[:, lo:hi], z[:, lo:hi], state)
             frames.append(f)
         outs.append(to_uint8(torch.cat(frames)).astype(int))
-    assert outs[0].shape == (9, cfg.model.height, cfg.model.width, 3)
+    assert outs[0].shape == (15, cfg.model.height, cfg.model.width, 3)
     assert np.abs(outs[0] - outs[1]).max() <= 1  # float rounding only: at most one level of 255
+
+
+@pytest.mark.parametrize("runtime", GRAPH_BACKENDS)
+def test_graph_backend_serves_threads_at_once(tiny_weights, runtime):
+    """The server decodes several streams on worker threads with one backend: results must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    anim = Animator(tiny_weights, device="cpu", backend="torch")
+    g, cfg = anim.generator, anim.cfg
+    fast = GraphBackend(g, cfg, runtime, chunk=4)
+    gen = torch.Generator().manual_seed(1)
+    jobs = [(torch.rand(1, 3, cfg.model.height, cfg.model.width, generator=gen) * 2 - 1, torch.randn(1, 9, 13, 35, generator=gen) * 0.3) for _ in range(4)]
+    z = g.noise.sample(1, 9, generator=gen)
+
+    def run(job):
+        face, state, frames = fast.encode(job[0]), GeneratorState(), []
+        for t in range(9):  # one frame at a time, as a live stream does
+            f, state = fast.decode(face, job[1][:, t : t + 1], z[:, t : t + 1], state)
+            frames.append(f)
+        return torch.cat(frames)
+
+    alone = [run(job) for job in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(run, jobs * 3))
+    for i, frames in enumerate(together):
+        torch.testing.assert_close(frames, alone[i % 4], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("runtime", GRAPH_BACKENDS)
+def test_int8_backend_stays_close_to_torch(tiny_weights, runtime):
+    """int8 changes the arithmetic: frames differ by a few levels of 255 on average, never wildly."""
+    anim = Animator(tiny_weights, device="cpu", backend="torch")
+    g, cfg = anim.generator, anim.cfg
+    fast, ref = make_backend(g, cfg, f"{runtime}-int8"), TorchBackend(g)
+    assert fast.name == f"{runtime}-int8"
+    from talkface.data.synthetic import make_clip
+    from talkface.media.audio import mfcc_windows
+    from talkface.pixels import to_tensor
+
+    clip = make_clip(11, 30, (cfg.model.height, cfg.model.width), cfg.audio)  # not one of the calibration clips
+    still = to_tensor(clip.frames[0])[None]
+    mfcc = torch.from_numpy(mfcc_windows(clip.audio, cfg.audio))[None]
+    z = g.noise.sample(1, mfcc.shape[1], generator=torch.Generator().manual_seed(0))
+    outs = [to_uint8(b.decode(b.encode(still), mfcc, z, GeneratorState())[0]).astype(int) for b in (ref, fast)]
+    diff = np.abs(outs[0] - outs[1])
+    assert 0 < diff.mean() < 3 and np.percentile(diff, 99) <= 16
 
 
 def test_unknown_backend_is_a_clear_error(tiny_weights):
@@ -69,7 +133,7 @@ def test_unknown_backend_is_a_clear_error(tiny_weights):
         Animator(tiny_weights, backend="gpu")
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("onnx", marks=needs_onnx)])
+@pytest.mark.parametrize("backend", ["torch", *GRAPH_BACKENDS])
 def test_streamed_photo_frames_equal_offline_generate(tiny_weights, face_image, tmp_path, backend):
     """Audio pushed in odd-sized chunks gives the frames `generate` makes from the whole file."""
     audio = speech_like(1.3, seed=3)
@@ -109,3 +173,30 @@ def test_stream_buffers_stay_bounded(tiny_weights):
     assert produced > 90 and produced == stream.frames_out
     assert buffers.max() < 1200 + anim.cfg.audio.win_length and columns.max() <= span
     assert buffers[120:].max() <= buffers[:120].max() + 800 and columns[120:].max() <= columns[:120].max()
+
+
+def test_stream_batch_equals_separate_streams(tiny_weights):
+    """Three faces batched in one generator call per step: each gets the frames its own stream would."""
+    from talkface.streaming import FaceStream, StreamBatch
+
+    anim = Animator(tiny_weights, device="cpu", backend="torch")
+    g, cfg = anim.generator, anim.cfg
+    rng = np.random.default_rng(0)
+    stills = [rng.integers(0, 256, (cfg.model.height, cfg.model.width, 3), dtype=np.uint8) for _ in range(3)]
+    audios = [speech_like(s, seed=i) for i, s in enumerate([1.0, 0.6, 1.3])]  # different lengths: streams drop out
+    seeds = [5, 6, 7]
+    batch = StreamBatch(g, cfg, stills, seeds)
+    got: list[list[np.ndarray]] = [[] for _ in stills]
+    for pos in range(0, 16000 * 2, 900):  # 56 ms pushes; a stream whose audio has ended gets None
+        chunks = [a[pos : pos + 900] if pos < len(a) else None for a in audios]
+        for i, frames in enumerate(batch.push(chunks)):
+            got[i] += frames
+    for i, frames in enumerate(batch.flush()):
+        got[i] += frames
+    for still, audio, seed, frames in zip(stills, audios, seeds, got):
+        alone = FaceStream(g, cfg, still, seed=seed)
+        expected = alone.push(audio) + alone.flush()
+        assert len(frames) == len(expected) == num_frames(len(audio), cfg.audio)
+        diff = np.abs(np.stack(frames).astype(int) - np.stack(expected).astype(int))
+        assert diff.max() <= 2 and diff.mean() < 0.01
+    assert len({len(f) for f in got}) == 3  # the streams really had different lengths

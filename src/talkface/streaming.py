@@ -1,7 +1,9 @@
 """The generator one audio chunk at a time: the face is prepared once, recurrent state is carried.
 
 `FaceStream` turns pushed audio into face crops; `PhotoStream` wraps it for a whole photo (the
-face found, aligned and encoded once; every generated crop pasted back at full resolution).
+face found, aligned and encoded once; every generated crop pasted back at full resolution);
+`StreamBatch` runs many streams of different faces through one generator call per step, which is
+how one GPU serves many live streams at once.
 They are the engine behind both offline generation (all of a file's audio pushed in chunks) and
 live streaming (microphone chunks of any size), so the two produce the same frames.
 
@@ -22,6 +24,7 @@ from talkface.config import Config
 from talkface.media.audio import FeatureStream
 from talkface.media.face import Face, align, detect_faces, paste_back, pick_face
 from talkface.models import Generator, GeneratorState
+from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
 
 
@@ -125,3 +128,60 @@ class PhotoStream:
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for crop in self.crops.run(chunks):
             yield self.photo.paste(crop)
+
+
+class StreamBatch:
+    """Many live streams, one face each, generated together: one generator call per step for every
+    stream that has a frame ready, each with its own recurrent state, noise and audio features.
+
+    Frames equal what each stream would get from its own `FaceStream` with the same seed (the
+    batch only changes float rounding). Stream i's frames come out in order; a push may give some
+    streams no frame (their audio window is not complete yet) and others several.
+    """
+
+    def __init__(self, generator: Generator, cfg: Config, stills: list[np.ndarray], seeds: list[int] | None = None):
+        self.generator = generator.eval()
+        self.device = next(generator.parameters()).device
+        self.features = [FeatureStream(cfg.audio) for _ in stills]
+        self.noise_rngs = [torch.Generator().manual_seed(s) for s in (seeds or [0] * len(stills))]
+        m = cfg.model
+        with torch.inference_mode():
+            self.identity = generator.encode_identity(to_tensor(np.stack(stills)).to(self.device))
+        n = len(stills)
+        self.audio_h = torch.zeros(m.audio.gru_layers, n, m.audio.dim, device=self.device)
+        self.noise_h = torch.zeros(m.noise.gru_layers, n, m.noise.dim, device=self.device)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def push(self, chunks: list[np.ndarray | None]) -> list[list[np.ndarray]]:
+        """One chunk of 16 kHz mono samples per stream (None: nothing new) -> each stream's new crops."""
+        assert len(chunks) == len(self), f"{len(self)} streams, {len(chunks)} chunks"
+        return self._decode([f.push(c) if c is not None else [] for f, c in zip(self.features, chunks)])
+
+    def flush(self) -> list[list[np.ndarray]]:
+        """Every stream's remaining frames once all audio has ended."""
+        return self._decode([f.flush() for f in self.features])
+
+    @torch.inference_mode()
+    def _decode(self, windows: list) -> list[list[np.ndarray]]:
+        out: list[list[np.ndarray]] = [[] for _ in windows]
+        for step in range(max((len(w) for w in windows), default=0)):
+            ready = [i for i, w in enumerate(windows) if len(w) > step]
+            mfcc = torch.from_numpy(np.stack([windows[i][step] for i in ready]))[:, None].to(self.device)
+            z = torch.cat([self.generator.noise.sample(1, 1, generator=self.noise_rngs[i]) for i in ready]).to(self.device)
+            if len(ready) == len(windows):
+                identity, state = self.identity, GeneratorState(self.audio_h, self.noise_h)
+            else:
+                sel = torch.tensor(ready, device=self.device)
+                who = self.identity
+                identity = Identity(who.code[sel], [s[sel] for s in who.skips], who.still[sel])
+                state = GeneratorState(self.audio_h[:, sel], self.noise_h[:, sel])
+            frames, state = self.generator.decode(identity, mfcc, z, state)
+            if len(ready) == len(windows):
+                self.audio_h, self.noise_h = state.audio, state.noise
+            else:
+                self.audio_h[:, sel], self.noise_h[:, sel] = state.audio, state.noise
+            for i, crop in zip(ready, to_uint8(frames[:, 0])):
+                out[i].append(crop)
+        return out

@@ -417,7 +417,7 @@ def serve(
     # One intra-op thread per inference and one worker per core: streams run side by side.
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
-    animator = Animator(checkpoint, device="cpu" if backend != "torch" else None, backend=backend)
+    animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend)
     app = make_app(animator, limits, token)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
