@@ -89,7 +89,7 @@ def test_graph_backend_serves_threads_at_once(tiny_weights, runtime):
 
     anim = Animator(tiny_weights, device="cpu", backend="torch")
     g, cfg = anim.generator, anim.cfg
-    fast = GraphBackend(g, cfg, runtime, chunk=4)
+    fast = GraphBackend(g, cfg, runtime, chunk=4, streams=2)
     gen = torch.Generator().manual_seed(1)
     jobs = [(torch.rand(1, 3, cfg.model.height, cfg.model.width, generator=gen) * 2 - 1, torch.randn(1, 9, 13, 35, generator=gen) * 0.3) for _ in range(4)]
     z = g.noise.sample(1, 9, generator=gen)
@@ -200,3 +200,7 @@ def test_stream_batch_equals_separate_streams(tiny_weights):
         diff = np.abs(np.stack(frames).astype(int) - np.stack(expected).astype(int))
         assert diff.max() <= 2 and diff.mean() < 0.01
     assert len({len(f) for f in got}) == 3  # the streams really had different lengths
+
+
+def test_auto_backend_is_the_plain_generator(tiny_weights):
+    assert Animator(tiny_weights, device="cpu").backend.name == "torch"

@@ -245,8 +245,8 @@ def _quantize(model: bytes, feeds: list[dict[str, np.ndarray]]) -> bytes:
 class OrtGraph:
     """An ONNX model in ONNX Runtime (CPU): any batch size, run in chunks of `chunk`."""
 
-    def __init__(self, model: bytes, names: list[str], threads: int, chunk: int):
-        import onnxruntime as ort
+    def __init__(self, model: bytes, names: list[str], threads: int, chunk: int, streams: int = 1):
+        import onnxruntime as ort  # a session runs concurrent calls in parallel whatever `streams`
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -266,17 +266,21 @@ class OrtGraph:
 class OpenVinoGraph:
     """An ONNX model compiled by OpenVINO (CPU) for two static batch sizes: 1 (live) and `chunk`.
 
+    `streams` > 1: that many requests run at once (from as many threads), each on `threads` threads;
+    with one stream, OpenVINO runs concurrent requests one after the other.
+
     Static shapes let OpenVINO plan memory and pick kernels once (a one-frame step takes about
     5 ms instead of 6.5 ms with a dynamic batch); other batch sizes run as chunks, the last one
     padded with zeros (frames are independent in these graphs, so padding changes nothing else).
     Each thread gets its own infer requests (a request is not safe to share between threads).
     """
 
-    def __init__(self, model: bytes, names: list[str], threads: int, chunk: int):
+    def __init__(self, model: bytes, names: list[str], threads: int, chunk: int, streams: int = 1):
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = {"INFERENCE_NUM_THREADS": threads * streams, "INFERENCE_PRECISION_HINT": "f32"}
+        config.update({"NUM_STREAMS": streams} if streams > 1 else {"PERFORMANCE_HINT": "LATENCY"})
         self.compiled = {}
         for n in sorted({1, chunk}):
             graph = core.read_model(model, b"")
@@ -312,7 +316,7 @@ class GraphBackend:
     """Window CNN and split decoder exported to ONNX and run by OpenVINO or ONNX Runtime; GRUs in torch."""
 
     def __init__(self, generator: Generator, cfg: Config, runtime: str = "openvino", int8: bool = False,
-                 threads: int | None = None, chunk: int = CHUNK):
+                 threads: int | None = None, chunk: int = CHUNK, streams: int = 1):
         self.generator = generator.cpu().eval()
         self.cfg = cfg
         self.name = runtime + ("-int8" if int8 else "")
@@ -333,8 +337,8 @@ class GraphBackend:
             self.window = OrtGraph(window, ["mfcc"], threads, chunk)
             window_feeds, decoder_feeds = self._calibration()
             window, decoder = _quantize(window, window_feeds), _quantize(decoder, decoder_feeds)
-        self.window = graph(window, ["mfcc"], threads, chunk)
-        self.decoder = graph(decoder, ["audio_noise", *self.face_names], threads, chunk)
+        self.window = graph(window, ["mfcc"], threads, chunk, streams)
+        self.decoder = graph(decoder, ["audio_noise", *self.face_names], threads, chunk, streams)
 
     @torch.inference_mode()
     def _calibration(self) -> tuple[list[dict], list[dict]]:
@@ -391,19 +395,20 @@ def runtime_available(runtime: str) -> bool:
     return True
 
 
-def make_backend(generator: Generator, cfg: Config, name: str = "auto"):
-    """`auto` is `openvino` on the CPU (float32, the same frames to 1 level of 255, about 2.5x the
-    batched speed of the plain model; benchmarks/streaming.py) and the plain generator elsewhere."""
+def make_backend(generator: Generator, cfg: Config, name: str = "auto", streams: int = 1):
+    """`auto` is the plain generator. The graph backends decode 1.7-3x faster in batches and need
+    about a third less CPU per live frame, but building one takes 1-2 s (5 s for int8), and in a
+    `generate` run the network is a small part of the time (paste-back, colour matching and H.264
+    take most of it): on a 30 s clip `openvino` ended no sooner than `torch` (benchmarks/streaming.py,
+    README "Backends"). `streams`: how many threads will decode at once (a server's workers)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     on_cpu = next(generator.parameters()).device.type == "cpu"
-    if name == "auto":
-        name = "openvino" if on_cpu and runtime_available("openvino") else "torch"
-    if name == "torch":
+    if name in ("auto", "torch"):
         return TorchBackend(generator)
     if not on_cpu:
         raise ValueError(f"backend {name!r} runs on the CPU; use backend 'torch' on {next(generator.parameters()).device}")
     runtime = name.removesuffix("-int8")
     if not runtime_available(runtime):
         raise ValueError(f"backend {name!r} needs the {runtime} package, which is not installed")
-    return GraphBackend(generator, cfg, runtime, int8=name.endswith("-int8"))
+    return GraphBackend(generator, cfg, runtime, int8=name.endswith("-int8"), streams=streams)

@@ -117,12 +117,12 @@ class Animator:
     Without `out`, both return an iterator of frames (H, W, 3) uint8 instead of writing a file.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto"):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto", streams: int = 1):
         self.device = pick_device(device)
         self.generator, self.cfg = load_generator(checkpoint or asset(BUNDLED_MODEL), self.device)
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        self.backend_name = backend
+        self.backend_name, self.streams = backend, streams  # streams: threads that will generate at once
         self._backend = None
 
     @property
@@ -130,7 +130,7 @@ class Animator:
         """What runs the generator (see talkface.accel): built on first use (ONNX export takes seconds)."""
         if self._backend is None:
             try:
-                self._backend = make_backend(self.generator, self.cfg, self.backend_name)
+                self._backend = make_backend(self.generator, self.cfg, self.backend_name, self.streams)
             except ValueError as e:
                 raise TalkfaceError(str(e)) from None
         return self._backend

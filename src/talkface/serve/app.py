@@ -417,7 +417,8 @@ def serve(
     # One intra-op thread per inference and one worker per core: streams run side by side.
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
-    animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend)
+    # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
+    animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1)
     app = make_app(animator, limits, token)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
