@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from talkface.accel import runtime_available
 from talkface.media.audio import num_frames
 from talkface.pipeline import Animator
 from talkface.serve import Limits, make_app
@@ -204,3 +205,19 @@ def test_load_concurrent_streams_share_fairly_and_memory_stays_flat(animator):
     counts, rss, open_streams = run(animator, scenario, Limits(max_streams=3))
     assert counts == [[expected] * 3] * 2 and open_streams == 0
     assert rss[1] - rss[0] < 50 * 1024  # KiB: the second round needs no new memory to speak of
+
+
+@pytest.mark.skipif(not runtime_available("openvino"), reason="openvino not installed")
+def test_openvino_backend_serves_two_streams_at_once(tiny_weights):
+    """Worker threads share one OpenVINO backend (a stream each): every frame arrives, in order."""
+    animator = Animator(tiny_weights, device="cpu", backend="openvino", streams=2)
+    audios = [speech_like(0.8, seed=s) for s in (4, 5)]
+
+    async def scenario(client, service):
+        assert (await (await client.get("/api/info")).json())["backend"] == "openvino"
+        face = await upload_face(client)
+        return await asyncio.gather(*(stream(client, face["face"], a, chunk=640) for a in audios))
+
+    for (frames, last), audio in zip(run(animator, scenario), audios):
+        n = num_frames(len(audio), animator.cfg.audio)
+        assert last == {"type": "done", "frames": n} and [f[0] for f in frames] == list(range(n))
