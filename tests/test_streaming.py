@@ -204,3 +204,13 @@ def test_stream_batch_equals_separate_streams(tiny_weights):
 
 def test_auto_backend_is_the_plain_generator(tiny_weights):
     assert Animator(tiny_weights, device="cpu").backend.name == "torch"
+
+
+@pytest.mark.parametrize("runtime", GRAPH_BACKENDS)
+def test_backend_built_once_when_threads_ask_at_once(tiny_weights, runtime):
+    from concurrent.futures import ThreadPoolExecutor
+
+    anim = Animator(tiny_weights, device="cpu", backend=runtime)
+    with ThreadPoolExecutor(3) as pool:
+        backends = list(pool.map(lambda _: anim.backend, range(3)))
+    assert backends[0].name == runtime and all(b is backends[0] for b in backends)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import cv2
@@ -124,15 +125,17 @@ class Animator:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend_name, self.streams = backend, streams  # streams: threads that will generate at once
         self._backend = None
+        self._backend_lock = threading.Lock()  # threads asking at once must not export twice (torch's exporter is not thread-safe)
 
     @property
     def backend(self):
         """What runs the generator (see talkface.accel): built on first use (ONNX export takes seconds)."""
-        if self._backend is None:
-            try:
-                self._backend = make_backend(self.generator, self.cfg, self.backend_name, self.streams)
-            except ValueError as e:
-                raise TalkfaceError(str(e)) from None
+        with self._backend_lock:
+            if self._backend is None:
+                try:
+                    self._backend = make_backend(self.generator, self.cfg, self.backend_name, self.streams)
+                except ValueError as e:
+                    raise TalkfaceError(str(e)) from None
         return self._backend
 
     @property
