@@ -6,8 +6,9 @@ output differences of int8 are only meaningful with trained weights), the packag
     PYTHONPATH=src python benchmarks/streaming.py [--backends torch,openvino,openvino-int8,onnx,onnx-int8] [--steps 200] [--threads N]
 
 1. Live step: 40 ms of audio (640 samples) pushed into a `PhotoStream` gives one full-resolution
-   frame: MFCC + networks + paste-back. p50/p90 over `--steps` steps after warm-up; JPEG encoding
-   (what `talkface serve` adds) timed apart.
+   frame: MFCC + networks + paste-back. p50/p90 over `--steps` steps after warm-up, and the process's
+   CPU time per step (`--threads 1` is how `talkface serve` runs each stream); JPEG encoding (what
+   `talkface serve` adds) timed apart.
 2. Batched: a 10 s clip (250 frames: the example speech's windows, repeated) decoded in one call by
    each backend, interleaved with the plain eager float32 generator (the baseline of
    benchmarks/generator.py) so that both see the same load on a shared machine; speed-up = baseline
@@ -53,15 +54,16 @@ def live_step(backend, cfg, photo: PreparedPhoto, steps: int, warmup: int) -> di
     stream = PhotoStream(backend, cfg, photo)
     audio = speechy((steps + warmup) * 0.04 + 1.0)
     hop = int(cfg.audio.sample_rate / cfg.audio.fps)
-    times, jpeg_ms, frame = [], [], None
+    times, cpu, jpeg_ms, frame = [], [], [], None
     for i in range(0, len(audio) - hop, hop):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         frames = stream.push(audio[i : i + hop])
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if len(frames) == 1:
             frame = frames[0]
             if stream.frames_out > warmup:
                 times.append(dt)
+                cpu.append(dc)
                 t1 = time.perf_counter()
                 cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
                 jpeg_ms.append((time.perf_counter() - t1) * 1000)
@@ -72,6 +74,7 @@ def live_step(backend, cfg, photo: PreparedPhoto, steps: int, warmup: int) -> di
         "step_ms_p50": round(float(np.percentile(ms, 50)), 2),
         "step_ms_p90": round(float(np.percentile(ms, 90)), 2),
         "step_ms_max": round(float(ms.max()), 2),
+        "cpu_ms_mean": round(float(np.mean(cpu)) * 1000, 2),  # CPU time of the whole process per step, all threads
         "steps": len(ms),
         "jpeg_ms_p50": round(float(np.median(jpeg_ms)), 2),
         "frame_shape": list(frame.shape),
@@ -106,6 +109,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved batched rounds")
     p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads (default: torch's choice)")
     p.add_argument("--skip-live", action="store_true")
+    p.add_argument("--skip-batched", action="store_true")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,7 +121,7 @@ def main() -> None:
     else:
         g, cfg = load_generator(args.checkpoint or asset(BUNDLED_MODEL), torch.device("cpu"))
     photo = PreparedPhoto(load_image(os.path.join(ASSETS, "example_face.png")), (cfg.model.height, cfg.model.width))
-    baseline_alone = baseline_rounds(g, cfg, photo, args.frames, args.rounds)
+    baseline_alone = [] if args.skip_batched else baseline_rounds(g, cfg, photo, args.frames, args.rounds)
     names = args.backends.split(",")
     built, build_s = {}, {}
     for name in names:
@@ -143,10 +147,13 @@ def main() -> None:
             result["live"][name] = r
             print(
                 f"  live step {name:10s} (generation + paste-back, {r['frame_shape'][1]}x{r['frame_shape'][0]}): "
-                f"p50 {r['step_ms_p50']} ms, p90 {r['step_ms_p90']} ms, max {r['step_ms_max']} ms over {r['steps']}; "
-                f"+ JPEG {r['jpeg_ms_p50']} ms"
+                f"p50 {r['step_ms_p50']} ms, p90 {r['step_ms_p90']} ms, max {r['step_ms_max']} ms over {r['steps']}, "
+                f"CPU {r['cpu_ms_mean']} ms a step; + JPEG {r['jpeg_ms_p50']} ms"
             )
 
+    if args.skip_batched:
+        print(json.dumps(result))
+        return
     # Batched: the example speech's windows (repeated to --frames) on the example face's aligned crop.
     a, m = cfg.audio, cfg.model
     windows = mfcc_windows(load_audio(os.path.join(ASSETS, "example_speech.wav"), a.sample_rate), a)
