@@ -6,7 +6,7 @@ example photo, and runs `--streams` WebSocket clients that each send the example
 (VmRSS). Reports frames received per stream against the number expected, the server's time to
 make a frame (from each frame's header), and the memory curve: RSS after the first minute and at
 the end, and the slope of a line fitted to the samples after the first minute. Run:
-    PYTHONPATH=src python benchmarks/soak.py [--minutes 5] [--streams 2] [--backend torch]
+    PYTHONPATH=src python benchmarks/soak.py [--minutes 5] [--streams 2] [--backend torch] [--batch-streams]
 Prints a table and one JSON line.
 """
 from __future__ import annotations
@@ -102,10 +102,11 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--streams", type=int, default=2)
     p.add_argument("--backend", default="auto")
+    p.add_argument("--batch-streams", action="store_true", help="the server makes all streams' frames in shared generator calls")
     args = p.parse_args()
     port = free_port()
     cmd = [sys.executable, "-m", "talkface", "serve", "--port", str(port), "--backend", args.backend,
-           "--max-audio-seconds", str(args.minutes * 60 + 60), "--max-streams", str(args.streams)]
+           "--max-audio-seconds", str(args.minutes * 60 + 60), "--max-streams", str(args.streams)] + (["--batch-streams"] if args.batch_streams else [])
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline()

@@ -26,11 +26,11 @@ def animator(tiny_weights):
     return Animator(tiny_weights, device="cpu", backend="torch")
 
 
-def run(animator, scenario, limits=None, token=None):
+def run(animator, scenario, limits=None, token=None, workers=2, batch_streams=False):
     """Run `scenario(client)` against the app on 127.0.0.1 (an ephemeral port)."""
 
     async def main():
-        app = make_app(animator, limits or Limits(), token=token, workers=2)
+        app = make_app(animator, limits or Limits(), token=token, workers=workers, batch_streams=batch_streams)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             return await scenario(client, app[SERVICE])
 
@@ -221,3 +221,34 @@ def test_openvino_backend_serves_two_streams_at_once(tiny_weights):
     for (frames, last), audio in zip(run(animator, scenario), audios):
         n = num_frames(len(audio), animator.cfg.audio)
         assert last == {"type": "done", "frames": n} and [f[0] for f in frames] == list(range(n))
+
+
+def test_batched_streams_share_generator_calls(tiny_weights):
+    """With streams batched, three clients at once each get every frame, in order, from shared calls."""
+    animator = Animator(tiny_weights, device="cpu", backend="torch")
+    audio = speech_like(1.0, seed=6)
+    calls = []
+    decode = animator.generator.decode
+    animator.generator.decode = lambda identity, *a, **k: calls.append(identity.code.shape[0]) or decode(identity, *a, **k)
+
+    async def scenario(client, service):
+        assert (await (await client.get("/api/info")).json())["batched_streams"] is True
+        face = (await upload_face(client))["face"]
+        results = await asyncio.gather(*(stream(client, face, audio, chunk=640, pace=2.0) for _ in range(3)))
+        return results, len(service.batch)
+
+    try:
+        results, left = run(animator, scenario, workers=3, batch_streams=True)
+    finally:
+        animator.generator.decode = decode
+    n = num_frames(len(audio), animator.cfg.audio)
+    for frames, last in results:
+        assert last == {"type": "done", "frames": n} and [f[0] for f in frames] == list(range(n))
+    assert left == 0 and max(calls) > 1  # streams left the batch; some calls served several
+
+
+def test_batched_streams_need_the_torch_backend(tiny_weights):
+    from talkface.errors import TalkfaceError
+
+    with pytest.raises(TalkfaceError, match="use backend torch"):
+        make_app(Animator(tiny_weights, device="cpu", backend="onnx"), batch_streams=True)

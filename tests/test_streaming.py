@@ -185,21 +185,64 @@ def test_stream_batch_equals_separate_streams(tiny_weights):
     stills = [rng.integers(0, 256, (cfg.model.height, cfg.model.width, 3), dtype=np.uint8) for _ in range(3)]
     audios = [speech_like(s, seed=i) for i, s in enumerate([1.0, 0.6, 1.3])]  # different lengths: streams drop out
     seeds = [5, 6, 7]
-    batch = StreamBatch(g, cfg, stills, seeds)
-    got: list[list[np.ndarray]] = [[] for _ in stills]
+    batch = StreamBatch(g, cfg, stills[:2], seeds[:2])
+    got: dict[int, list[np.ndarray]] = {0: [], 1: []}
     for pos in range(0, 16000 * 2, 900):  # 56 ms pushes; a stream whose audio has ended gets None
-        chunks = [a[pos : pos + 900] if pos < len(a) else None for a in audios]
-        for i, frames in enumerate(batch.push(chunks)):
-            got[i] += frames
-    for i, frames in enumerate(batch.flush()):
-        got[i] += frames
-    for still, audio, seed, frames in zip(stills, audios, seeds, got):
-        alone = FaceStream(g, cfg, still, seed=seed)
-        expected = alone.push(audio) + alone.flush()
-        assert len(frames) == len(expected) == num_frames(len(audio), cfg.audio)
-        diff = np.abs(np.stack(frames).astype(int) - np.stack(expected).astype(int))
+        if pos == 2700:  # the third stream joins late
+            assert batch.add(stills[2], seeds[2]) == 2
+            got[2], start = [], pos
+        chunks = {k: audios[k][pos - (start if k == 2 else 0) :][:900] for k in got}
+        chunks = {k: (c if len(c) else None) for k, c in chunks.items()}
+        for k, frames in batch.push(chunks).items():
+            got[k] += frames
+    for k, frames in batch.flush().items():
+        got[k] += frames
+    for k in range(3):
+        alone = FaceStream(g, cfg, stills[k], seed=seeds[k])
+        expected = alone.push(audios[k]) + alone.flush()
+        assert len(got[k]) == len(expected) == num_frames(len(audios[k]), cfg.audio)
+        diff = np.abs(np.stack(got[k]).astype(int) - np.stack(expected).astype(int))
         assert diff.max() <= 2 and diff.mean() < 0.01
-    assert len({len(f) for f in got}) == 3  # the streams really had different lengths
+    batch.remove(1)
+    assert len(batch) == 2
+
+
+def test_stream_batch_serves_threads_together(tiny_weights):
+    """Streams pushed from several threads at once are generated in shared batches, each as if alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from talkface.streaming import FaceStream, StreamBatch
+
+    anim = Animator(tiny_weights, device="cpu", backend="torch")
+    g, cfg = anim.generator, anim.cfg
+    rng = np.random.default_rng(1)
+    stills = [rng.integers(0, 256, (cfg.model.height, cfg.model.width, 3), dtype=np.uint8) for _ in range(4)]
+    audios = [speech_like(0.8, seed=10 + i) for i in range(4)]
+    batch = StreamBatch(g, cfg)
+    calls = []
+    decode = g.decode
+    g.decode = lambda identity, *a, **k: calls.append(identity.code.shape[0]) or decode(identity, *a, **k)
+
+    def run(i):
+        stream = batch.stream(stills[i], seed=i)
+        frames = []
+        for pos in range(0, len(audios[i]), 640):
+            frames += stream.push(audios[i][pos : pos + 640])
+        frames += stream.flush()
+        stream.close()
+        return frames
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(run, range(4)))
+    finally:
+        g.decode = decode
+    for i in range(4):
+        alone = FaceStream(g, cfg, stills[i], seed=i)
+        expected = alone.push(audios[i]) + alone.flush()
+        assert len(got[i]) == len(expected)
+        assert np.abs(np.stack(got[i]).astype(int) - np.stack(expected).astype(int)).max() <= 2
+    assert len(batch) == 0 and max(calls) > 1  # some steps really served several streams
 
 
 def test_auto_backend_is_the_plain_generator(tiny_weights):

@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from talkface.serve import Limits, serve
 
     limits = Limits(max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds, max_streams=args.max_streams, max_jobs=args.max_jobs)
-    serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits)
+    serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits, batch_streams=args.batch_streams)
 
 
 def cmd_train_sync(args: argparse.Namespace) -> None:
@@ -206,6 +206,8 @@ def build_parser() -> Parser:
     v.add_argument("--max-audio-seconds", type=float, default=120.0, help="longest uploaded recording and live stream")
     v.add_argument("--max-streams", type=int, default=4, help="live streams at once")
     v.add_argument("--max-jobs", type=int, default=1, help="mp4 jobs at once")
+    v.add_argument("--batch-streams", action=argparse.BooleanOptionalAction, default=None,
+                   help="make all live streams' frames in shared generator calls (default: on a GPU only; needs backend torch)")
     v.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("train-sync", help="train the lip-sync expert used by `evaluate`")

@@ -14,7 +14,9 @@ size, and frames are returned as soon as their audio window is complete.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -104,10 +106,13 @@ class PreparedPhoto:
 class PhotoStream:
     """Push audio, get full-resolution frames of the photo speaking it (see `FaceStream`)."""
 
-    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32):
+    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None):
+        """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`)."""
         self.photo = photo
-        backend = TorchBackend(model) if isinstance(model, Generator) else model
-        self.crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
+        if crops is None:
+            backend = TorchBackend(model) if isinstance(model, Generator) else model
+            crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
+        self.crops = crops
 
     @property
     def frames_out(self) -> int:
@@ -130,58 +135,165 @@ class PhotoStream:
             yield self.photo.paste(crop)
 
 
+@dataclass
+class _Slot:
+    """One stream of a StreamBatch: its face, recurrent state, noise and audio features."""
+
+    identity: Identity  # batch of 1
+    audio_h: torch.Tensor  # (layers, 1, dim)
+    noise_h: torch.Tensor
+    noise_rng: torch.Generator
+    features: FeatureStream
+    frames_out: int = 0
+
+
+@dataclass
+class _Request:
+    key: int
+    windows: np.ndarray
+    crops: list[np.ndarray] | None = None
+    error: BaseException | None = None
+
+
 class StreamBatch:
     """Many live streams, one face each, generated together: one generator call per step for every
     stream that has a frame ready, each with its own recurrent state, noise and audio features.
 
     Frames equal what each stream would get from its own `FaceStream` with the same seed (the
-    batch only changes float rounding). Stream i's frames come out in order; a push may give some
-    streams no frame (their audio window is not complete yet) and others several.
+    batch only changes float rounding). Streams join (`add`) and leave (`remove`) at any time.
+    Single-threaded use: `push({key: samples})` -> `{key: new crops}`. From many threads (a server's
+    workers, one per stream): `stream(still)` gives each a `FaceStream`-like handle whose pushes
+    are generated together with whatever the other threads ask for meanwhile (while one batch runs,
+    the next gathers; then one of the waiting threads runs it).
     """
 
-    def __init__(self, generator: Generator, cfg: Config, stills: list[np.ndarray], seeds: list[int] | None = None):
+    def __init__(self, generator: Generator, cfg: Config, stills: Iterable[np.ndarray] = (), seeds: Iterable[int] | None = None):
         self.generator = generator.eval()
+        self.cfg = cfg
         self.device = next(generator.parameters()).device
-        self.features = [FeatureStream(cfg.audio) for _ in stills]
-        self.noise_rngs = [torch.Generator().manual_seed(s) for s in (seeds or [0] * len(stills))]
-        m = cfg.model
-        with torch.inference_mode():
-            self.identity = generator.encode_identity(to_tensor(np.stack(stills)).to(self.device))
-        n = len(stills)
-        self.audio_h = torch.zeros(m.audio.gru_layers, n, m.audio.dim, device=self.device)
-        self.noise_h = torch.zeros(m.noise.gru_layers, n, m.noise.dim, device=self.device)
+        self.slots: dict[int, _Slot] = {}
+        self.next_key = 0
+        self.cond = threading.Condition()
+        self.queue: list[_Request] = []
+        self.busy = False
+        self._stacked: tuple[tuple[int, ...], Identity] | None = None  # identities of the last batch, stacked
+        stills = list(stills)
+        for still, seed in zip(stills, seeds if seeds is not None else [0] * len(stills)):
+            self.add(still, seed)
 
     def __len__(self) -> int:
-        return len(self.features)
-
-    def push(self, chunks: list[np.ndarray | None]) -> list[list[np.ndarray]]:
-        """One chunk of 16 kHz mono samples per stream (None: nothing new) -> each stream's new crops."""
-        assert len(chunks) == len(self), f"{len(self)} streams, {len(chunks)} chunks"
-        return self._decode([f.push(c) if c is not None else [] for f, c in zip(self.features, chunks)])
-
-    def flush(self) -> list[list[np.ndarray]]:
-        """Every stream's remaining frames once all audio has ended."""
-        return self._decode([f.flush() for f in self.features])
+        return len(self.slots)
 
     @torch.inference_mode()
-    def _decode(self, windows: list) -> list[list[np.ndarray]]:
-        out: list[list[np.ndarray]] = [[] for _ in windows]
-        for step in range(max((len(w) for w in windows), default=0)):
-            ready = [i for i, w in enumerate(windows) if len(w) > step]
-            mfcc = torch.from_numpy(np.stack([windows[i][step] for i in ready]))[:, None].to(self.device)
-            z = torch.cat([self.generator.noise.sample(1, 1, generator=self.noise_rngs[i]) for i in ready]).to(self.device)
-            if len(ready) == len(windows):
-                identity, state = self.identity, GeneratorState(self.audio_h, self.noise_h)
-            else:
-                sel = torch.tensor(ready, device=self.device)
-                who = self.identity
-                identity = Identity(who.code[sel], [s[sel] for s in who.skips], who.still[sel])
-                state = GeneratorState(self.audio_h[:, sel], self.noise_h[:, sel])
-            frames, state = self.generator.decode(identity, mfcc, z, state)
-            if len(ready) == len(windows):
-                self.audio_h, self.noise_h = state.audio, state.noise
-            else:
-                self.audio_h[:, sel], self.noise_h[:, sel] = state.audio, state.noise
-            for i, crop in zip(ready, to_uint8(frames[:, 0])):
-                out[i].append(crop)
+    def add(self, still: np.ndarray, seed: int = 0) -> int:
+        """A new stream for a face crop (H, W, 3) uint8 at the model's size: its key."""
+        m = self.cfg.model
+        identity = self.generator.encode_identity(to_tensor(still)[None].to(self.device))
+        slot = _Slot(
+            identity,
+            torch.zeros(m.audio.gru_layers, 1, m.audio.dim, device=self.device),
+            torch.zeros(m.noise.gru_layers, 1, m.noise.dim, device=self.device),
+            torch.Generator().manual_seed(seed),
+            FeatureStream(self.cfg.audio),
+        )
+        with self.cond:
+            key, self.next_key = self.next_key, self.next_key + 1
+            self.slots[key] = slot
+        return key
+
+    def remove(self, key: int) -> None:
+        with self.cond:
+            self.slots.pop(key, None)
+
+    def push(self, chunks: dict[int, np.ndarray | None]) -> dict[int, list[np.ndarray]]:
+        """16 kHz mono samples for some streams (None: nothing new) -> each of those streams' new crops."""
+        windows = {k: self.slots[k].features.push(c) if c is not None else [] for k, c in chunks.items()}
+        return self._decode(windows)
+
+    def flush(self, keys: Iterable[int] | None = None) -> dict[int, list[np.ndarray]]:
+        """The remaining frames of these streams (default: all) once their audio has ended."""
+        return self._decode({k: self.slots[k].features.flush() for k in (self.slots if keys is None else keys)})
+
+    def stream(self, still: np.ndarray, seed: int = 0) -> "BatchedStream":
+        """A handle for one thread's stream (push / flush / close), generated together with the others."""
+        return BatchedStream(self, self.add(still, seed))
+
+    def generate(self, key: int, windows: np.ndarray) -> list[np.ndarray]:
+        """Thread-safe: crops for `windows` of stream `key`, in one batch with other threads' requests."""
+        request = _Request(key, windows)
+        with self.cond:
+            self.queue.append(request)
+            while request.crops is None and request.error is None:
+                if self.busy:
+                    self.cond.wait()
+                    continue
+                self.busy, batch, self.queue = True, self.queue, []
+                self.cond.release()
+                try:
+                    crops, error = self._decode({r.key: r.windows for r in batch}), None
+                except BaseException as e:  # handed to every waiting thread of this batch
+                    crops, error = {}, e
+                finally:
+                    self.cond.acquire()
+                    self.busy = False
+                    for r in batch:
+                        r.crops, r.error = crops.get(r.key, []), error
+                    self.cond.notify_all()
+        if request.error is not None:
+            raise request.error
+        return request.crops
+
+    def _identity(self, keys: tuple[int, ...]) -> Identity:
+        """The identities of these streams stacked into one batch (kept while the same streams step together)."""
+        if self._stacked is None or self._stacked[0] != keys:
+            who = [self.slots[k].identity for k in keys]
+            stacked = Identity(
+                torch.cat([w.code for w in who]),
+                [torch.cat([w.skips[j] for w in who]) for j in range(len(who[0].skips))],
+                torch.cat([w.still for w in who]),
+            )
+            self._stacked = (keys, stacked)
+        return self._stacked[1]
+
+    @torch.inference_mode()
+    def _decode(self, windows: dict[int, np.ndarray | list]) -> dict[int, list[np.ndarray]]:
+        out: dict[int, list[np.ndarray]] = {k: [] for k in windows}
+        for step in range(max((len(w) for w in windows.values()), default=0)):
+            keys = tuple(k for k, w in windows.items() if len(w) > step and k in self.slots)
+            if not keys:
+                continue
+            slots = [self.slots[k] for k in keys]
+            mfcc = torch.from_numpy(np.stack([windows[k][step] for k in keys]))[:, None].to(self.device)
+            z = torch.cat([self.generator.noise.sample(1, 1, generator=s.noise_rng) for s in slots]).to(self.device)
+            state = GeneratorState(torch.cat([s.audio_h for s in slots], 1), torch.cat([s.noise_h for s in slots], 1))
+            frames, state = self.generator.decode(self._identity(keys), mfcc, z, state)
+            for i, (k, slot, crop) in enumerate(zip(keys, slots, to_uint8(frames[:, 0]))):
+                slot.audio_h, slot.noise_h = state.audio[:, i : i + 1], state.noise[:, i : i + 1]
+                slot.frames_out += 1
+                out[k].append(crop)
         return out
+
+
+class BatchedStream:
+    """One stream of a StreamBatch, used by one thread: the interface of `FaceStream`."""
+
+    def __init__(self, batch: StreamBatch, key: int):
+        self.batch, self.key = batch, key
+        self.slot = batch.slots[key]
+
+    @property
+    def frames_out(self) -> int:
+        return self.slot.frames_out
+
+    @property
+    def samples_in(self) -> int:
+        return self.slot.features.samples_in
+
+    def push(self, samples: np.ndarray) -> list[np.ndarray]:
+        return self.batch.generate(self.key, self.slot.features.push(samples))
+
+    def flush(self) -> list[np.ndarray]:
+        return self.batch.generate(self.key, self.slot.features.flush())
+
+    def close(self) -> None:
+        self.batch.remove(self.key)

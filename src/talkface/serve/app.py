@@ -38,7 +38,7 @@ from talkface.errors import TalkfaceError
 from talkface.media.face import MOUTH_CORNERS
 from talkface.media.image import load_image
 from talkface.pipeline import Animator, scan_audio
-from talkface.streaming import PreparedPhoto
+from talkface.streaming import PhotoStream, PreparedPhoto, StreamBatch
 
 log = logging.getLogger("talkface.serve")
 FRAME_HEADER = struct.Struct("<IIf")
@@ -82,7 +82,7 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 class Service:
     """What the routes share: the model, a worker pool, prepared faces, counters for the limits."""
 
-    def __init__(self, animator: Animator, limits: Limits, token: str | None = None, workers: int | None = None):
+    def __init__(self, animator: Animator, limits: Limits, token: str | None = None, workers: int | None = None, batch_streams: bool = False):
         self.animator, self.limits, self.token = animator, limits, token
         self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="talkface")
         self.faces: OrderedDict[str, PreparedPhoto] = OrderedDict()
@@ -90,6 +90,19 @@ class Service:
         self.jobs = 0
         self.frames_sent = 0
         _ = animator.backend  # build (export) it now, not on the first request
+        if batch_streams and animator.backend.name != "torch":
+            raise TalkfaceError(f"batching streams runs the plain generator: use backend torch, not {animator.backend.name}")
+        # all live streams' frames made in shared generator calls (the way one GPU serves many streams)
+        self.batch = StreamBatch(animator.generator, animator.cfg) if batch_streams else None
+
+    def live(self, photo: PreparedPhoto) -> PhotoStream:
+        if self.batch is None:
+            return self.animator.live(photo)
+        return PhotoStream(None, self.animator.cfg, photo, crops=self.batch.stream(photo.crop))
+
+    def release(self, live: PhotoStream) -> None:
+        if self.batch is not None:
+            live.crops.close()
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -109,6 +122,7 @@ class Service:
             "crop": [cfg.model.height, cfg.model.width],
             "lookahead_ms": round(cfg.audio.lookahead_ms + 500 / cfg.audio.fps, 1),  # past the frame's centre
             "backend": self.animator.backend.name,
+            "batched_streams": self.batch is not None,
             "streams": self.streams,
             "limits": {
                 "max_upload_mb": self.limits.max_upload_mb,
@@ -288,9 +302,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(service: Service, photo: PreparedPhoto, ws: web.WebSocketResponse) -> None:
+    live = await service.run(service.live, photo)
+    try:
+        await _run_stream(service, photo, live, ws)
+    finally:
+        service.release(live)
+
+
+async def _run_stream(service: Service, photo: PreparedPhoto, live: PhotoStream, ws: web.WebSocketResponse) -> None:
     cfg, limits = service.animator.cfg, service.limits
     rate = cfg.audio.sample_rate
-    live = await service.run(service.animator.live, photo)
     h, w = photo.shape
     await ws.send_json(
         {
@@ -381,10 +402,11 @@ async def _send_frame(ws: web.WebSocketResponse, frame: tuple[int, int, float, b
 
 
 # -- the app ------------------------------------------------------------------------------------
-def make_app(animator: Animator, limits: Limits | None = None, token: str | None = None, workers: int | None = None) -> web.Application:
+def make_app(animator: Animator, limits: Limits | None = None, token: str | None = None, workers: int | None = None,
+             batch_streams: bool = False) -> web.Application:
     limits = limits or Limits()
     app = web.Application(middlewares=[guard], client_max_size=int(limits.max_upload_mb * 2**20))
-    service = Service(animator, limits, token, workers)
+    service = Service(animator, limits, token, workers, batch_streams)
     app[SERVICE] = service
     app.router.add_get("/", index)
     app.router.add_get("/api/info", info)
@@ -408,8 +430,13 @@ def serve(
     token: str | None = None,
     backend: str = "auto",
     limits: Limits | None = None,
+    batch_streams: bool | None = None,
 ) -> None:
-    """Run the service until interrupted. Off loopback an access token is required: one is made when not given."""
+    """Run the service until interrupted. Off loopback an access token is required: one is made when not given.
+
+    `batch_streams`: make all live streams' frames in shared generator calls (`StreamBatch`);
+    None: when the generator runs on a GPU (on a CPU, one worker per stream does as well).
+    """
     import torch
 
     if token is None and not is_loopback(host):
@@ -419,8 +446,11 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
     # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
     animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1)
-    app = make_app(animator, limits, token)
+    if batch_streams is None:
+        batch_streams = animator.backend.name == "torch" and animator.device.type == "cuda"
+    app = make_app(animator, limits, token, batch_streams=batch_streams)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    print(f"talkface serve: {url} (backend {animator.backend.name}; Ctrl+C to stop)", flush=True)
+    batched = ", streams batched" if batch_streams else ""
+    print(f"talkface serve: {url} (backend {animator.backend.name}{batched}; Ctrl+C to stop)", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
