@@ -84,7 +84,10 @@ class Service:
 
     def __init__(self, animator: Animator, limits: Limits, token: str | None = None, workers: int | None = None, batch_streams: bool = False):
         self.animator, self.limits, self.token = animator, limits, token
-        self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="talkface")
+        workers = workers or os.cpu_count() or 1
+        if batch_streams:  # a stream's worker mostly waits for its batch: one each, or streams queue behind waiting ones
+            workers = max(workers, limits.max_streams + limits.max_jobs + 1)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="talkface")
         self.faces: OrderedDict[str, PreparedPhoto] = OrderedDict()
         self.streams = 0
         self.jobs = 0
