@@ -57,14 +57,14 @@ def main() -> None:
         batch = StreamBatch(g, cfg, stills, seeds=list(range(b)))
         times, frames = [], 0
         for tick in range(10 + args.ticks):
-            chunks = [np.take(speech, np.arange(o + tick * hop, o + (tick + 1) * hop), mode="wrap") for o in offsets]
+            chunks = {k: np.take(speech, np.arange(o + tick * hop, o + (tick + 1) * hop), mode="wrap") for k, o in enumerate(offsets)}
             sync(device)
             t0 = time.perf_counter()
             out = batch.push(chunks)
             sync(device)
             if tick >= 10:
                 times.append(time.perf_counter() - t0)
-                frames += sum(len(f) for f in out)
+                frames += sum(len(f) for f in out.values())
         ms = np.array(times) * 1000
         row = {"streams": b, "tick_ms_p50": round(float(np.percentile(ms, 50)), 2), "tick_ms_p90": round(float(np.percentile(ms, 90)), 2),
                "frames_per_second": round(frames / float(np.sum(times)), 1), "real_time": bool(np.percentile(ms, 90) < 1000 / cfg.audio.fps)}
