@@ -220,6 +220,8 @@ class StreamBatch:
 
     def generate(self, key: int, windows: np.ndarray) -> list[np.ndarray]:
         """Thread-safe: crops for `windows` of stream `key`, in one batch with other threads' requests."""
+        if len(windows) == 0:
+            return []
         request = _Request(key, windows)
         with self.cond:
             self.queue.append(request)
