@@ -92,3 +92,22 @@ def test_noise_is_drawn_frame_by_frame(cfg):
     assert torch.equal(a, b)
     big = n.sample(4, 2000, generator=torch.Generator().manual_seed(0))
     assert big.std().item() == pytest.approx(0.77, rel=0.05)
+
+
+def test_render_with_a_still_per_frame_equals_stepping_frame_by_frame(cfg):
+    """codes() through time, then render() of frame i on still i: what dub does with its own still per frame."""
+    torch.manual_seed(0)
+    g = Generator(cfg).eval()
+    stills = torch.rand(6, 3, cfg.model.height, cfg.model.width) * 2 - 1
+    mfcc, z = torch.randn(1, 6, 13, cfg.audio.steps), torch.randn(1, 6, 10)
+    with torch.no_grad():
+        identity = g.encode_identity(stills)
+        state, stepped = None, []
+        for i in range(6):
+            one = type(identity)(identity.code[i : i + 1], [s[i : i + 1] for s in identity.skips], identity.still[i : i + 1])
+            frame, state = g.decode(one, mfcc[:, i : i + 1], z[:, i : i + 1], state)
+            stepped.append(frame[0, 0])
+        audio, noise, end = g.codes(mfcc, z)
+        rendered = g.render(identity, audio.transpose(0, 1), noise.transpose(0, 1))[:, 0]
+    torch.testing.assert_close(rendered, torch.stack(stepped), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(end.audio, state.audio, atol=1e-5, rtol=1e-5)

@@ -258,12 +258,6 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
     return out
 
 
-def _one(identity: Identity, k: int) -> Identity:
-    """The k-th still of a batch of encoded stills, as a batch of one."""
-    pick = lambda v: [x[k : k + 1] for x in v] if isinstance(v, list) else v[k : k + 1]
-    return dataclasses.replace(identity, **{f.name: pick(getattr(identity, f.name)) for f in dataclasses.fields(identity)})
-
-
 class _Dubber:
     """Video frames + audio -> frames with regenerated mouths, streamed in batches of `batch` frames."""
 
@@ -324,14 +318,10 @@ class _Dubber:
                     self.identity = self.generator.encode_identity(to_tensor(pending[todo[0]][2])[None].to(self.device))
                 crops, self.state = self.generator.decode(self.identity, mfcc, z, self.state)
                 crops = crops[0]
-            else:
+            else:  # each frame its own still: the codes run through time, then frame i is rendered on still i
                 stills = self.generator.encode_identity(to_tensor(np.stack([pending[i][2] for i in todo])).to(self.device))
-                crops = []
-                for k in range(len(todo)):  # the recurrent state runs frame by frame, each with its own still
-                    identity = _one(stills, k)
-                    frame, self.state = self.generator.decode(identity, mfcc[:, k : k + 1], z[:, k : k + 1], self.state)
-                    crops.append(frame[0, 0])
-                crops = torch.stack(crops)
+                audio_codes, noise_codes, self.state = self.generator.codes(mfcc, z, self.state)
+                crops = self.generator.render(stills, audio_codes.transpose(0, 1), noise_codes.transpose(0, 1))[:, 0]
             generated = dict(zip(todo, to_uint8(crops)))
         for i, (frame, face, _, M, _) in enumerate(pending):
             yield paste_back(frame, generated[i], M, face) if i in generated else frame

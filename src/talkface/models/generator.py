@@ -60,21 +60,30 @@ class Generator(nn.Module):
         code, skips = self.identity_encoder(masked)
         return Identity(code, skips, masked)
 
-    def decode(
-        self, identity: Identity, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None
-    ) -> tuple[torch.Tensor, GeneratorState]:
-        """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) -> frames (B, T, 3, H, W), new state"""
+    def codes(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None) -> tuple[torch.Tensor, torch.Tensor, GeneratorState]:
+        """The part that runs through time: mfcc (B, T, n_mfcc, steps), z (B, T, noise) ->
+        audio codes (B, T, audio), noise codes (B, T, noise), new state"""
         state = state or GeneratorState()
-        b, t = mfcc.shape[:2]
         audio, audio_h = self.audio_encoder(mfcc, state.audio)
         noise, noise_h = self.noise(z, state.noise)
+        return audio, noise, GeneratorState(audio_h, noise_h)
+
+    def render(self, identity: Identity, audio: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The part that is frame by frame: codes (B, T, .) and a face (batch B or 1) -> frames (B, T, 3, H, W)"""
+        b, t = audio.shape[:2]
         code = identity.code.unsqueeze(1).expand(b, t, -1)
         latent = torch.cat([audio, code, noise], -1).flatten(0, 1)
         per_frame = lambda x: x.unsqueeze(1).expand(b, t, *x.shape[1:]).flatten(0, 1)
         skips = [per_frame(s) for s in identity.skips]
         base = per_frame(identity.still) if self.residual else None
-        frames = self.decoder(latent, skips, base).view(b, t, 3, *self.size)
-        return frames, GeneratorState(audio_h, noise_h)
+        return self.decoder(latent, skips, base).view(b, t, 3, *self.size)
+
+    def decode(
+        self, identity: Identity, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None
+    ) -> tuple[torch.Tensor, GeneratorState]:
+        """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) -> frames (B, T, 3, H, W), new state"""
+        audio, noise, state = self.codes(mfcc, z, state)
+        return self.render(identity, audio, noise), state
 
     def forward(self, still: torch.Tensor, mfcc: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """still: (B, 3, H, W), mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) or None -> (B, T, 3, H, W)"""
