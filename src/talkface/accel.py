@@ -391,11 +391,11 @@ def runtime_available(runtime: str) -> bool:
 
 
 def make_backend(generator: Generator, cfg: Config, name: str = "auto", streams: int = 1):
-    """`auto` is the plain generator. The graph backends decode 1.7-3x faster in batches and need
-    about a third less CPU per live frame, but building one takes 1-2 s (5 s for int8), and in a
-    `generate` run the network is a small part of the time (paste-back, colour matching and H.264
-    take most of it): on a 30 s clip `openvino` ended no sooner than `torch` (benchmarks/streaming.py,
-    README "Backends"). `streams`: how many threads will decode at once (a server's workers)."""
+    """`auto` is the plain generator. The graph backends decode 1.8-2.9x faster in batches and need
+    less CPU per live frame, but building one takes 2-3 s (about 5 s for int8), which a short clip
+    does not win back: 30 s of speech took 7.8-8.5 s to `generate` with `torch`, 6.0-6.8 s with
+    `openvino` plus 2.2-2.8 s to build it (README "Backends"). `streams`: how many threads will
+    decode at once (a server's workers)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     on_cpu = next(generator.parameters()).device.type == "cpu"
