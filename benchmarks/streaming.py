@@ -81,15 +81,21 @@ def live_step(backend, cfg, photo: PreparedPhoto, steps: int, warmup: int) -> di
     }
 
 
-@torch.inference_mode()
-def baseline_rounds(g: Generator, cfg: Config, photo: PreparedPhoto, frames: int, rounds: int) -> list[float]:
-    """The eager float32 baseline timed before any other backend exists in the process (no other
-    runtime's threads around), on the same inputs as the interleaved rounds."""
+def batched_inputs(g: Generator, cfg: Config, photo: PreparedPhoto, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The example speech's windows (repeated to `frames`), their noise, and the example face's aligned crop."""
     a = cfg.audio
     windows = mfcc_windows(load_audio(os.path.join(ASSETS, "example_speech.wav"), a.sample_rate), a)
     mfcc = torch.from_numpy(np.resize(windows, (frames, *windows.shape[1:])))[None]
     z = g.noise.sample(1, frames, generator=torch.Generator().manual_seed(1))
-    identity = g.encode_identity(to_tensor(photo.crop)[None])
+    return mfcc, z, to_tensor(photo.crop)[None]
+
+
+@torch.inference_mode()
+def baseline_rounds(g: Generator, cfg: Config, photo: PreparedPhoto, frames: int, rounds: int) -> list[float]:
+    """The eager float32 baseline timed before any other backend exists in the process (no other
+    runtime's threads around), on the same inputs as the interleaved rounds."""
+    mfcc, z, crop = batched_inputs(g, cfg, photo, frames)
+    identity = g.encode_identity(crop)
     g.decode(identity, mfcc[:, :25], z[:, :25])  # warm-up
     times = []
     for _ in range(rounds):
@@ -154,12 +160,7 @@ def main() -> None:
     if args.skip_batched:
         print(json.dumps(result))
         return
-    # Batched: the example speech's windows (repeated to --frames) on the example face's aligned crop.
-    a, m = cfg.audio, cfg.model
-    windows = mfcc_windows(load_audio(os.path.join(ASSETS, "example_speech.wav"), a.sample_rate), a)
-    mfcc = torch.from_numpy(np.resize(windows, (args.frames, *windows.shape[1:])))[None]
-    z = g.noise.sample(1, args.frames, generator=torch.Generator().manual_seed(1))
-    crop = to_tensor(photo.crop)[None]
+    mfcc, z, crop = batched_inputs(g, cfg, photo, args.frames)
     with torch.inference_mode():
         identity = g.encode_identity(crop)
         reference = to_uint8(g.decode(identity, mfcc, z)[0][0]).astype(np.int16)

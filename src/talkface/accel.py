@@ -244,7 +244,7 @@ def _quantize(model: bytes, feeds: list[dict[str, np.ndarray]]) -> bytes:
 
 
 class OrtGraph:
-    """An ONNX model in ONNX Runtime (CPU): any batch size, run in chunks of `chunk`."""
+    """An ONNX model in ONNX Runtime (CPU), any batch size."""
 
     def __init__(self, model: bytes, names: list[str], threads: int, chunk: int, streams: int = 1):
         import onnxruntime as ort  # a session runs concurrent calls in parallel whatever `streams`
@@ -256,20 +256,18 @@ class OrtGraph:
         # The cores are shared with audio decoding, JPEG encoding and the web server: no busy-waiting.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        self.names, self.chunk = names, chunk
+        self.names = names
 
     def __call__(self, x: np.ndarray, *consts: np.ndarray) -> np.ndarray:
-        const = dict(zip(self.names[1:], consts))
-        runs = [self.session.run(None, {self.names[0]: x[i : i + self.chunk], **const})[0] for i in range(0, len(x), self.chunk)]
-        return np.concatenate(runs) if len(runs) > 1 else runs[0]
+        return self.session.run(None, {self.names[0]: x, **dict(zip(self.names[1:], consts))})[0]
 
 
 class OpenVinoGraph:
     """An ONNX model compiled by OpenVINO (CPU): for batches of 1 (live) and of `chunk`, and for any size.
 
     Static shapes let OpenVINO plan memory and pick kernels once (a one-frame step takes about
-    5 ms instead of 6.5 ms with a dynamic batch); long inputs run as chunks of `chunk`, and what
-    is left over (or a short batch, such as a live stream's backlog) runs on the dynamic graph.
+    5 ms instead of 6.5 ms with a dynamic batch); other sizes (what is left of a long input after
+    whole chunks, a live stream's backlog) run on the dynamic graph.
     `streams` > 1: that many requests run at once (from as many threads), each on `threads`
     threads; with one stream, OpenVINO runs concurrent requests one after the other. Each thread
     gets its own infer requests (a request is not safe to share between threads).
@@ -289,19 +287,14 @@ class OpenVinoGraph:
                 shape[0] = n
                 graph.reshape({graph.input(0).get_any_name(): shape})
             self.compiled[n] = core.compile_model(graph, "CPU", config)
-        self.chunk = chunk
         self.local = threading.local()
 
-    def _infer(self, x: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarray:
+    def __call__(self, x: np.ndarray, *consts: np.ndarray) -> np.ndarray:
         requests = self.local.__dict__.setdefault("requests", {})
         n = len(x) if len(x) in self.compiled else None
         if n not in requests:
             requests[n] = self.compiled[n].create_infer_request()
         return requests[n].infer([x, *consts])[0].copy()
-
-    def __call__(self, x: np.ndarray, *consts: np.ndarray) -> np.ndarray:
-        parts = [self._infer(x[i : i + self.chunk], consts) for i in range(0, len(x), self.chunk)]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 RUNTIMES = {"onnx": OrtGraph, "openvino": OpenVinoGraph}
@@ -328,12 +321,18 @@ class GraphBackend:
             example = self.encode(torch.zeros(1, 3, m.height, m.width))
             window = _export(generator.audio_encoder.window, (torch.zeros(2, a.n_mfcc, a.steps),), ["mfcc"])
             decoder = _export(self.split, (torch.zeros(2, m.audio.dim + m.noise.dim), *example.tensors()), ["audio_noise", *self.face_names])
+        self.chunk = chunk
         if int8:  # calibrated on what the float32 graphs see
             self.window = OrtGraph(window, ["mfcc"], threads, chunk)
             window_feeds, decoder_feeds = self._calibration()
             window, decoder = _quantize(window, window_feeds), _quantize(decoder, decoder_feeds)
         self.window = graph(window, ["mfcc"], threads, chunk, streams)
         self.decoder = graph(decoder, ["audio_noise", *self.face_names], threads, chunk, streams)
+
+    def _run(self, graph, x: np.ndarray, *consts: np.ndarray) -> np.ndarray:
+        """`graph` over `x` in chunks of `self.chunk` frames (activations of one chunk stay in cache)."""
+        parts = [graph(x[i : i + self.chunk], *consts) for i in range(0, len(x), self.chunk)]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     @torch.inference_mode()
     def _calibration(self) -> tuple[list[dict], list[dict]]:
@@ -363,7 +362,7 @@ class GraphBackend:
     @torch.inference_mode()
     def _codes(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState) -> tuple[np.ndarray, GeneratorState]:
         g = self.generator
-        per_window = self.window(mfcc[0].numpy())
+        per_window = self._run(self.window, mfcc[0].numpy())
         audio, audio_h = g.audio_encoder.gru(torch.from_numpy(per_window)[None], state.audio)
         noise, noise_h = g.noise(z, state.noise)
         return torch.cat([audio[0], noise[0]], -1).numpy(), GeneratorState(audio_h, noise_h)
@@ -373,7 +372,7 @@ class GraphBackend:
         """mfcc: (1, T, n_mfcc, steps), z: (1, T, noise) -> frames (T, 3, H, W), new state"""
         assert mfcc.shape[0] == 1 and z.shape[:2] == mfcc.shape[:2]
         audio_noise, state = self._codes(mfcc.cpu().float(), z.cpu().float(), state)
-        frames = self.decoder(audio_noise, *(t.numpy() for t in face.tensors()))
+        frames = self._run(self.decoder, audio_noise, *(t.numpy() for t in face.tensors()))
         return torch.from_numpy(frames), state
 
 

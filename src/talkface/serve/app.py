@@ -438,7 +438,7 @@ def serve(
     """Run the service until interrupted. Off loopback an access token is required: one is made when not given.
 
     `batch_streams`: make all live streams' frames in shared generator calls (`StreamBatch`);
-    None: when the generator runs on a GPU (on a CPU, one worker per stream does as well).
+    None: when the generator runs on a GPU (on a CPU a worker per stream is faster: README, "Batching across streams").
     """
     import torch
 
