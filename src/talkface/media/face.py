@@ -55,6 +55,15 @@ TEMPLATE_POINTS = {
 TEMPLATE_SCALE = 0.33  # d as a fraction of the crop height
 TEMPLATE_EYES_Y = 0.35  # the eyes' centre as a fraction of the crop height
 
+# Lips, as closed loops starting at the left mouth corner (image left), over the top, back along the bottom.
+LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+LIPS_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+LIPS = sorted(set(LIPS_OUTER + LIPS_INNER))  # the 40 lip points
+# (upper, lower) inner-lip points facing each other, left to right (the corners 78 and 308 are shared)
+INNER_LIP_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324))
+APERTURE_PAIRS = ((82, 87), (13, 14), (312, 317))  # the middle three: the mouth's opening
+IRIS_CENTRES = (468, 473)
+
 # The blend mask: the jaw line from cheek to cheek and, across the top, the cheeks and nostrils.
 JAW = [93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323]
 UPPER_EDGE = [50, 205, 98, 2, 327, 425, 280]

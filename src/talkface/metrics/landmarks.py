@@ -13,13 +13,10 @@ import cv2
 import numpy as np
 
 from talkface.config import SyncConfig
+from talkface.media.face import APERTURE_PAIRS, LIPS, MOUTH_CORNERS, NUM_LANDMARKS
+from talkface.media.face import IRIS_CENTRES as IRIS
 
-NUM_LANDMARKS = 478  # 468 mesh points + 10 iris points (refine_landmarks=True)
-IRIS = (468, 473)  # the two iris centres
 EYE_CORNERS = ((33, 133), (362, 263))  # used when the iris points are missing
-MOUTH_CORNERS = (61, 291)
-INNER_LIP_PAIRS = ((82, 87), (13, 14), (312, 317))  # upper / lower inner-lip points, left to right
-LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
 FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
 MIN_DETECT_SIDE = 256  # small frames (e.g. 128x96 crops) are enlarged before detection
 
@@ -69,7 +66,7 @@ def inter_ocular(lm: np.ndarray) -> np.ndarray:
 
 def mouth_aperture(lm: np.ndarray) -> np.ndarray:
     """Inner-lip opening over inter-ocular distance: (T, N, 2) -> (T,); 0 closed, ~0.2 wide open."""
-    gap = np.mean([_dist(lm, a, b) for a, b in INNER_LIP_PAIRS], axis=0)
+    gap = np.mean([_dist(lm, a, b) for a, b in APERTURE_PAIRS], axis=0)
     return gap / inter_ocular(lm)
 
 
