@@ -68,6 +68,8 @@ IRIS_CENTRES = (468, 473)
 JAW = [93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323]
 UPPER_EDGE = [50, 205, 98, 2, 327, 425, 280]
 CHIN = [172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397]
+# The points speech moves, in this order: the motion model predicts their displacement, the warp moves them.
+MOTION_POINTS = LIPS_OUTER + LIPS_INNER + CHIN
 JAW_DROP = 0.3  # the mask reaches this far (in d) below the chin, for a generated jaw that opens wider
 FEATHER = 0.12  # width of the mask's soft edge (Gaussian sigma), in d
 RING = (0.1, 0.9)  # mask values whose pixels give the colour statistics (the soft edge)
