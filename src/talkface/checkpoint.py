@@ -79,8 +79,16 @@ def save_release(path: str | os.PathLike, generator: torch.nn.Module, cfg: Confi
     _save_safetensors(path, generator, cfg, half, extra or {})
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, Config]:
-    """A generator in eval mode from release weights (.safetensors) or a training checkpoint (.pt)."""
+def build_generator(cfg: Config) -> torch.nn.Module:
+    """The generator a config describes: the seed's frame generator, or the motion model (cfg.kind)."""
+    from talkface.models.motion import MotionModel
+
+    return MotionModel(cfg) if cfg.kind == "motion" else Generator(cfg)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config]:
+    """A generator (Generator or MotionModel, by its config's kind) in eval mode from release
+    weights (.safetensors) or a training checkpoint (.pt)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise TalkfaceError("no such checkpoint file", path)
@@ -93,7 +101,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         payload = load_training_state(path)
         cfg = from_dict(payload["config"])
         state = payload["ema"]
-    generator = Generator(cfg)
+    generator = build_generator(cfg)
     _load_weights(generator, state, path)
     return generator.to(device).eval(), cfg
 

@@ -96,11 +96,60 @@ class ModelConfig:
 
 
 @dataclass
+class MotionDiscriminatorConfig:
+    """The sequence discriminator of the motion model: motion steps + their audio -> GRU -> 1-D SPP -> 2 FC."""
+
+    hidden: int = 128
+    audio_dim: int = 64
+    pyramid: tuple[int, ...] = (1, 2, 4)
+    fc: int = 128
+
+
+@dataclass
+class MotionConfig:
+    """Speech -> displacement of the mouth and chin points (media.face.MOTION_POINTS) from the mouth at rest.
+
+    Displacements are in units of the rest mouth's width, in the face's own upright frame, so the
+    same numbers move a small mouth less than a wide one. `gain` scales them at inference only.
+    """
+
+    audio: AudioEncoderConfig = field(default_factory=lambda: AudioEncoderConfig(channels=(16, 32, 64, 64, 128), fc=128, dim=128))
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    hidden: int = 128
+    points: int = 53  # len(MOTION_POINTS)
+    gain: float = 1.0
+    seq_disc: MotionDiscriminatorConfig = field(default_factory=MotionDiscriminatorConfig)
+
+
+@dataclass
+class AugmentConfig:
+    """Voice augmentation of the motion model's training audio, so that other voices move the mouth too.
+
+    Each clip gets `variants` augmented copies besides the original, drawn once when the data set is
+    loaded: played faster or slower (pitch, formants and tempo together; the landmarks are resampled
+    in time to match), louder or softer, with noise, reverberation and band-limiting.
+    """
+
+    variants: int = 4
+    speed: tuple[float, float] = (0.8, 1.3)
+    gain_db: tuple[float, float] = (-20.0, 10.0)
+    snr_db: tuple[float, float] = (10.0, 40.0)
+    noise_p: float = 0.5
+    reverb_p: float = 0.3
+    reverb_s: tuple[float, float] = (0.1, 0.6)  # RT60
+    band_p: float = 0.3
+
+
+@dataclass
 class LossConfig:
     frame_adv: float = 1.0
     seq_adv: float = 0.2
     l1: float = 400.0
     lower_face_weight: float = 3.0  # L1 weight of the lower half of the face relative to the upper
+    # the motion model: coordinates, their frame-to-frame change, and the sequence discriminator
+    coord: float = 1.0
+    velocity: float = 2.0
+    motion_adv: float = 0.02
 
 
 @dataclass
@@ -126,11 +175,19 @@ class TrainConfig:
     num_workers: int = 0
 
 
+KINDS = ("frames", "motion")
+
+
 @dataclass
 class Config:
     name: str = "paper"
+    # "frames": the seed's direct generator draws the face crop; "motion": speech moves the mouth's
+    # landmarks and a warp moves the photo's own pixels (talkface.warp)
+    kind: str = "frames"
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -199,7 +256,32 @@ def tiny() -> Config:
     )
 
 
-PRESETS = {"paper": paper, "tiny": tiny}
+def motion() -> Config:
+    """The default model: the seed's audio encoder and noise generator predict mouth and chin motion
+    (a coordinate, velocity and sequence-discriminator loss); a warp moves the photo's own pixels."""
+    return Config(
+        name="motion",
+        kind="motion",
+        optim=OptimConfig(g_lr=1e-3, d_lr=2e-5, warmup_steps=50),
+        train=TrainConfig(steps=1200, batch_size=16, clip_frames=32, ema_decay=0.995, log_every=25, checkpoint_every=200),
+    )
+
+
+def motion_tiny() -> Config:
+    """The motion model with few channels and no voice augmentation, for tests."""
+    cfg = motion()
+    cfg.name = "motion-tiny"
+    cfg.motion = MotionConfig(
+        audio=AudioEncoderConfig(channels=(8, 16, 16, 32, 32), fc=64, dim=32),
+        hidden=32,
+        seq_disc=MotionDiscriminatorConfig(hidden=32, audio_dim=16, fc=32),
+    )
+    cfg.augment = AugmentConfig(variants=0)
+    cfg.train = TrainConfig(steps=200, batch_size=8, clip_frames=24, ema_decay=0.99, log_every=10, checkpoint_every=100)
+    return cfg
+
+
+PRESETS = {"motion": motion, "paper": paper, "tiny": tiny, "motion-tiny": motion_tiny}
 
 
 def preset(name: str) -> Config:

@@ -29,7 +29,8 @@ from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
 from talkface.accel import BACKENDS, make_backend
-from talkface.streaming import FaceStream, PhotoStream, PreparedPhoto
+from talkface.rig import FaceRig
+from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 FITS = ("loop", "cut")
@@ -121,8 +122,11 @@ class Animator:
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto", streams: int = 1):
         self.device = pick_device(device)
         self.generator, self.cfg = load_generator(checkpoint or asset(BUNDLED_MODEL), self.device)
+        self.motion = self.cfg.kind == "motion"  # speech moves the photo's own pixels (else: the seed's frame generator)
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if self.motion and backend not in ("auto", "torch"):
+            raise TalkfaceError(f"backend {backend!r} runs the seed's frame generator (--config paper); this model runs in torch")
         self.backend_name, self.streams = backend, streams  # streams: threads that will generate at once
         self._backend = None
         self._backend_lock = threading.Lock()  # threads asking at once must not export twice (torch's exporter is not thread-safe)
@@ -154,12 +158,17 @@ class Animator:
 
     def live(self, photo: PreparedPhoto, seed: int = 0) -> PhotoStream:
         """A live stream of full-resolution frames: push audio chunks of any size, get frames as soon as they are ready."""
-        return PhotoStream(self.backend, self.cfg, photo, seed=seed)
+        return PhotoStream(self.generator if self.motion else self.backend, self.cfg, photo, seed=seed)
+
+    def _chunks(self, audio: str | os.PathLike) -> Iterator[np.ndarray]:
+        return iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
 
     def frames(self, face: np.ndarray, audio: str | os.PathLike, seed: int = 0) -> Iterator[np.ndarray]:
-        """Iterator of generated crops (H, W, 3) uint8 for a face crop and an audio file."""
-        chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
-        return self.stream(face, seed).run(chunks)
+        """Iterator of generated crops (H, W, 3) uint8 for a face crop and an audio file (the motion
+        model moves the crop's own pixels, so any picture of a face will do)."""
+        if self.motion:
+            return self.live(PreparedPhoto(face, self.size), seed).run(self._chunks(audio))
+        return self.stream(face, seed).run(self._chunks(audio))
 
     # -- a photo --------------------------------------------------------------------------------
     def generate(
@@ -186,6 +195,10 @@ class Animator:
         name = image if not isinstance(image, np.ndarray) else None
         picture = load_image(image) if name is not None else image
         total = num_frames(scan_audio(audio, self.cfg.audio.sample_rate), self.cfg.audio)
+        if self.motion:  # the face's own pixels move, at the photo's resolution
+            photo = PreparedPhoto(picture, self.size, face_index, name)
+            frames = _Reporter(progress, total, "generate")(self.live(photo, seed).run(self._chunks(audio)))
+            return frames if out is None else _write(out, frames, self.cfg.audio.fps, photo.shape, audio)
         as_crop = crop is True
         if crop is not True:
             picture = even(picture)
@@ -244,7 +257,8 @@ class Animator:
         if fit == "cut" and info["frames"]:
             total = min(total, info["frames"])
         source = iter_frames_pingpong(video) if fit == "loop" else iter_frames(video)
-        frames = _Dubber(self.generator, cfg, face_index, reference, seed).run(map(even, source), audio, total, video)
+        dubber = _MotionDubber(self.generator, cfg, face_index, seed) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
+        frames = dubber.run(map(even, source), audio, total, video)
         frames = _Reporter(progress, total, "dub")(frames)
         if out is None:
             return frames
@@ -256,6 +270,52 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
         for frame in frames:
             writer.write(frame)
     return out
+
+
+class _Tracked:
+    """Video frames -> (frame, face or None): the face tracked and smoothed; faces too small to animate
+    are None; after the last frame, a TalkfaceError when the face was never usable."""
+
+    def __init__(self, cfg: Config, face_index: int | None, video: str | os.PathLike):
+        self.cfg, self.face_index, self.video = cfg, face_index, video
+
+    def __call__(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, Face | None]]:
+        tracker = FaceTracker(fps=self.cfg.audio.fps, index=self.face_index or 0)
+        found = small = 0
+        try:
+            for frame in frames:
+                try:
+                    face = tracker(frame)
+                except TalkfaceError as e:
+                    raise TalkfaceError(e.problem, self.video) from None
+                if face is not None and face.size < MIN_FACE_SIZE:
+                    small, face = max(small, face.size), None  # too few pixels to animate: pass through
+                found += face is not None
+                yield frame, face
+        finally:
+            tracker.close()
+        if not found and small:
+            raise TalkfaceError(f"the face is too small (at most {small:.0f} px between eyes and mouth; at least {MIN_FACE_SIZE:.0f} needed)", self.video)
+        if not found:
+            raise TalkfaceError("no face found in any frame", self.video)
+
+
+class _MotionDubber:
+    """Video frames + audio -> frames whose mouths move with the audio: each frame's own mouth is closed
+    to its rest shape (`close_mouth`) and moved to the predicted motion, so the video's pose, light and
+    background stay in every frame. Frames without the face pass through (the motion still advances)."""
+
+    def __init__(self, model, cfg: Config, face_index: int | None, seed: int):
+        self.model, self.cfg, self.face_index, self.seed = model, cfg, face_index, seed
+
+    def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
+        chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
+        motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
+        tracked = _Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total))
+        for (frame, face), motion in zip(tracked, motions):
+            yield FaceRig(frame, face, self.cfg.motion.gain).render(motion) if face is not None else frame
+        for _ in tracked:  # the tracker's verdict on a video where the face never showed
+            pass
 
 
 class _Dubber:
@@ -271,33 +331,17 @@ class _Dubber:
         self.size = (cfg.model.height, cfg.model.width)
 
     def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
-        windows = self._windows(audio)
-        tracker = FaceTracker(fps=self.cfg.audio.fps, index=self.face_index or 0)
-        found = small = 0
-        try:
-            pending: list[tuple[np.ndarray, Face | None, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
-            for frame, window in zip(itertools.islice(frames, total), windows):
-                try:
-                    face = tracker(frame)
-                except TalkfaceError as e:
-                    raise TalkfaceError(e.problem, video) from None
-                crop = M = None
-                if face is not None and face.size < MIN_FACE_SIZE:
-                    small, face = max(small, face.size), None  # too few pixels to animate: pass through
-                if face is not None:
-                    found += 1
-                    crop, M = align(frame, face, self.size)
-                pending.append((frame, face, crop, M, window))
-                if len(pending) == self.batch:
-                    yield from self._flush(pending)
-                    pending = []
-            yield from self._flush(pending)
-        finally:
-            tracker.close()
-        if not found and small:
-            raise TalkfaceError(f"the face is too small (at most {small:.0f} px between eyes and mouth; at least {MIN_FACE_SIZE:.0f} needed)", video)
-        if not found:
-            raise TalkfaceError("no face found in any frame", video)
+        tracked = _Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total))
+        pending: list[tuple[np.ndarray, Face | None, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
+        for (frame, face), window in zip(tracked, self._windows(audio)):
+            crop, M = align(frame, face, self.size) if face is not None else (None, None)
+            pending.append((frame, face, crop, M, window))
+            if len(pending) == self.batch:
+                yield from self._flush(pending)
+                pending = []
+        yield from self._flush(pending)
+        for _ in tracked:  # the tracker's verdict on a video where the face never showed
+            pass
 
     def _windows(self, audio: str | os.PathLike) -> Iterator[np.ndarray]:
         features = FeatureStream(self.cfg.audio)

@@ -27,33 +27,29 @@ from talkface.media.audio import FeatureStream
 from talkface.media.face import Face, align, detect_faces, paste_back, pick_face
 from talkface.models import Generator, GeneratorState
 from talkface.models.generator import Identity
+from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
+from talkface.rig import FaceRig
 
 
-class FaceStream:
-    """Push 16 kHz mono samples, get face crops (H, W, 3) uint8 for every frame whose audio is complete.
+class _AudioStream:
+    """Push 16 kHz mono samples, get one output per video frame as soon as its audio window is complete."""
 
-    `model` is a backend from `talkface.accel.make_backend` (or a plain Generator, run as it is).
-    """
-
-    def __init__(self, model, cfg: Config, still: np.ndarray, seed: int = 0, max_batch: int = 32, face=None):
-        h, w = cfg.model.height, cfg.model.width
-        assert still.shape == (h, w, 3) and still.dtype == np.uint8, f"still must be ({h}, {w}, 3) uint8, got {still.shape} {still.dtype}"
-        self.backend = TorchBackend(model) if isinstance(model, Generator) else model
+    def __init__(self, cfg: Config, seed: int, max_batch: int):
         self.cfg, self.max_batch = cfg, max_batch
         self.features = FeatureStream(cfg.audio)
         self.noise_rng = torch.Generator().manual_seed(seed)
         self.state = GeneratorState()
-        self.face = face if face is not None else self.backend.encode(to_tensor(still)[None])  # `face`: `still` already encoded
         self.frames_out = 0
 
     def _decode(self, windows: np.ndarray) -> Iterator[np.ndarray]:
         for i in range(0, len(windows), self.max_batch):
             chunk = torch.from_numpy(windows[i : i + self.max_batch])[None]
-            z = self.backend.generator.noise.sample(1, chunk.shape[1], generator=self.noise_rng)
-            frames, self.state = self.backend.decode(self.face, chunk, z, self.state)
             self.frames_out += chunk.shape[1]
-            yield from to_uint8(frames)
+            yield from self._outputs(chunk)
+
+    def _outputs(self, mfcc: torch.Tensor) -> Iterator[np.ndarray]:
+        raise NotImplementedError
 
     @property
     def samples_in(self) -> int:
@@ -74,6 +70,41 @@ class FaceStream:
         yield from self._decode(self.features.flush())
 
 
+class FaceStream(_AudioStream):
+    """Push 16 kHz mono samples, get face crops (H, W, 3) uint8 for every frame whose audio is complete.
+
+    `model` is a backend from `talkface.accel.make_backend` (or a plain Generator, run as it is).
+    """
+
+    def __init__(self, model, cfg: Config, still: np.ndarray, seed: int = 0, max_batch: int = 32, face=None):
+        h, w = cfg.model.height, cfg.model.width
+        assert still.shape == (h, w, 3) and still.dtype == np.uint8, f"still must be ({h}, {w}, 3) uint8, got {still.shape} {still.dtype}"
+        super().__init__(cfg, seed, max_batch)
+        self.backend = TorchBackend(model) if isinstance(model, Generator) else model
+        self.face = face if face is not None else self.backend.encode(to_tensor(still)[None])  # `face`: `still` already encoded
+
+    def _outputs(self, mfcc: torch.Tensor) -> Iterator[np.ndarray]:
+        z = self.backend.generator.noise.sample(1, mfcc.shape[1], generator=self.noise_rng)
+        frames, self.state = self.backend.decode(self.face, mfcc, z, self.state)
+        yield from to_uint8(frames)
+
+
+class MotionStream(_AudioStream):
+    """Push 16 kHz mono samples, get the mouth motion (P, 2) float32 of every frame whose audio is
+    complete: the motion model's counterpart of `FaceStream` (a `FaceRig` renders it)."""
+
+    def __init__(self, model: MotionModel, cfg: Config, seed: int = 0, max_batch: int = 32):
+        super().__init__(cfg, seed, max_batch)
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def _outputs(self, mfcc: torch.Tensor) -> Iterator[np.ndarray]:
+        z = self.model.noise.sample(1, mfcc.shape[1], generator=self.noise_rng)
+        motion, self.state = self.model.decode(mfcc.to(self.device), z.to(self.device), self.state)
+        yield from motion[0].float().cpu().numpy()
+
+
 class PreparedPhoto:
     """A photo made ready to animate: its face found and aligned once.
 
@@ -87,6 +118,13 @@ class PreparedPhoto:
         self.face: Face = pick_face(detect_faces(self.picture), face_index, path)
         self.crop, self.M = align(self.picture, self.face, size)
         self._encoded: tuple[object, object] | None = None  # (backend, its encoding of the crop)
+        self._rig: tuple[float, FaceRig] | None = None
+
+    def rig(self, gain: float = 1.0) -> FaceRig:
+        """The face rigged for the motion model (rest shape, motion scale, warp), made once."""
+        if self._rig is None or self._rig[0] != gain:
+            self._rig = (gain, FaceRig(self.picture, self.face, gain))
+        return self._rig[1]
 
     def encoded(self, backend):
         """The crop encoded by `backend` (identity code and skips), computed once."""
@@ -104,12 +142,20 @@ class PreparedPhoto:
 
 
 class PhotoStream:
-    """Push audio, get full-resolution frames of the photo speaking it (see `FaceStream`)."""
+    """Push audio, get full-resolution frames of the photo speaking it.
+
+    With the motion model, each frame's mouth motion (`MotionStream`) moves the photo's own pixels
+    (`FaceRig`); with the seed's frame generator, each generated crop (`FaceStream`) is pasted back.
+    """
 
     def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None):
         """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`)."""
         self.photo = photo
-        if crops is None:
+        self.render = photo.paste
+        if crops is None and isinstance(model, MotionModel):
+            crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
+            self.render = photo.rig(cfg.motion.gain).render
+        elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
         self.crops = crops
@@ -124,15 +170,15 @@ class PhotoStream:
 
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         """Full-resolution frames (H, W, 3) uint8 completed by these samples (possibly none)."""
-        return [self.photo.paste(c) for c in self.crops.push(samples)]
+        return [self.render(c) for c in self.crops.push(samples)]
 
     def flush(self) -> list[np.ndarray]:
         """The remaining frames once the audio has ended."""
-        return [self.photo.paste(c) for c in self.crops.flush()]
+        return [self.render(c) for c in self.crops.flush()]
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for crop in self.crops.run(chunks):
-            yield self.photo.paste(crop)
+            yield self.render(crop)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from talkface.checkpoint import load_training_state, save_release, save_training_state, unwrap
 from talkface.config import Config
 from talkface.models import FrameDiscriminator, Generator, SequenceDiscriminator
+from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.pixels import to_tensor
 
 
@@ -89,6 +90,23 @@ def draw_batch(dataset: ClipDataset, cfg: Config, step: int, rank: int = 0) -> d
     }
 
 
+def draw_motion_batch(dataset, cfg: Config, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
+    """The motion batch of `step` for `rank`, a pure function of (seed, step, rank): mfcc
+    (B, T, n_mfcc, steps), motion (B, T, P, 2) and `mfcc_other` (another clip's audio: sync negatives).
+    Each clip is drawn in one of its voice variants; T is `clip_frames` or the shortest clip drawn."""
+    t = cfg.train
+    rng = np.random.default_rng([t.seed, step, rank])
+    picks = [dataset.clip(int(i), int(rng.integers(0, dataset.variants))) for i in rng.integers(0, len(dataset), t.batch_size)]
+    length = min([t.clip_frames] + [len(p["motion"]) for p in picks])
+    mfccs, motions = [], []
+    for p in picks:
+        start = int(rng.integers(0, len(p["motion"]) - length + 1))
+        mfccs.append(p["mfcc"][start : start + length])
+        motions.append(p["motion"][start : start + length])
+    mfcc = torch.from_numpy(np.stack(mfccs).astype(np.float32))
+    return {"mfcc": mfcc, "motion": torch.from_numpy(np.stack(motions).astype(np.float32)), "mfcc_other": mfcc.roll(1, 0)}
+
+
 def seeded(*key: int) -> torch.Generator:
     """A torch generator seeded from integers, the same in every process (unlike `hash`)."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
@@ -118,18 +136,110 @@ def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target)
 
 
+class FrameTask:
+    """The seed's GAN: the generator draws face frames; a frame and a sequence discriminator judge them."""
+
+    def __init__(self, cfg: Config, device: torch.device, rank: int):
+        self.cfg, self.device, self.rank = cfg, device, rank
+        self.l1_weights = lower_face_weights(cfg.model.height, cfg.loss.lower_face_weight).to(device)
+
+    def networks(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        cfg = self.cfg
+        return Generator(cfg), {"frame": FrameDiscriminator(cfg.model), "sequence": SequenceDiscriminator(cfg.audio, cfg.model)}
+
+    def draw(self, dataset, step: int) -> dict[str, torch.Tensor]:
+        return draw_batch(dataset, self.cfg, step, self.rank)
+
+    def forward(self, G: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        b, t = batch["mfcc"].shape[:2]
+        z = unwrap(G).noise.sample(b, t, generator=seeded(self.cfg.train.seed, step, self.rank, 2)).to(self.device)
+        return G(batch["still"], batch["mfcc"], z)
+
+    def _sampled_frames(self, frames: torch.Tensor, step: int) -> torch.Tensor:
+        """Frames drawn uniformly from each clip for the frame discriminator: (B * k, 3, H, W)."""
+        b, t = frames.shape[:2]
+        k = self.cfg.train.frames_per_clip_d
+        g = seeded(self.cfg.train.seed, step, self.rank, 1)
+        idx = torch.randint(0, t, (b, k), generator=g).to(frames.device)
+        return frames.gather(1, idx[:, :, None, None, None].expand(-1, -1, *frames.shape[2:])).flatten(0, 1)
+
+    def discriminator_losses(self, D, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Real vs generated, each discriminator called once (real and fake batched, as DDP wants)."""
+        still_k = batch["still"].repeat_interleave(self.cfg.train.frames_per_clip_d, 0)
+        real_f, fake_f = self._sampled_frames(batch["frames"], step), self._sampled_frames(fake, step)
+        n = len(real_f)
+        frame_logits = D["frame"](torch.cat([real_f, fake_f]), torch.cat([still_k, still_k]))
+        seq_logits = D["sequence"](
+            torch.cat([batch["frames"], fake, batch["frames"]]),
+            torch.cat([batch["mfcc"], batch["mfcc"], batch["mfcc_other"]]),
+        )
+        d_frame = bce(frame_logits[:n], True) + bce(frame_logits[n:], False)
+        return {"d_frame": d_frame, "d_sequence": sequence_loss(seq_logits)}
+
+    def generator_losses(self, D, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Adversarial terms from both (frozen) discriminators plus the weighted L1."""
+        w = self.cfg.loss
+        still_k = batch["still"].repeat_interleave(self.cfg.train.frames_per_clip_d, 0)
+        adv_frame = bce(D["frame"](self._sampled_frames(fake, step), still_k), True)
+        adv_seq = bce(D["sequence"](fake, batch["mfcc"]), True)
+        l1 = ((fake.float() - batch["frames"]).abs() * self.l1_weights).mean()
+        return {"g_frame_adv": w.frame_adv * adv_frame, "g_seq_adv": w.seq_adv * adv_seq, "g_l1": w.l1 * l1}
+
+
+class MotionTask:
+    """The default model: speech -> mouth and chin motion, judged by coordinates, their velocity and a
+    sequence discriminator that sees the motion with its audio (and real motion with another clip's audio)."""
+
+    def __init__(self, cfg: Config, device: torch.device, rank: int):
+        self.cfg, self.device, self.rank = cfg, device, rank
+
+    def networks(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        return MotionModel(self.cfg), {"sequence": MotionDiscriminator(self.cfg)}
+
+    def draw(self, dataset, step: int) -> dict[str, torch.Tensor]:
+        return draw_motion_batch(dataset, self.cfg, step, self.rank)
+
+    def forward(self, G: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        b, t = batch["mfcc"].shape[:2]
+        z = unwrap(G).noise.sample(b, t, generator=seeded(self.cfg.train.seed, step, self.rank, 2)).to(self.device)
+        return G(batch["mfcc"], z)
+
+    def discriminator_losses(self, D, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        real = batch["motion"]
+        logits = D["sequence"](torch.cat([real, fake, real]), torch.cat([batch["mfcc"], batch["mfcc"], batch["mfcc_other"]]))
+        return {"d_sequence": sequence_loss(logits)}
+
+    def generator_losses(self, D, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        w, real, fake = self.cfg.loss, batch["motion"], fake.float()
+        coord = (fake - real).abs().mean()
+        velocity = (fake.diff(dim=1) - real.diff(dim=1)).abs().mean()
+        adv = bce(D["sequence"](fake, batch["mfcc"]), True)
+        return {"g_coord": w.coord * coord, "g_velocity": w.velocity * velocity, "g_seq_adv": w.motion_adv * adv}
+
+
+def sequence_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Logits of [real, generated, real with another clip's audio] thirds: the critic also learns that
+    real motion with the wrong audio is fake, so it judges sync."""
+    b = len(logits) // 3
+    return bce(logits[:b], True) + 0.5 * bce(logits[b : 2 * b], False) + 0.5 * bce(logits[2 * b :], False)
+
+
+TASKS = {"frames": FrameTask, "motion": MotionTask}
+
+
 class Trainer:
-    """Trains G against D = {'frame', 'sequence'}; writes metrics.jsonl, checkpoints and releases to `out`."""
+    """Trains G against a dict of named discriminators (the task's: cfg.kind picks the seed's frame GAN
+    or the motion model); writes metrics.jsonl, checkpoints and releases to `out`."""
 
     def __init__(self, cfg: Config, dataset: ClipDataset, out: str | os.PathLike, device: str = "cpu", rank: int = 0, world: int = 1):
         self.cfg, self.dataset, self.out = cfg, dataset, os.fspath(out)
         self.device, self.rank, self.world = torch.device(device), rank, world
         torch.manual_seed(cfg.train.seed)
-        self.G = Generator(cfg).to(self.device)
+        self.task = TASKS[cfg.kind](cfg, self.device, rank)
+        G, D = self.task.networks()
+        self.G = G.to(self.device)
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.D = nn.ModuleDict(
-            {"frame": FrameDiscriminator(cfg.model), "sequence": SequenceDiscriminator(cfg.audio, cfg.model)}
-        ).to(self.device)
+        self.D = nn.ModuleDict(D).to(self.device)
         o = cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.g_lr, betas=o.betas)
         self.opt_d = {k: torch.optim.Adam(d.parameters(), lr=o.d_lr, betas=o.betas) for k, d in self.D.items()}
@@ -139,7 +249,6 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G = DDP(self.G, device_ids=ids)
             self.D = nn.ModuleDict({k: DDP(d, device_ids=ids) for k, d in self.D.items()})
-        self.l1_weights = lower_face_weights(cfg.model.height, cfg.loss.lower_face_weight).to(self.device)
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.step = 0
 
@@ -155,54 +264,25 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
-    def _sampled_frames(self, frames: torch.Tensor, step: int) -> torch.Tensor:
-        """Frames drawn uniformly from each clip for the frame discriminator: (B * k, 3, H, W)."""
-        b, t = frames.shape[:2]
-        k = self.cfg.train.frames_per_clip_d
-        g = seeded(self.cfg.train.seed, step, self.rank, 1)
-        idx = torch.randint(0, t, (b, k), generator=g).to(frames.device)
-        return frames.gather(1, idx[:, :, None, None, None].expand(-1, -1, *frames.shape[2:])).flatten(0, 1)
-
     def discriminator_phase(self, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """Real vs generated, each discriminator called once (real and fake batched, as DDP wants)."""
-        still_k = batch["still"].repeat_interleave(self.cfg.train.frames_per_clip_d, 0)
-        real_f, fake_f = self._sampled_frames(batch["frames"], step), self._sampled_frames(fake, step)
-        n, b = len(real_f), len(fake)
         with self._autocast():
-            frame_logits = self.D["frame"](torch.cat([real_f, fake_f]), torch.cat([still_k, still_k]))
-            seq_logits = self.D["sequence"](
-                torch.cat([batch["frames"], fake, batch["frames"]]),
-                torch.cat([batch["mfcc"], batch["mfcc"], batch["mfcc_other"]]),
-            )
-        d_frame = bce(frame_logits[:n], True) + bce(frame_logits[n:], False)
-        # the sequence critic also learns that real frames with another clip's audio are fake: sync
-        d_seq = bce(seq_logits[:b], True) + 0.5 * bce(seq_logits[b : 2 * b], False) + 0.5 * bce(seq_logits[2 * b :], False)
-        return {"d_frame": d_frame, "d_sequence": d_seq}
+            return self.task.discriminator_losses(self.D, batch, fake, step)
 
     def generator_phase(self, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """Adversarial terms from both (frozen, unwrapped) discriminators plus the weighted L1."""
-        w = self.cfg.loss
-        still_k = batch["still"].repeat_interleave(self.cfg.train.frames_per_clip_d, 0)
-        d_frame, d_seq = unwrap(self.D["frame"]), unwrap(self.D["sequence"])
+        """The task's generator losses against the frozen, unwrapped discriminators."""
         with self._autocast():
-            adv_frame = bce(d_frame(self._sampled_frames(fake, step), still_k), True)
-            adv_seq = bce(d_seq(fake, batch["mfcc"]), True)
-        l1 = ((fake.float() - batch["frames"]).abs() * self.l1_weights).mean()
-        return {"g_frame_adv": w.frame_adv * adv_frame, "g_seq_adv": w.seq_adv * adv_seq, "g_l1": w.l1 * l1}
+            return self.task.generator_losses({k: unwrap(d) for k, d in self.D.items()}, batch, fake, step)
 
     def train_step(self) -> dict[str, float]:
         step = self.step
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in draw_batch(self.dataset, self.cfg, step, self.rank).items()}
-        g = seeded(self.cfg.train.seed, step, self.rank, 2)
-        b, t = batch["mfcc"].shape[:2]
-        z = unwrap(self.G).noise.sample(b, t, generator=g).to(self.device)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.task.draw(self.dataset, step).items()}
         scale = self.lr_scale(step)
         for opt, base in [(self.opt_g, self.cfg.optim.g_lr)] + [(o, self.cfg.optim.d_lr) for o in self.opt_d.values()]:
             for group in opt.param_groups:
                 group["lr"] = base * scale
 
         with self._autocast():
-            fake = self.G(batch["still"], batch["mfcc"], z)
+            fake = self.task.forward(self.G, batch, step)
 
         self.D.train().requires_grad_(True)
         d_losses = self.discriminator_phase(batch, fake.detach(), step)

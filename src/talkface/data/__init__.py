@@ -10,6 +10,8 @@ def load_dataset(spec: str, cfg: Config, split: str = "train", stream: bool = Fa
     held in memory compressed (random access), or with `stream` read shard by shard."""
     import os
 
+    if cfg.kind == "motion":
+        return _motion_dataset(spec, cfg, split, stream)
     size = (cfg.model.height, cfg.model.width)
     if spec == "synthetic":
         from talkface.data.synthetic import SyntheticDataset
@@ -26,3 +28,20 @@ def load_dataset(spec: str, cfg: Config, split: str = "train", stream: bool = Fa
     if first.shape[1:3] != size:
         raise TalkfaceError(f"holds {first.shape[1]}x{first.shape[2]} crops but the model makes {size[0]}x{size[1]} frames", spec)
     return data
+
+
+def _motion_dataset(spec: str, cfg: Config, split: str, stream: bool):
+    """The motion model's clips: synthetic speech with its mouth motion, or the audio and landmarks of shards."""
+    import os
+
+    if stream:
+        raise TalkfaceError("--stream reads face frames; the motion model holds its clips (audio and landmarks) in memory")
+    if spec == "synthetic":
+        from talkface.data.synthetic import synthetic_motion_clips
+
+        return synthetic_motion_clips(256, max(48, cfg.train.clip_frames), cfg, seed=cfg.train.seed + (split == "val"))
+    if not os.path.isdir(os.path.join(spec, split)):
+        raise TalkfaceError("is not a dataset: use 'synthetic' or a folder made by `talkface preprocess`", spec)
+    from talkface.data.motion import shard_motion_clips
+
+    return shard_motion_clips(spec, split, cfg, seed=cfg.train.seed, progress=True)

@@ -129,3 +129,36 @@ class SyntheticDataset:
     def clip(self, i: int) -> dict[str, np.ndarray]:
         """frames (T, H, W, 3) uint8 and mfcc (T, n_mfcc, steps) of clip i."""
         return {"frames": self.clips[i].frames, "mfcc": self.mfcc[i]}
+
+
+def synthetic_motion(opening: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Mouth and chin motion (T, P, 2) in rest mouth widths (media.face.MOTION_POINTS order: outer lip
+    loop, inner lip loop, chin) for a mouth opening and width per frame, as `render_face` draws them."""
+    from talkface.media.face import CHIN, LIPS_INNER, LIPS_OUTER
+
+    o, w = opening[:, None], (width - 0.3)[:, None]
+    n_out, n_in = len(LIPS_OUTER), len(LIPS_INNER)
+    dy = np.zeros((len(opening), n_out + n_in + len(CHIN)), np.float32)
+    dx = np.zeros_like(dy)
+    for first, n in ((0, n_out), (n_out, n_in)):
+        half = n // 2
+        dy[:, first + 1 : first + half] = -0.05 * o  # upper lip
+        dy[:, first + half + 1 : first + n] = 0.35 * o  # lower lip
+        dx[:, first] = -0.1 * w[:, 0]  # the corners
+        dx[:, first + half] = 0.1 * w[:, 0]
+    dy[:, n_out + n_in :] = 0.3 * o
+    return np.stack([dx, dy], -1)
+
+
+def synthetic_motion_clips(num_clips: int, frames: int, cfg, seed: int = 0):
+    """Synthetic speech with the mouth motion that follows it (opening from loudness, width from the vowel)."""
+    from talkface.data.motion import MotionClips
+
+    audio, motion = [], []
+    for i in range(num_clips):
+        rng = np.random.default_rng(seed * 1_000_003 + i)
+        speech, env, vowel = _speech(rng, frames, cfg.audio, rng.uniform(100, 220))
+        opening = np.clip(np.convolve(env, [0.25, 0.5, 0.25], mode="same"), 0, 1)
+        audio.append(speech)
+        motion.append(synthetic_motion(opening, np.where(opening > 0.05, vowel, 0.3)))
+    return MotionClips(audio, motion, cfg, seed)

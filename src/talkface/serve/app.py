@@ -93,6 +93,8 @@ class Service:
         self.jobs = 0
         self.frames_sent = 0
         _ = animator.backend  # build (export) it now, not on the first request
+        if batch_streams and animator.motion:
+            raise TalkfaceError("batching streams runs the seed's frame generator (--config paper); the motion model streams one worker per stream")
         if batch_streams and animator.backend.name != "torch":
             raise TalkfaceError(f"batching streams runs the plain generator: use backend torch, not {animator.backend.name}")
         # all live streams' frames made in shared generator calls (the way one GPU serves many streams)
@@ -450,7 +452,7 @@ def serve(
     # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
     animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1)
     if batch_streams is None:
-        batch_streams = animator.backend.name == "torch" and animator.device.type == "cuda"
+        batch_streams = not animator.motion and animator.backend.name == "torch" and animator.device.type == "cuda"
     app = make_app(animator, limits, token, batch_streams=batch_streams)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")

@@ -1,0 +1,131 @@
+"""Training data of the motion model: per clip, MFCC windows and the motion of the mouth and chin.
+
+Motion targets come from the face-mesh landmarks that `talkface preprocess` stores with every clip
+(aligned crop pixels). Per clip, the mouth at rest is the mean shape of its most closed frames, and
+each frame's `MOTION_POINTS` are expressed relative to it, in units of the rest mouth's width (the
+crop is already upright). The same units move a photo's mouth at inference (talkface.rig).
+
+Voices: each clip also gets `cfg.augment.variants` augmented copies of its audio (see `augment`),
+drawn once from a seed, so that a model trained on one man's voice moves the mouth for others too.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+from talkface.config import AugmentConfig, Config
+from talkface.media.audio import mfcc_windows, num_frames
+from talkface.media.face import APERTURE_PAIRS, MOTION_POINTS, MOUTH_CORNERS
+
+REST_SHARE = 0.1  # the rest shape averages this share of a clip's most closed frames (at least 3)
+
+
+def openness(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip gap over mouth width: (T, 478, 2) -> (T,)"""
+    gap = np.mean([np.linalg.norm(landmarks[:, a] - landmarks[:, b], axis=-1) for a, b in APERTURE_PAIRS], 0)
+    width = np.linalg.norm(landmarks[:, MOUTH_CORNERS[0]] - landmarks[:, MOUTH_CORNERS[1]], axis=-1)
+    return gap / width
+
+
+def motion_targets(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 478, 2) aligned landmarks -> (T, P, 2) motion of MOTION_POINTS from the clip's rest shape,
+    in rest mouth widths."""
+    order = np.argsort(openness(landmarks))
+    rest = landmarks[order[: max(3, int(len(order) * REST_SHARE))]].mean(0)
+    width = np.linalg.norm(rest[MOUTH_CORNERS[0]] - rest[MOUTH_CORNERS[1]])
+    return ((landmarks[:, MOTION_POINTS] - rest[MOTION_POINTS]) / width).astype(np.float32)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-9)
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, sample_rate: int) -> tuple[np.ndarray, float]:
+    """One random voice variant of 16 kHz mono `audio`: (new audio, speed). Speed r plays the audio r
+    times faster (pitch and formants x r, duration / r); then reverberation, band-limiting, noise, gain."""
+    speed = float(np.exp(rng.uniform(*np.log(cfg.speed))))
+    up, down = 100, int(round(100 * speed))
+    speed = down / up  # the speed actually applied
+    out = signal.resample_poly(audio, up, down).astype(np.float64) if down != up else audio.astype(np.float64)
+    level = _rms(out)
+    if rng.random() < cfg.reverb_p:
+        rt60 = rng.uniform(*cfg.reverb_s)
+        t = np.arange(int(rt60 * sample_rate)) / sample_rate
+        ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * 0.3
+        ir[0] = 1.0
+        out = signal.fftconvolve(out, ir)[: len(out)]
+    if rng.random() < cfg.band_p:
+        low, high = rng.uniform(80, 400), rng.uniform(2500, 0.45 * sample_rate)
+        out = signal.sosfilt(signal.butter(4, [low, high], "bandpass", fs=sample_rate, output="sos"), out)
+    out *= level / _rms(out)
+    if rng.random() < cfg.noise_p:
+        noise = rng.standard_normal(len(out))
+        if rng.random() < 0.5:  # pink-ish: more energy at low frequencies
+            noise = signal.lfilter([1.0], [1.0, -0.95], noise)
+        out += noise * (level / _rms(noise)) * 10 ** (-rng.uniform(*cfg.snr_db) / 20)
+    out *= 10 ** (rng.uniform(*cfg.gain_db) / 20)
+    return np.clip(out, -1, 1).astype(np.float32), speed
+
+
+def resample_motion(motion: np.ndarray, speed: float, frames: int) -> np.ndarray:
+    """Motion (T, P, 2) of audio played `speed` times faster, at the same frame rate: `frames` frames."""
+    src = np.minimum(np.arange(frames) * speed, len(motion) - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, len(motion) - 1)
+    frac = (src - lo)[:, None, None]
+    return ((1 - frac) * motion[lo] + frac * motion[hi]).astype(np.float32)
+
+
+class MotionClips:
+    """Clips as (MFCC windows, motion) in `1 + variants` voices each: `clip(i, variant)`."""
+
+    def __init__(self, audio: list[np.ndarray], motion: list[np.ndarray], cfg: Config, seed: int = 0):
+        self.variants = 1 + cfg.augment.variants
+        self.items: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        for i, (a, m) in enumerate(zip(audio, motion)):
+            rng = np.random.default_rng([seed, i])
+            voices = [self._pair(a, m, 1.0, cfg)]
+            for _ in range(cfg.augment.variants):
+                voice, speed = augment(a, rng, cfg.augment, cfg.audio.sample_rate)
+                voices.append(self._pair(voice, m, speed, cfg))
+            self.items.append(voices)
+
+    @staticmethod
+    def _pair(audio: np.ndarray, motion: np.ndarray, speed: float, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+        n = min(num_frames(len(audio), cfg.audio), int(len(motion) / speed))
+        return mfcc_windows(audio, cfg.audio)[:n].astype(np.float16), resample_motion(motion, speed, n)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def clip(self, i: int, variant: int = 0) -> dict[str, np.ndarray]:
+        """mfcc (T, n_mfcc, steps) float16 and motion (T, P, 2) float32 of clip i in voice `variant` (0: the original)."""
+        mfcc, motion = self.items[i][variant]
+        return {"mfcc": mfcc, "motion": motion}
+
+
+def shard_motion_clips(root: str, split: str, cfg: Config, seed: int = 0, progress: bool = False) -> MotionClips:
+    """The clips of a folder made by `talkface preprocess` (their audio and landmarks; frames are not decoded)."""
+    import io
+    import json
+
+    from tqdm import tqdm
+
+    from talkface.data.shards import decode_wav, iter_samples, shard_paths
+    from talkface.errors import TalkfaceError
+
+    audio, motion = [], []
+    paths = shard_paths(root, split)
+    for path in tqdm(paths, desc=f"{split} shards", unit="shard", disable=not progress, dynamic_ncols=True):
+        for sample in iter_samples(path):
+            if "npy" not in sample:
+                continue
+            lm = np.load(io.BytesIO(sample["npy"]), allow_pickle=False).astype(np.float32)
+            fps = json.loads(sample["json"]).get("fps", cfg.audio.fps)
+            if abs(fps - cfg.audio.fps) > 0.01 or np.isnan(lm).any() or len(lm) < 8:
+                continue
+            audio.append(decode_wav(sample["wav"]))
+            motion.append(motion_targets(lm))
+    if not audio:
+        raise TalkfaceError(f"holds no '{split}' clips with landmarks at {cfg.audio.fps:g} fps", root)
+    return MotionClips(audio, motion, cfg, seed)

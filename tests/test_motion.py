@@ -1,0 +1,136 @@
+"""The motion model: shapes, data targets and voice augmentation, streaming, checkpoints, and that it
+learns to move the mouth with the audio."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from talkface.checkpoint import load_generator, save_release
+from talkface.config import AugmentConfig, override, preset
+from talkface.data.motion import augment, motion_targets, openness, resample_motion
+from talkface.data.synthetic import synthetic_motion_clips
+from talkface.media.audio import mfcc_windows
+from talkface.media.face import LIPS_INNER, LIPS_OUTER, MOTION_POINTS
+from talkface.models.motion import MotionDiscriminator, MotionModel
+from talkface.streaming import MotionStream
+from talkface.train import Trainer
+
+LOWER_INNER = slice(len(LIPS_OUTER) + len(LIPS_INNER) // 2 + 1, len(LIPS_OUTER) + len(LIPS_INNER))
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return preset("motion-tiny")
+
+
+def test_shapes(cfg):
+    model, critic = MotionModel(cfg), MotionDiscriminator(cfg)
+    for t in (1, 7, 30):
+        mfcc = torch.randn(2, t, cfg.audio.n_mfcc, cfg.audio.steps)
+        motion = model(mfcc)
+        assert motion.shape == (2, t, len(MOTION_POINTS), 2)
+        assert critic(motion, mfcc).shape == (2,)
+
+
+def test_untrained_model_keeps_the_mouth_near_rest(cfg):
+    motion = MotionModel(cfg)(torch.randn(1, 10, cfg.audio.n_mfcc, cfg.audio.steps))
+    assert motion.abs().max() < 0.5
+
+
+def test_motion_targets_are_relative_to_the_closed_mouth():
+    rng = np.random.default_rng(0)
+    rest = rng.uniform(0, 100, (478, 2)).astype(np.float32)
+    rest[61], rest[291] = (30, 80), (70, 80)  # mouth corners: width 40 px
+    for a, b in ((82, 87), (13, 14), (312, 317)):
+        rest[b] = rest[a]  # closed
+    frames = np.repeat(rest[None], 20, 0)
+    frames[10:, 14, 1] += 8.0  # the lower lip drops 8 px = 0.2 mouth widths
+    frames[10:, 87, 1] += 8.0
+    frames[10:, 317, 1] += 8.0
+    motion = motion_targets(frames)
+    assert motion.shape == (20, len(MOTION_POINTS), 2)
+    assert np.abs(motion[:10]).max() < 1e-5
+    assert motion[15, MOTION_POINTS.index(14), 1] == pytest.approx(0.2, abs=1e-5)
+    assert openness(frames)[15] > openness(frames)[5]
+
+
+def test_voice_augmentation_changes_speed_and_keeps_the_signal_sane():
+    rng = np.random.default_rng(1)
+    audio = (0.3 * np.sin(2 * np.pi * 150 * np.arange(16000) / 16000)).astype(np.float32)
+    for _ in range(10):
+        out, speed = augment(audio, rng, AugmentConfig(), 16000)
+        assert 0.8 <= speed <= 1.3
+        assert abs(len(out) - len(audio) / speed) <= 2
+        assert np.isfinite(out).all() and np.abs(out).max() <= 1.0 and out.std() > 0
+
+
+def test_resampled_motion_follows_the_audio_speed():
+    motion = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 3, 2), np.float32)
+    fast = resample_motion(motion, 2.0, 5)
+    np.testing.assert_allclose(fast[:, 0, 0], [0, 2, 4, 6, 8])
+
+
+def test_streamed_motion_equals_offline(cfg):
+    torch.manual_seed(0)
+    model = MotionModel(cfg).eval()
+    audio = np.random.default_rng(2).normal(0, 0.1, 16000 * 2).astype(np.float32)
+    whole = np.stack(list(MotionStream(model, cfg, seed=3).run([audio])))
+    stream = MotionStream(model, cfg, seed=3)
+    parts = []
+    for i in range(0, len(audio), 1234):
+        parts += stream.push(audio[i : i + 1234])
+    parts += stream.flush()
+    assert whole.shape == (50, len(MOTION_POINTS), 2)
+    np.testing.assert_allclose(np.stack(parts), whole, atol=1e-5)
+
+
+def test_release_round_trip(cfg, tmp_path):
+    torch.manual_seed(0)
+    model = MotionModel(cfg).eval()
+    save_release(tmp_path / "m.safetensors", model, cfg)
+    loaded, cfg2 = load_generator(tmp_path / "m.safetensors")
+    assert isinstance(loaded, MotionModel) and cfg2.kind == "motion"
+    mfcc, z = torch.randn(1, 6, cfg.audio.n_mfcc, cfg.audio.steps), torch.randn(1, 6, cfg.motion.noise.dim)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.decode(mfcc, z)[0], model.decode(mfcc, z)[0])
+
+
+def test_generator_phase_leaves_the_critic_untouched(cfg, tmp_path):
+    data = synthetic_motion_clips(8, 30, cfg)
+    trainer = Trainer(override(preset("motion-tiny"), ["train.batch_size=4"]), data, tmp_path)
+    critic = [p.detach().clone() for p in trainer.D.parameters()]
+    model = [p.detach().clone() for p in trainer.G.parameters()]
+    batch = trainer.task.draw(data, 0)
+    fake = trainer.task.forward(trainer.G, batch, 0)
+    trainer.D.requires_grad_(False)
+    sum(trainer.generator_phase(batch, fake, 0).values()).backward()
+    assert all(p.grad is None for p in trainer.D.parameters())
+    trainer.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(model, trainer.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic, trainer.D.parameters()))
+
+
+def lower_lip_drop(model, mfcc: np.ndarray, seed: int) -> np.ndarray:
+    with torch.inference_mode():
+        z = model.noise.sample(1, len(mfcc), generator=torch.Generator().manual_seed(seed))
+        return model(torch.from_numpy(mfcc.astype(np.float32))[None], z)[0, :, LOWER_INNER, 1].mean(-1).numpy()
+
+
+def test_motion_model_learns_to_follow_the_audio(tmp_path):
+    cfg = override(preset("motion-tiny"), ["train.steps=250", "train.log_every=50", "train.checkpoint_every=250"])
+    train = synthetic_motion_clips(128, 48, cfg, seed=0)
+    val = synthetic_motion_clips(12, 75, cfg, seed=777)  # speech never heard
+    trainer = Trainer(cfg, train, tmp_path)
+    start = time.time()
+    trainer.fit(progress=False, time_limit=300)
+    own, swapped = [], []
+    for i in range(len(val)):
+        truth = val.clip(i)["motion"][:, LOWER_INNER, 1].mean(-1)
+        own.append(np.corrcoef(lower_lip_drop(trainer.ema, val.clip(i)["mfcc"], i), truth)[0, 1])
+        other = val.clip((i + 1) % len(val))["mfcc"]
+        swapped.append(np.corrcoef(lower_lip_drop(trainer.ema, other, i), truth)[0, 1])
+    own, swapped = float(np.nanmean(own)), float(np.nanmean(swapped))
+    print(f"\nmotion learning: {trainer.step} steps in {time.time() - start:.0f} s, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
+    assert own >= 0.8, f"the mouth does not follow the audio: r={own:.3f} after {trainer.step} steps"
+    assert swapped <= 0.3, f"the mouth follows audio it was not given: r={swapped:.3f}"
