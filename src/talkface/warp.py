@@ -357,11 +357,14 @@ class MouthWarp:
         src[self._inside] += (gaps - self.gaps)[:, None] * self._down
         # where lips close over what the photo shows apart, they sample a little inside themselves,
         # so that their seam never picks up the teeth that were behind it
-        apart = self.gaps > 1.0
-        closure = np.clip(1 - gaps / np.where(apart, self.gaps, 1.0), 0, 1) * apart
-        pull = np.minimum(CLOSE_PULL * self.width, 0.5 * self.gaps) * closure
+        pull = np.minimum(CLOSE_PULL * self.width, 0.5 * self.gaps) * self._closure(gaps)
         src[self._lip_rows] += np.concatenate([pull, pull])[:, None] * self._into_lip
         return src, tgt
+
+    def _closure(self, gaps: np.ndarray) -> np.ndarray:
+        """(9,) how far, 0 .. 1, the target's lip gaps (9,) close what the photo shows apart."""
+        apart = self.gaps > 1.0
+        return np.clip(1 - gaps / np.where(apart, self.gaps, 1.0), 0, 1) * apart
 
     def folded(self, target: np.ndarray) -> np.ndarray:
         """(T,) bool: the triangles that MOTION_POINTS target positions (53, 2) turn over.
@@ -382,8 +385,31 @@ class MouthWarp:
             return out
         map_x, map_y, (x0, y0, x1, y1) = maps
         out[y0:y1, x0:x1] = cv2.remap(self.picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self._paint_seam(out, tgt[: len(MOTION_POINTS)])
         self._paint_mouth(out, tgt[: len(MOTION_POINTS)])
         return out
+
+    def _paint_seam(self, out: np.ndarray, target: np.ndarray) -> None:
+        """Paints, in place, the soft dark line where lips that the photo shows apart close on each other."""
+        closure = float(self._closure(_aperture(target))[3:6].mean())
+        if closure <= 0:
+            return
+        rows = [_CORNERS[0]] + [-1] * len(_PAIR_UPPER) + [_CORNERS[1]]
+        line = target[rows]
+        line[1:-1] = (target[_PAIR_UPPER] + target[_PAIR_LOWER]) / 2
+        h, w = out.shape[:2]
+        sigma = max(0.5, 0.008 * self.width)
+        margin = int(np.ceil(3 * sigma)) + 2
+        x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - margin, 0)
+        x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + margin + 1, (w, h))
+        if x1 <= x0 or y1 <= y0:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.polylines(mask, [np.round((line - (x0, y0)) * 16).astype(np.int32)], False, 1.0, 1, cv2.LINE_AA, shift=4)
+        alpha = cv2.GaussianBlur(mask, (0, 0), sigma)
+        alpha *= 0.7 * closure / max(float(alpha.max()), 1e-6)
+        roi = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = np.clip(roi + alpha[..., None] * (self.lip * 0.3 - roi) + 0.5, 0, 255).astype(np.uint8)
 
     def _paint_mouth(self, out: np.ndarray, target: np.ndarray) -> None:
         """Paints, in place, a dark mouth inside the target's inner lips wherever the photo's own does
@@ -435,10 +461,10 @@ class MouthWarp:
         colour += (self.lip * 0.6 - colour) * tongue[..., None]
         teeth_height = np.minimum(0.35 * gap, 0.12 * self.width)  # the upper teeth, just under the upper lip
         band = below / np.maximum(teeth_height, 1e-3)
-        teeth = _smoothstep(0.0, 0.2, band) * (1 - _smoothstep(0.65, 1.0, band)) * np.clip(1 - s**2, 0, 1) ** 2
-        teeth *= 0.5 * _smoothstep(0.04 * self.width, 0.12 * self.width, gap)
+        teeth = _smoothstep(0.0, 0.15, band) * (1 - _smoothstep(0.35, 1.0, band)) * np.clip(1 - s**2, 0, 1) ** 2
+        teeth *= 0.45 * _smoothstep(0.04 * self.width, 0.12 * self.width, gap)
         colour += (self.teeth - colour) * teeth[..., None]
-        colour *= (0.5 + 0.5 * _smoothstep(0.0, 2 * soft, below))[..., None]  # the upper lip's shadow
+        colour *= (0.7 + 0.3 * _smoothstep(0.0, soft, below))[..., None]  # the upper lip's shadow
         colour += self.grain[np.ix_(np.arange(y0, y1) % GRAIN, np.arange(x0, x1) % GRAIN)][..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi + alpha[..., None] * (colour - roi) + 0.5, 0, 255).astype(np.uint8)
