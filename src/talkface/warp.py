@@ -8,8 +8,8 @@ The mesh
 --------
 Control points, in this order: the 53 moving points; fixed mesh points across the nose and upper
 cheeks (`FIXED_POINTS`, which speech does not move); a frame of fixed points around the lower face,
-well outside the jaw and clipped to the picture, where the deformation has faded to zero. The other
-lower-face mesh points are left out: pinned next to lips that move, their triangles would fold.
+well outside the jaw, where the deformation has faded to zero. The other lower-face mesh points are
+left out: pinned next to lips that move, their triangles would fold.
 
 Triangles, painted in this order (a later one covers an earlier one where they overlap): a Delaunay
 triangulation of everything outside the lips, made on the face with its mouth open wide so that the
@@ -124,9 +124,13 @@ def close_mouth(landmarks: np.ndarray) -> np.ndarray:
     return open_mouth(landmarks, 0.0)
 
 
-def _frame(lm: np.ndarray, size: float, shape: tuple[int, int]) -> np.ndarray:
+def _frame(lm: np.ndarray, size: float) -> np.ndarray:
     """(F, 2) fixed points around the lower face: a rectangle in the face's axes, from the nose tip's
-    height down to below the chin, `FRAME_MARGIN` outside the face, clipped to the picture."""
+    height down to below the chin, `FRAME_MARGIN` outside the face.
+
+    It is not clipped to the picture: a face at the picture's edge keeps room to move (what comes
+    in from beyond the edge repeats the edge's pixels) and its triangles do not fold.
+    """
     u, v = _face_axes(lm)
     centre = lm[[LIPS_OUTER[0], UPPER_OUTER[-1]]].mean(0)
     uv = (lm - centre) @ np.stack([u, v], 1)
@@ -138,11 +142,7 @@ def _frame(lm: np.ndarray, size: float, shape: tuple[int, int]) -> np.ndarray:
     for a, b in zip(corners[:-1], corners[1:]):
         n = max(1, int(np.ceil(np.linalg.norm(b - a) / (FRAME_STEP * size))))
         pts.append(a + (b - a) * np.arange(n)[:, None] / n)
-    pts = centre + np.concatenate(pts) @ np.stack([u, v])
-    h, w = shape
-    pts = np.clip(pts, 0, (w - 1, h - 1))
-    _, keep = np.unique(np.round(pts * 2), axis=0, return_index=True)  # clipping can stack corners
-    return pts[np.sort(keep)]
+    return centre + np.concatenate(pts) @ np.stack([u, v])
 
 
 def _area(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -300,7 +300,7 @@ class MouthWarp:
         self.picture = np.ascontiguousarray(picture)
         self.rest = lm[MOTION_POINTS]  # (53, 2)
         n = len(MOTION_POINTS)
-        frame = _frame(lm, Face.from_landmarks(lm).size, picture.shape[:2])
+        frame = _frame(lm, Face.from_landmarks(lm).size)
         self.source = np.concatenate([self.rest, lm[FIXED_POINTS], frame, self.rest[_PAIR_LOWER]])
         self._inside = np.arange(len(self.source) - len(_PAIR_LOWER), len(self.source))  # the copy's rows
 
