@@ -322,23 +322,26 @@ class MouthWarp:
         self._colours(lm)
 
     def _colours(self, lm: np.ndarray) -> None:
-        """The painted mouth's colours: the lips' own, and a light tone for teeth from the skin's."""
+        """The painted mouth's colours: the lips' own, a light tone for teeth from the skin's, and the
+        photo's grain around the mouth (so that the painted mouth is not smoother than what surrounds it)."""
         h, w = self.picture.shape[:2]
-        lips, inner = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
-        cv2.fillPoly(lips, [np.round(lm[LIPS_OUTER]).astype(np.int32)], 1)
-        cv2.fillPoly(inner, [np.round(lm[LIPS_INNER]).astype(np.int32)], 1)
-        self.lip = _median_colour(self.picture, lips & (1 - inner))
-        skin = np.zeros((h, w), np.uint8)
-        r = max(2, int(0.06 * self.width))
-        for i in (50, 280, 205, 425):
-            cv2.circle(skin, tuple(int(round(c)) for c in lm[i]), r, 1, -1)
-        skin = _median_colour(self.picture, skin)
-        light = float(np.clip(skin.mean() / 160.0, 0.45, 1.1))
-        self.teeth = 0.25 * skin + 0.75 * np.array([232.0, 228.0, 218.0], np.float32) * light
-        # the photo's grain around the mouth, so that the painted mouth is not smoother than its surroundings
         x0, y0 = np.maximum(np.floor(lm[LIPS_OUTER].min(0) - 0.5 * self.width).astype(int), 0)
         x1, y1 = np.minimum(np.ceil(lm[LIPS_OUTER].max(0) + 0.5 * self.width).astype(int), (w, h))
-        grey = cv2.cvtColor(self.picture[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+        region = self.picture[y0:y1, x0:x1]
+        lips, inner = np.zeros(region.shape[:2], np.uint8), np.zeros(region.shape[:2], np.uint8)
+        cv2.fillPoly(lips, [np.round(lm[LIPS_OUTER] - (x0, y0)).astype(np.int32)], 1)
+        cv2.fillPoly(inner, [np.round(lm[LIPS_INNER] - (x0, y0)).astype(np.int32)], 1)
+        self.lip = _median_colour(region, lips & (1 - inner))
+        r = max(2, int(0.06 * self.width))
+        cheeks = np.round(lm[[50, 280, 205, 425]]).astype(int)
+        c0, c1 = np.maximum(cheeks.min(0) - r, 0), np.minimum(cheeks.max(0) + r + 1, (w, h))
+        skin = np.zeros((c1[1] - c0[1], c1[0] - c0[0]), np.uint8)
+        for c in cheeks - c0:
+            cv2.circle(skin, (int(c[0]), int(c[1])), r, 1, -1)
+        skin = _median_colour(self.picture[c0[1] : c1[1], c0[0] : c1[0]], skin)
+        light = float(np.clip(skin.mean() / 160.0, 0.45, 1.1))
+        self.teeth = 0.25 * skin + 0.75 * np.array([232.0, 228.0, 218.0], np.float32) * light
+        grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY).astype(np.float32)
         fine = grey - cv2.GaussianBlur(grey, (0, 0), 1.5)
         sigma = 1.48 * float(np.median(np.abs(fine - np.median(fine)))) if fine.size else 0.0
         noise = cv2.GaussianBlur(np.random.default_rng(0).standard_normal((GRAIN, GRAIN)).astype(np.float32), (0, 0), 0.6)
