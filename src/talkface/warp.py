@@ -161,26 +161,26 @@ def _strip(top: list[int], bottom: list[int]) -> list[tuple[int, int, int]]:
     return [t for t in tris if len(set(t)) == 3]
 
 
-def _triangles(canonical: np.ndarray, outside: list[int], inside_lower: list[int]) -> tuple[np.ndarray, slice]:
+def _triangles(canonical: np.ndarray, outside: list[int], inside: tuple[list[int], list[int]]) -> tuple[np.ndarray, slice]:
     """(T, 3) triangles over control points (N, 2) in their open-mouth positions, in painting order,
     all with positive area there, and the rows of those inside the mouth.
 
     outside: the control points of the Delaunay part (outer lip loop, chin, fixed points, frame);
-    inside_lower: the row of control points that closes the inside of the mouth from below.
+    inside: the rows of control points, left to right, that close the inside of the mouth from above and below.
     """
     pos = lambda idx: [_AT[i] for i in idx]  # noqa: E731
     pts = canonical[outside]
     tri = np.asarray(outside)[Delaunay(pts).simplices]
     loop = canonical[pos(LIPS_OUTER)].astype(np.float32)
     centres = canonical[tri].mean(1)
-    inside = np.array([cv2.pointPolygonTest(loop, (float(x), float(y)), False) > 0 for x, y in centres])
-    tri = tri[~inside]
+    within = np.array([cv2.pointPolygonTest(loop, (float(x), float(y)), False) > 0 for x, y in centres])
+    tri = tri[~within]
     edges = {frozenset(e) for t in tri for e in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0]))}
     ring = pos(LIPS_OUTER)
     missing = [(a, b) for a, b in zip(ring, ring[1:] + ring[:1]) if frozenset((a, b)) not in edges]
     assert not missing, f"the mesh around the lips has a gap at {missing}"
 
-    mouth = _strip(pos(UPPER_INNER), inside_lower)
+    mouth = _strip(*inside)
     lips = _strip(pos(UPPER_OUTER), pos(UPPER_INNER)) + _strip(pos(LOWER_INNER), pos(LOWER_OUTER))
     tris = np.concatenate([tri, np.array(mouth + lips)]).astype(np.int32)
     flip = _area(canonical, tris) < 0
@@ -285,10 +285,10 @@ class MouthWarp:
     picture: (H, W, 3) uint8; landmarks: (478, 2) its face mesh in pixels (x, y).
     `render(target)` gives the picture with the 53 MOTION_POINTS moved to target (53, 2).
 
-    Control points (N, 2), in this order: MOTION_POINTS, FIXED_POINTS, the frame, and a second copy
-    of the lower inner lip (without its corners) that only the inside of the mouth uses: there the
-    photo's own mouth is shown at its own scale below the upper lip (cropped by lips that close, not
-    squeezed; continued by a painted mouth where lips part wider than the photo's).
+    Control points (N, 2), in this order: MOTION_POINTS, FIXED_POINTS, the frame, and second copies
+    of the upper and the lower inner lip (without their corners) that only the inside of the mouth
+    uses: there the photo's own mouth is shown at its own scale below the upper lip (cropped by lips
+    that close, not squeezed; continued by a painted mouth where lips part wider than the photo's).
     """
 
     def __init__(self, picture: np.ndarray, landmarks: np.ndarray):
@@ -301,15 +301,18 @@ class MouthWarp:
         self.rest = lm[MOTION_POINTS]  # (53, 2)
         n = len(MOTION_POINTS)
         frame = _frame(lm, Face.from_landmarks(lm).size)
-        self.source = np.concatenate([self.rest, lm[FIXED_POINTS], frame, self.rest[_PAIR_LOWER]])
-        self._inside = np.arange(len(self.source) - len(_PAIR_LOWER), len(self.source))  # the copy's rows
+        fixed = np.concatenate([lm[FIXED_POINTS], frame])
+        self.source = np.concatenate([self.rest, fixed, self.rest[_PAIR_UPPER], self.rest[_PAIR_LOWER]])
+        k = n + len(fixed)
+        self._inside_upper = np.arange(k, k + len(_PAIR_UPPER))  # the copies' rows
+        self._inside_lower = np.arange(k + len(_PAIR_UPPER), len(self.source))
 
         canonical = self.source.copy()
         opened = open_mouth(lm, MESH_OPENING)[MOTION_POINTS]
-        canonical[:n], canonical[self._inside] = opened, opened[_PAIR_LOWER]
-        outside = [_AT[i] for i in LIPS_OUTER + CHIN] + list(range(n, self._inside[0]))
-        inside_lower = [_CORNERS[0], *self._inside, _CORNERS[1]]
-        self.triangles, self._mouth = _triangles(canonical, outside, inside_lower)
+        canonical[:n], canonical[k:] = opened, opened[_PAIR_UPPER + _PAIR_LOWER]
+        outside = [_AT[i] for i in LIPS_OUTER + CHIN] + list(range(n, k))
+        inside = [[_CORNERS[0], *rows, _CORNERS[1]] for rows in (self._inside_upper, self._inside_lower)]
+        self.triangles, self._mouth = _triangles(canonical, outside, tuple(inside))
 
         self.width = float(np.linalg.norm(self.rest[_AT[LIPS_OUTER[0]]] - self.rest[_AT[UPPER_OUTER[-1]]]))
         self.gaps = _aperture(self.rest)  # (9,) the photo's own lip gaps
@@ -354,15 +357,22 @@ class MouthWarp:
         gaps = _aperture(target)
         tgt = self.source.copy()
         tgt[: len(target)] = target
-        tgt[self._inside] = target[_PAIR_LOWER]
+        tgt[self._inside_upper], tgt[self._inside_lower] = target[_PAIR_UPPER], target[_PAIR_LOWER]
         src = self.source.copy()
-        # inside the mouth, the photo at its own scale: as far below its upper lip as the target opens
-        src[self._inside] += (gaps - self.gaps)[:, None] * self._down
+        # inside the mouth, the photo at its own scale: a window as tall as the target opens, from the
+        # photo's upper lip, or lower where that lip comes down over the teeth
+        drop = self._upper_drop(target)
+        src[self._inside_upper] += drop[:, None] * self._down
+        src[self._inside_lower] += (gaps - self.gaps + drop)[:, None] * self._down
         # where lips close over what the photo shows apart, they sample a little inside themselves,
         # so that their seam never picks up the teeth that were behind it
         pull = np.minimum(CLOSE_PULL * self.width, 0.5 * self.gaps) * self._closure(gaps)
         src[self._lip_rows] += np.concatenate([pull, pull])[:, None] * self._into_lip
         return src, tgt
+
+    def _upper_drop(self, target: np.ndarray) -> np.ndarray:
+        """(9,) how far in pixels the target's upper inner lip (53, 2) comes down the face from the photo's (0 where it rises)."""
+        return np.maximum((target[_PAIR_UPPER] - self.rest[_PAIR_UPPER]) @ self._down, 0)
 
     def _closure(self, gaps: np.ndarray) -> np.ndarray:
         """(9,) how far, 0 .. 1, the target's lip gaps (9,) close what the photo shows apart."""
@@ -443,7 +453,8 @@ class MouthWarp:
         top = _interp(along, rows(UPPER_INNER) @ u, rows(UPPER_INNER) @ v)
         gap = np.maximum(_interp(along, rows(LOWER_INNER) @ u, rows(LOWER_INNER) @ v) - top, 1e-3)
         pairs = np.concatenate([[-half], rows([p for p, _ in INNER_LIP_PAIRS]) @ u, [half]])
-        own = _interp(along, pairs, np.concatenate([[0], np.maximum(self.gaps, 0), [0]]))
+        own_gaps = np.maximum(self.gaps - self._upper_drop(target), 0)  # how deep the photo's own mouth reaches
+        own = _interp(along, pairs, np.concatenate([[0], own_gaps, [0]]))
         s, below = along / half, across - top
 
         # the photo's own mouth fades out over its last pixels, as far as the target opens beyond it
