@@ -2,14 +2,15 @@
 
 A motion model says where the 53 `MOTION_POINTS` go in each frame; `MouthWarp` moves the picture's
 pixels there with a piecewise-affine warp at full resolution, and paints a plausible inside of the
-mouth where the lips part wider than the photo shows.
+mouth where the lips part wider than the photo shows. `close_mouth` tells a photo's mouth at rest.
 
 The mesh
 --------
-Control points, in this order: the 53 moving points; fixed mesh points across the nose and upper
-cheeks (`FIXED_POINTS`, which speech does not move); a frame of fixed points around the lower face,
-well outside the jaw, where the deformation has faded to zero. The other lower-face mesh points are
-left out: pinned next to lips that move, their triangles would fold.
+Control points: the 53 moving points; fixed mesh points across the nose and upper cheeks
+(`FIXED_POINTS`, which speech does not move); a frame of fixed points around the lower face, well
+outside the jaw, where the deformation has faded to zero; copies of the inner lips for the inside of
+the mouth. The other lower-face mesh points are left out: pinned next to lips that move, their
+triangles would fold.
 
 Triangles, painted in this order (a later one covers an earlier one where they overlap): a Delaunay
 triangulation of everything outside the lips, made on the face with its mouth open wide so that the
@@ -22,6 +23,12 @@ Rendering
 Backward: each output pixel inside a triangle that moved takes the source pixel that the triangle's
 affine (target -> source) gives; `sampling_maps` computes those coordinates (the same geometry can
 feed torch's `grid_sample`), one `cv2.remap` samples them. Every other pixel is the input's, exactly.
+
+The inside of the mouth shows the photo's own at its own scale, in a window below the upper lip as
+tall as the target opening: lips that close crop it (teeth are covered, never squeezed into a line),
+lips that part wider than the photo's show a painted mouth below it, shaded from the person's lip
+colour, with a hint of upper teeth and the photo's grain. Lips that close over what the photo shows
+apart sample a little inside themselves and meet on a soft dark seam.
 """
 from __future__ import annotations
 
