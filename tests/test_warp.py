@@ -1,0 +1,187 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from talkface.media.face import INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face, detect_faces
+from talkface.warp import UPPER_SHARE, MouthWarp, close_mouth, open_mouth, sampling_maps
+
+NOSE_TIP = 1
+EYES = [33, 133, 145, 159, 263, 362, 374, 386]  # corners and lids
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def polygon_mask(shape, points: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+@pytest.fixture(scope="module", params=["example", "enlarged"])
+def still(request, face_image):
+    """(picture, landmarks): the example GRID face as it is (360x288) and enlarged to 720x576."""
+    picture = face_image if request.param == "example" else cv2.resize(face_image, (720, 576), interpolation=cv2.INTER_CUBIC)
+    faces = detect_faces(picture)
+    assert len(faces) == 1
+    return picture, faces[0].landmarks
+
+
+@pytest.fixture(scope="module")
+def warp(still):
+    return MouthWarp(*still)
+
+
+def mouth_width(landmarks: np.ndarray) -> float:
+    return float(np.linalg.norm(landmarks[LIPS_OUTER[0]] - landmarks[LIPS_OUTER[10]]))
+
+
+def pair_gaps(landmarks: np.ndarray) -> np.ndarray:
+    return np.array([np.linalg.norm(landmarks[q] - landmarks[p]) for p, q in INNER_LIP_PAIRS])
+
+
+def test_close_mouth_meets_the_lips_of_an_open_mouth(still):
+    _, lm = still
+    opened = open_mouth(lm, 0.4)
+    assert opened.shape == (NUM_LANDMARKS, 2) and opened.dtype == np.float32
+    assert pair_gaps(opened)[4] > 0.35 * mouth_width(lm)  # the middle pair is 0.4 of the mouth's width apart
+    closed = close_mouth(opened)
+    assert pair_gaps(closed).max() < 1e-3 * mouth_width(lm)
+    # the upper lip takes the smaller share of closing, the lower lip and jaw the rest
+    up, lo = INNER_LIP_PAIRS[4]
+    moved_up = np.linalg.norm(closed[up] - opened[up])
+    moved_lo = np.linalg.norm(closed[lo] - opened[lo])
+    assert moved_up / (moved_up + moved_lo) == pytest.approx(UPPER_SHARE, abs=0.02)
+    # the outer lips and the chin come along; no other point moves
+    assert np.linalg.norm(closed[LIPS_OUTER[15]] - opened[LIPS_OUTER[15]]) > 0.5 * moved_lo  # 17, middle of the lower lip
+    assert np.linalg.norm(closed[152] - opened[152]) > 0.5 * moved_lo  # the tip of the chin
+    others = np.setdiff1d(np.arange(NUM_LANDMARKS), MOTION_POINTS)
+    assert np.array_equal(closed[others], opened[others])
+
+
+def test_close_mouth_leaves_a_closed_mouth_nearly_unchanged(still):
+    _, lm = still
+    closed = close_mouth(lm)
+    assert np.abs(closed - lm).max() < 0.03 * mouth_width(lm)
+
+
+def test_identity_target_gives_the_input_exactly(still, warp):
+    picture, lm = still
+    out = warp.render(lm[MOTION_POINTS])
+    assert out.shape == picture.shape and out.dtype == np.uint8
+    assert np.array_equal(out, picture)
+
+
+def test_opening_moves_only_the_lower_face_and_darkens_the_mouth(still, warp):
+    picture, lm = still
+    target = open_mouth(close_mouth(lm), 0.35)[MOTION_POINTS]
+    out = warp.render(target)
+    changed = np.any(out != picture, axis=2)
+    assert changed.sum() > 0
+    ys, xs = np.nonzero(changed)
+    face = Face.from_landmarks(lm)
+    x0, _, x1, y1 = face.box
+    # nothing changes above about the nose tip's height: eyes, forehead, hair, background stay exactly
+    assert ys.min() >= lm[NOSE_TIP, 1] - 0.15 * face.size
+    eyes = int(np.ceil(lm[EYES, 1].max() + 0.1 * face.size))
+    assert np.array_equal(out[:eyes], picture[:eyes])
+    # nor anything far to the sides or below (the fixed frame lies within a face size of the face)
+    assert xs.min() >= x0 - face.size and xs.max() <= x1 + face.size
+    assert ys.max() <= y1 + face.size
+    far = np.ones(changed.shape, bool)
+    far[:, max(0, int(x0 - face.size)) : int(x1 + face.size) + 1] = False
+    assert np.array_equal(out[far], picture[far])
+    # the inside of the target mouth is dark, darker than the lips that were there
+    inside = polygon_mask(picture.shape, target[[MOTION_POINTS.index(i) for i in LIPS_INNER]])
+    inside = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert inside.sum() > 20
+    assert luma(out)[inside].mean() < 0.6 * luma(picture)[inside].mean()
+    assert luma(out)[inside].mean() < 70
+
+
+@pytest.mark.parametrize("opening", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+def test_no_triangle_turns_over_as_the_mouth_opens(warp, still, opening):
+    _, lm = still
+    rest = close_mouth(lm)
+    width = mouth_width(lm)
+    target = open_mouth(rest, opening)
+    assert not warp.folded(target[MOTION_POINTS]).any()
+    # the jaw dropping further than the lips part
+    dropped = target.copy()
+    dropped[MOTION_POINTS[40:]] += (0.0, 0.3 * width)  # CHIN
+    assert not warp.folded(dropped[MOTION_POINTS]).any()
+    # lips rounding: the corners come in by a fifth of the mouth's width
+    rounded = target[MOTION_POINTS].copy()
+    centre = rounded[:40].mean(0)
+    rounded[:40, 0] = centre[0] + 0.8 * (rounded[:40, 0] - centre[0])
+    assert not warp.folded(rounded).any()
+    out = warp.render(rounded)
+    assert out.shape == still[0].shape
+
+
+def test_a_turned_over_triangle_is_told(warp, still):
+    _, lm = still
+    target = lm[MOTION_POINTS].copy()
+    target[MOTION_POINTS.index(17)] += (0.0, -0.6 * mouth_width(lm))  # the lower lip's middle pulled above the upper lip
+    assert warp.folded(target).any()
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.03])
+def test_closing_an_open_mouth_leaves_no_bright_line(still, gap):
+    """Open the mouth with the warp, give the opened frame white teeth, then close it from there again,
+    fully or to a slit: the lips cover the inside; no thin bright line is left where the teeth were."""
+    picture, lm = still
+    target = open_mouth(close_mouth(lm), 0.3)[MOTION_POINTS]
+    opened = MouthWarp(picture, lm).render(target)
+    opened_lm = lm.copy()
+    opened_lm[MOTION_POINTS] = target
+    inner = target[[MOTION_POINTS.index(i) for i in LIPS_INNER]]
+    teeth = polygon_mask(picture.shape, inner)
+    teeth[int(inner[:, 1].mean()) :] = False  # the upper half of the opening
+    opened[teeth] = (245, 245, 240)
+
+    closed = MouthWarp(opened, opened_lm).render(open_mouth(lm, gap)[MOTION_POINTS])
+    lips = polygon_mask(picture.shape, lm[LIPS_OUTER])
+    assert luma(closed)[lips].max() <= luma(picture)[lips].max() + 10
+    if gap == 0:  # closed again: close to the original mouth
+        assert np.abs(luma(closed)[lips] - luma(picture)[lips]).mean() < 12
+
+
+def test_bad_shapes_are_refused(warp, still):
+    picture, lm = still
+    with pytest.raises(AssertionError):
+        warp.render(lm[MOTION_POINTS][:40])
+    with pytest.raises(AssertionError):
+        MouthWarp(picture[..., 0], lm)
+
+
+def test_sampling_maps_move_pixels_inside_moved_triangles_only():
+    source = np.array([[10, 10], [50, 10], [10, 50], [50, 50], [30, 30]], np.float64)
+    triangles = np.array([[0, 1, 4], [1, 3, 4], [3, 2, 4], [2, 0, 4]])
+    assert sampling_maps(source, source, triangles, (64, 64)) is None
+    target = source.copy()
+    target[4] += (4, 0)  # the centre moves right: every triangle moved
+    map_x, map_y, (x0, y0, x1, y1) = sampling_maps(source, target, triangles, (64, 64))
+    assert (x0, y0, x1, y1) == (10, 10, 51, 51) and map_x.shape == map_y.shape == (41, 41)
+    assert map_x.dtype == np.float32
+    # the moved centre samples the source's centre; the corners stay
+    assert map_x[30 - y0, 34 - x0] == pytest.approx(30, abs=1e-3) and map_y[30 - y0, 34 - x0] == pytest.approx(30, abs=1e-3)
+    assert map_x[0, 0] == pytest.approx(10, abs=1e-3) and map_x[-1, -1] == pytest.approx(50, abs=1e-3)
+    # along the fixed edges nothing moves
+    assert np.allclose(map_x[0], np.arange(x0, x1), atol=1e-3) and np.allclose(map_y[0], y0, atol=1e-3)
+
+
+def test_sampling_maps_drive_grid_sample_the_same_way(still, warp):
+    """The geometry feeds torch's grid_sample as documented, and it samples what cv2.remap samples."""
+    picture, lm = still
+    src, tgt = warp.controls(open_mouth(close_mouth(lm), 0.3)[MOTION_POINTS])
+    map_x, map_y, (x0, y0, x1, y1) = sampling_maps(src, tgt, warp.triangles, picture.shape[:2])
+    h, w = picture.shape[:2]
+    expected = cv2.remap(picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    grid = torch.from_numpy(np.stack([map_x / (w - 1), map_y / (h - 1)], -1) * 2 - 1)[None]
+    image = torch.tensor(picture).permute(2, 0, 1)[None].float()
+    sampled = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    diff = np.abs(sampled[0].permute(1, 2, 0).numpy() - expected)
+    assert diff.mean() < 0.2 and diff.max() < 4  # cv2.remap weighs neighbours in 1/32 pixel steps
