@@ -124,3 +124,21 @@ def tiny_weights(tmp_path_factory) -> str:
     data = SyntheticDataset(4, 8, (cfg.model.height, cfg.model.width), cfg.audio, seed=1)
     Trainer(cfg, data, str(out)).fit(2, progress=False)
     return str(out / "generator.safetensors")
+
+
+@pytest.fixture(scope="session")
+def motion_checkpoint(tmp_path_factory) -> Path:
+    """Release weights of an untrained tiny motion model whose output layer is enlarged, so that its
+    (random, audio-dependent) motion visibly moves the mouth: pipeline tests check plumbing, not quality."""
+    from talkface.checkpoint import save_release
+    from talkface.config import preset
+    from talkface.models.motion import MotionModel
+
+    cfg = preset("motion-tiny")
+    torch.manual_seed(0)
+    model = MotionModel(cfg)
+    with torch.no_grad():
+        model.head[-1].weight.mul_(4.0)
+    path = tmp_path_factory.mktemp("motion_run") / "generator.safetensors"
+    save_release(path, model, cfg)
+    return path

@@ -105,7 +105,12 @@ class MotionClips:
 
 
 def shard_motion_clips(root: str, split: str, cfg: Config, seed: int = 0, progress: bool = False) -> MotionClips:
-    """The clips of a folder made by `talkface preprocess` (their audio and landmarks; frames are not decoded)."""
+    """The clips of a folder made by `talkface preprocess`, ready to train on."""
+    return MotionClips(*read_audio_motion(root, split, cfg, progress), cfg, seed)
+
+
+def read_audio_motion(root: str, split: str, cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(audio, motion targets) of every clip of a split made by `talkface preprocess` (frames are not decoded)."""
     import io
     import json
 
@@ -128,4 +133,4 @@ def shard_motion_clips(root: str, split: str, cfg: Config, seed: int = 0, progre
             motion.append(motion_targets(lm))
     if not audio:
         raise TalkfaceError(f"holds no '{split}' clips with landmarks at {cfg.audio.fps:g} fps", root)
-    return MotionClips(audio, motion, cfg, seed)
+    return audio, motion
