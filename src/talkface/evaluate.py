@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -26,6 +27,9 @@ from talkface.media.face import Face
 from talkface.metrics import applicable, compute, describe, list_metrics
 from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
 from talkface.metrics.sync import FPS, SAMPLE_RATE, SyncCurve, speech_envelope, sync_curve
+
+if TYPE_CHECKING:
+    from talkface.pipeline import Animator
 
 MAX_SIDE = 640  # videos scored without ground truth are shrunk to this (landmark measures are scale-free)
 # (H, W) of the crop that generated and real faces are compared in, whatever the model's own crop:
@@ -43,7 +47,7 @@ class ClipScore:
     """Scores of one clip (generated and, when there is ground truth, real) and what the report plots."""
 
     name: str
-    scores: dict[str, dict[str, float]]  # "generated" / "real" -> metric -> value
+    scores: dict[str, dict[str, float]]  # row ("generated", a source's name, "real" or "video") -> metric -> value
     envelope: np.ndarray
     apertures: dict[str, np.ndarray]  # per row: (T,) aperture
     curves: dict[str, SyncCurve] = field(default_factory=dict)
@@ -185,7 +189,7 @@ def still_source(still: np.ndarray, audio: str) -> Iterator[np.ndarray]:
     return itertools.repeat(still)
 
 
-def model_source(animator, seed: int = 0) -> FrameSource:
+def model_source(animator: Animator, seed: int = 0) -> FrameSource:
     """A model as users see it: `Animator.generate`'s full-resolution frames, the largest face animated."""
 
     def frames(still: np.ndarray, audio: str) -> Iterator[np.ndarray]:
@@ -218,8 +222,9 @@ def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: t
     head moves) and aligned to the evaluation template at `size`. Made frames are aligned with the
     still's face position, fixed for the clip: a still animated in place keeps its head where the
     still has it, so this is exactly where its face is, and whatever shake or drift a model adds
-    stays in view (landmark_jitter, upper_face_ssim) instead of being tracked away; tracking made
-    frames would also cost a face-mesh pass per frame. Every source's crops are scored against the
+    stays in view (landmark_jitter, upper_face_ssim) instead of being tracked away (a model that
+    moves the head on purpose pays for it in the fidelity measures too); tracking made frames
+    would also cost a face-mesh pass per frame. Every source's crops are scored against the
     real crops, then the real crops alone (the reference). Rows of `scores`: the sources in order,
     then "real"; `strips` (crops) and `previews` (full frames), `samples` per row, start with "real".
     """
