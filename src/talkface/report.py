@@ -116,7 +116,7 @@ def render_html(doc: dict, clips: list) -> str:
         parts.append(_img(strip_png(clip.strips), "sample frames"))
         if clip.previews:
             parts.append("<p>The same frames, whole:</p>")
-            parts.append(_img(strip_png(clip.previews, 160), "sample full frames"))
+            parts.append(_img(strip_png(clip.previews), "sample full frames"))
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts)
