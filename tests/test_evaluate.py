@@ -9,8 +9,10 @@ from talkface.checkpoint import save_release
 from talkface.cli import main
 from talkface.config import tiny
 from talkface.data.synthetic import make_clip
+from talkface.evaluate import EVAL_SIZE, score_clip, still_source
 from talkface.media.video import VideoWriter
 from talkface.models import Generator
+from talkface.pipeline import BUNDLED_MODEL, asset
 
 from conftest import speech_like, write_audio
 
@@ -108,12 +110,41 @@ def test_evaluate_a_checkpoint_against_real_videos(tmp_path, capsys):
     assert code == 0, err
     doc = check_report(out)
     assert len(doc["clips"]) == 1 and doc["videos"] == 1
+    assert doc["eval_size"] == list(EVAL_SIZE) and doc["model_size"] == [tiny().model.height, tiny().model.width]
     clip = doc["clips"][0]
     assert clip["name"] == "a"
     assert {"psnr", "ssim", "psnr_mouth", "ssim_mouth", "lse_d", "aperture_corr"} <= set(clip["generated"])
-    assert clip["generated"]["psnr"] < 30  # an untrained generator is far from the real frames
+    # an untrained generator's lower face, pasted into the photo: the mouth is far from the real one
+    assert clip["generated"]["psnr_mouth"] < 25 and clip["generated"]["psnr_mouth"] < clip["generated"]["psnr"]
     assert "psnr" not in clip["real"] and abs(clip["real"]["sync_offset"]) <= 1
     assert set(doc["mean"]) == {"generated", "real"}
+
+
+@need_grid
+def test_evaluate_without_a_checkpoint_scores_the_bundled_model(tmp_path, capsys):
+    data = tmp_path / "videos"
+    data.mkdir()
+    grid_excerpt(data / "a.mp4")
+    out = tmp_path / "scores"
+    code, _, err = run(["evaluate", "--data", str(data), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    doc = check_report(out)
+    assert doc["checkpoint"] == asset(BUNDLED_MODEL) and doc["eval_size"] == list(EVAL_SIZE)
+    assert {"lse_d", "aperture_corr", "psnr_mouth", "lmd_mouth", "mouth_sharpness_ratio"} <= set(doc["clips"][0]["generated"])
+
+
+@need_grid
+def test_score_clip_aligns_made_frames_where_the_still_is(tmp_path):
+    video = str(grid_excerpt(tmp_path / "a.mp4"))
+    clip = score_clip(video, {"still": still_source}, size=(128, 96), samples=4)
+    assert list(clip.scores) == ["still", "real"] and list(clip.strips) == ["real", "still"]
+    real, still = clip.strips["real"], clip.strips["still"]
+    assert real.shape == still.shape == (4, 128, 96, 3)
+    assert np.array_equal(still[0], real[0])  # frame 0 is the still: one alignment for both
+    assert (still == still[0]).all() and not (real == real[0]).all()
+    assert clip.previews["still"].shape == clip.previews["real"].shape == (4, 288, 360, 3)
+    assert np.isfinite(clip.scores["still"]["psnr"])  # the identical first frame is left out of the mean
+    assert clip.scores["still"]["landmark_jitter"] < clip.scores["real"]["landmark_jitter"]
 
 
 def test_evaluate_resamples_other_frame_rates_to_25_fps(tmp_path, capsys):
@@ -138,6 +169,8 @@ def test_evaluate_rejects_bad_input_without_writing(synthetic_video, tmp_path, c
     assert code == 2 and "--video needs --audio" in err
     code, _, err = run(["evaluate", "--checkpoint", "w.safetensors", "--video", video, "--audio", audio, "--out", str(out)], capsys)
     assert code == 2 and "not both" in err
+    code, _, err = run(["evaluate", "--checkpoint", "w.safetensors", "--out", str(out)], capsys)
+    assert code == 2 and "--checkpoint needs --data" in err
     assert run(["evaluate", "--video", video, "--audio", audio, "--out", str(out)], capsys)[0] == 0
     code, _, err = run(["evaluate", "--video", video, "--audio", audio, "--out", str(out)], capsys)
     assert code == 2 and "already exists" in err

@@ -55,6 +55,8 @@ def test_psnr_and_ssim_of_a_clip_with_itself_and_with_noise():
     s = [ssim_frames(n, clip).mean() for n in noisy]
     assert 30 < p[0] < 40 and p[1] < p[0]
     assert s[1] < s[0] < 1
+    starts_alike = np.concatenate([clip[:1], noisy[0][1:]])  # a clip made from the real first frame
+    assert compute("psnr", frames=starts_alike, real=clip)["psnr"] == pytest.approx(psnr_frames(noisy[0][1:], clip[1:]).mean())
 
 
 def test_sync_curve_finds_the_offset_of_known_embeddings():

@@ -108,9 +108,9 @@ def cmd_train_sync(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from talkface.evaluate import evaluate_checkpoint, evaluate_video, write_results
 
-    if args.checkpoint and args.video:
-        raise TalkfaceError("give either --checkpoint with --data, or --video with --audio, not both")
-    if args.checkpoint:
+    if args.video and (args.checkpoint or args.data):
+        raise TalkfaceError("give either --data FOLDER (and --checkpoint W), or --video with --audio, not both")
+    if args.data or args.checkpoint:
         if not args.data:
             raise TalkfaceError("--checkpoint needs --data (a folder of talking videos)")
         if args.limit is not None and args.limit < 1:
@@ -121,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise TalkfaceError("--video needs --audio (the speech it should follow)")
         meta, clips = evaluate_video(args.video, args.audio)
     else:
-        raise TalkfaceError("give --checkpoint W --data FOLDER, or --video V --audio A")
+        raise TalkfaceError("give --data FOLDER (and --checkpoint W), or --video V --audio A")
     json_path, html_path = write_results(args.out, meta, clips, overwrite=args.overwrite)
     print(json_path)
     print(html_path)
@@ -220,9 +220,10 @@ def build_parser() -> Parser:
     s.set_defaults(func=cmd_train_sync)
 
     e = sub.add_parser("evaluate", help="score talking-face videos: lip sync, fidelity, identity, stability")
-    e.add_argument("--checkpoint", help="generator weights: animate each video's first frame with its own audio and score against the real frames")
-    e.add_argument("--data", help="with --checkpoint: a folder of talking videos (with their audio)")
-    e.add_argument("--limit", type=int, default=None, help="with --checkpoint: score only the first N videos (sorted by name)")
+    e.add_argument("--data", help="a folder of talking videos (with their audio): each video's first frame is animated with its own audio "
+                   "and the full frames are scored against the real ones, both aligned to one face crop")
+    e.add_argument("--checkpoint", help="with --data: the model's weights (.safetensors or .pt); default: the bundled model")
+    e.add_argument("--limit", type=int, default=None, help="with --data: score only the first N videos (sorted by name)")
     e.add_argument("--video", help="score this video (e.g. another tool's output) against --audio")
     e.add_argument("--audio", help="with --video: the speech the video should follow")
     e.add_argument("--out", required=True, help="folder for metrics.json and report.html")

@@ -1,15 +1,21 @@
 """Score talking-face videos: a model against real videos, or any video against an audio file.
 
-Landmarks are detected once per video and shared by every metric. Results go to `metrics.json`
-and a self-contained `report.html` in the output folder, both written only once everything has
-been computed.
+Against real videos, what is scored is what users see: a model's full-resolution frames (as
+`Animator.generate` makes them from the video's first frame and its audio), aligned to one
+evaluation crop together with the real frames. Anything that makes frames from a still and speech
+can be scored the same way (`score_clip` with other `FrameSource`s). Landmarks are detected once
+per video and shared by every metric. Results go to `metrics.json` and a self-contained
+`report.html` in the output folder, both written only once everything has been computed.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,11 +23,23 @@ from tqdm import tqdm
 
 from talkface import __version__
 from talkface.errors import TalkfaceError
+from talkface.media.face import Face
 from talkface.metrics import applicable, compute, describe, list_metrics
 from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
-from talkface.metrics.sync import FPS, SyncCurve, speech_envelope, sync_curve
+from talkface.metrics.sync import FPS, SAMPLE_RATE, SyncCurve, speech_envelope, sync_curve
+
+if TYPE_CHECKING:
+    from talkface.pipeline import Animator
 
 MAX_SIDE = 640  # videos scored without ground truth are shrunk to this (landmark measures are scale-free)
+# (H, W) of the crop that generated and real faces are compared in, whatever the model's own crop:
+# the template's eye-to-mouth distance is then 84 px, about what a 512x512 talking-head video shows
+EVAL_SIZE = (256, 192)
+STRIP = 8  # sample frames per row in the report
+
+# A row of an evaluation against real video: (the still (H, W, 3) uint8, the audio's path) ->
+# full-resolution frames at 25 fps, at least one per 40 ms of the audio (later ones are ignored).
+FrameSource = Callable[[np.ndarray, str], Iterable[np.ndarray]]
 
 
 @dataclass
@@ -29,11 +47,12 @@ class ClipScore:
     """Scores of one clip (generated and, when there is ground truth, real) and what the report plots."""
 
     name: str
-    scores: dict[str, dict[str, float]]  # "generated" / "real" -> metric -> value
+    scores: dict[str, dict[str, float]]  # row ("generated", a source's name, "real" or "video") -> metric -> value
     envelope: np.ndarray
     apertures: dict[str, np.ndarray]  # per row: (T,) aperture
     curves: dict[str, SyncCurve] = field(default_factory=dict)
     strips: dict[str, np.ndarray] = field(default_factory=dict)  # per row: (n, H, W, 3) sample frames
+    previews: dict[str, np.ndarray] = field(default_factory=dict)  # per row: the full frames the strips were cut from
 
 
 def score(frames: np.ndarray, audio: np.ndarray, *, real: np.ndarray | None = None, still: np.ndarray | None = None,
@@ -59,9 +78,13 @@ def score(frames: np.ndarray, audio: np.ndarray, *, real: np.ndarray | None = No
     return out, curve, mouth_aperture(landmarks)
 
 
-def _strip(frames: np.ndarray, count: int = 8) -> np.ndarray:
-    idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    return frames[idx]
+def sample_indices(count: int, samples: int = STRIP) -> np.ndarray:
+    """`samples` frame numbers spread evenly over `count` frames, first and last included."""
+    return np.linspace(0, count - 1, min(samples, count)).round().astype(int)
+
+
+def _strip(frames: np.ndarray, count: int = STRIP) -> np.ndarray:
+    return frames[sample_indices(len(frames), count)]
 
 
 def _shrink(frame: np.ndarray, max_side: int) -> np.ndarray:
@@ -89,14 +112,19 @@ def read_video(path: str | os.PathLike, max_seconds: float | None = None, max_si
     return np.stack(frames), fps
 
 
+def resample_indices(count: int, fps: float, target: float = FPS) -> np.ndarray:
+    """Which of `count` frames at `fps` is shown at each tick of a `target` fps clock (nearest in time)."""
+    if abs(fps - target) < 0.01:
+        return np.arange(count)
+    ticks = max(1, int(count / fps * target))
+    return np.minimum(np.round(np.arange(ticks) * fps / target).astype(int), count - 1)
+
+
 def resample_frames(frames: np.ndarray, fps: float, target: float = FPS) -> np.ndarray:
-    """The frames shown at each tick of a `target` fps clock (nearest in time): the metrics and the
-    expert work on 25 fps."""
+    """The frames shown at each tick of a `target` fps clock: the metrics and the expert work on 25 fps."""
     if abs(fps - target) < 0.01:
         return frames
-    count = max(1, int(len(frames) / fps * target))
-    idx = np.minimum(np.round(np.arange(count) * fps / target).astype(int), len(frames) - 1)
-    return frames[idx]
+    return frames[resample_indices(len(frames), fps, target)]
 
 
 def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=None, max_seconds: float = 120.0) -> tuple[dict, list[ClipScore]]:
@@ -117,55 +145,140 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
     return meta, [clip]
 
 
-def face_crops(frames: np.ndarray, size: tuple[int, int], fps: float = 25.0) -> np.ndarray:
-    """Every frame's face aligned to the model's (H, W) template (media.face, tracked and smoothed);
-    frames where the face is lost reuse its last position, and a video with no face at all is
-    centre-cropped."""
+def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float = 25.0) -> tuple[np.ndarray, Face]:
+    """Every frame's face aligned to the (H, W) template (media.face, tracked and smoothed), and the
+    face as found in the first frame. Frames where the face is lost reuse its last position; a
+    first frame without a face is a TalkfaceError (it is the still everything is made from)."""
     from talkface.media.face import FaceTracker, align
-    from talkface.pipeline import resize_crop
 
+    crops, first, last = [], None, None
     with FaceTracker(fps) as tracker:
-        faces = [tracker(f) for f in frames]
-    found = [f for f in faces if f is not None]
-    if not found:
-        return np.stack([resize_crop(f, size) for f in frames])
-    crops, last = [], found[0]
-    for frame, face in zip(frames, faces):
-        last = face or last
-        crops.append(align(frame, last, size)[0])
-    return np.stack(crops)
+        for frame in frames:
+            face = tracker(frame)
+            if first is None:
+                if face is None:
+                    raise TalkfaceError("shows no face in its first frame (the still)")
+                first = face
+            last = face or last
+            crops.append(align(frame, last, size)[0])
+    if first is None:
+        raise TalkfaceError("has no video frames")
+    return np.stack(crops), first
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, limit: int | None = None, expert=None,
-                        device: str | None = None, seed: int = 0, progress: bool = False) -> tuple[dict, list[ClipScore]]:
-    """For each video: its first frame (face crop) is the still, its own audio drives the model,
-    and the generated crops are scored against the real crops (which are scored too, as the reference)."""
-    from talkface.data.mouths import list_videos
-    from talkface.media.audio import load_audio
-    from talkface.pipeline import Animator
+def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> np.ndarray:
+    """A video's frames at `indices` (frame numbers, any order, repeats allowed), decoded in one pass: (n, H, W, 3)."""
+    from talkface.media.video import iter_frames
 
-    animator = Animator(checkpoint, device=device)
-    files = list_videos(data)[:limit]
-    clips = []
-    for path in tqdm(files, desc="evaluate", unit="video", disable=not progress, dynamic_ncols=True):
-        frames, fps = read_video(path)
-        speech = load_audio(path, animator.cfg.audio.sample_rate)
-        real = resample_frames(face_crops(frames, animator.size, fps), fps, animator.cfg.audio.fps)
-        chunks = (speech[i : i + 16000] for i in range(0, len(speech), 16000))
-        generated = np.stack(list(animator.stream(real[0], seed).run(chunks)))
-        n = min(len(generated), len(real))
+    indices = [int(i) for i in indices]
+    wanted, found = set(indices), {}
+    frames = iter_frames(path)
+    for i, frame in enumerate(frames):
+        if i in wanted:
+            found[i] = frame
+            if len(found) == len(wanted):
+                break
+    frames.close()
+    if len(found) < len(wanted):
+        raise TalkfaceError(f"has fewer than {max(wanted) + 1} frames", path)
+    return np.stack([found[i] for i in indices])
+
+
+def still_source(still: np.ndarray, audio: str) -> Iterator[np.ndarray]:
+    """The still, repeated: a face that never moves (the floor a model should rise above)."""
+    return itertools.repeat(still)
+
+
+def model_source(animator: Animator, seed: int = 0) -> FrameSource:
+    """A model as users see it: `Animator.generate`'s full-resolution frames, the largest face animated."""
+
+    def frames(still: np.ndarray, audio: str) -> Iterator[np.ndarray]:
+        return animator.generate(still, audio, face_index=0, crop=False, seed=seed)
+
+    return frames
+
+
+def _made(frames: Iterable[np.ndarray], face: Face, size: tuple[int, int], count: int, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` frames of a source aligned with the still's face (count, H, W, 3), and the
+    full frames at `picks`; the other full frames are let go as they stream by."""
+    from talkface.media.face import align
+
+    crops, kept, picked = [], [], set(picks.tolist())
+    for i, frame in enumerate(itertools.islice(frames, count)):
+        crops.append(align(frame, face, size)[0])
+        if i in picked:
+            kept.append(frame)
+    if len(crops) < count:
+        raise TalkfaceError(f"only {len(crops)} frames were made for {count} frames of speech")
+    return np.stack(crops), np.stack(kept)
+
+
+def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: tuple[int, int] = EVAL_SIZE, expert=None,
+               samples: int = STRIP) -> ClipScore:
+    """One real talking video against frames made from its first frame and its own audio.
+
+    Each source is given the video's first full frame (the still) and the video's path (its audio)
+    and makes full-resolution frames. The real video's face is tracked through every frame (the
+    head moves) and aligned to the evaluation template at `size`. Made frames are aligned with the
+    still's face position, fixed for the clip: a still animated in place keeps its head where the
+    still has it, so this is exactly where its face is, and whatever shake or drift a model adds
+    stays in view (landmark_jitter, upper_face_ssim) instead of being tracked away (a model that
+    moves the head on purpose pays for it in the fidelity measures too); tracking made frames
+    would also cost a face-mesh pass per frame. Every source's crops are scored against the
+    real crops, then the real crops alone (the reference). Rows of `scores`: the sources in order,
+    then "real"; `strips` (crops) and `previews` (full frames), `samples` per row, start with "real".
+    """
+    from talkface.media.audio import check_readable, load_audio
+    from talkface.media.video import iter_frames, video_info
+
+    path = os.fspath(path)
+    try:
+        fps = video_info(check_readable(path, "video"))["fps"]
+        crops, face = face_crops(iter_frames(path), size, fps)
+        shown = resample_indices(len(crops), fps)
+        speech = load_audio(path, SAMPLE_RATE)
+        n = min(len(shown), int(len(speech) * FPS / SAMPLE_RATE))
         if n < 5:
-            raise TalkfaceError("is too short to score (fewer than 5 frames)", path)
-        generated, real = generated[:n], real[:n]
+            raise TalkfaceError("is too short to score (fewer than 5 frames with audio)")
+        real = crops[shown[:n]]
+        del crops
+        picks = sample_indices(n, samples)
+        still, *previews = frames_at(path, [0, *shown[picks]])
         real_lms = detect_landmarks(real)
-        gen_scores, gen_curve, gen_ap = score(generated, speech, real=real, still=real[0], expert=expert, real_landmarks=real_lms)
-        real_scores, real_curve, real_ap = score(real, speech, still=real[0], expert=expert, landmarks=real_lms)
-        curves = {k: c for k, c in (("generated", gen_curve), ("real", real_curve)) if c is not None}
-        clips.append(ClipScore(os.path.splitext(os.path.basename(path))[0], {"generated": gen_scores, "real": real_scores},
-                               speech_envelope(speech, n), {"generated": gen_ap, "real": real_ap}, curves,
-                               {"real": _strip(real), "generated": _strip(generated)}))
+        scores, apertures, curves = {}, {}, {}
+        strips, full = {"real": real[picks]}, {"real": np.stack(previews)}
+        for row, source in sources.items():
+            made, full[row] = _made(source(still, path), face, size, n, picks)
+            scores[row], curve, apertures[row] = score(made, speech, real=real, still=real[0], expert=expert, real_landmarks=real_lms)
+            strips[row] = made[picks]
+            if curve is not None:
+                curves[row] = curve
+    except TalkfaceError as e:
+        raise TalkfaceError(e.problem, e.path or path) from None
+    scores["real"], curve, apertures["real"] = score(real, speech, still=real[0], expert=expert, landmarks=real_lms)
+    if curve is not None:
+        curves["real"] = curve
+    name = os.path.splitext(os.path.basename(path))[0]
+    return ClipScore(name, scores, speech_envelope(speech, n), apertures, curves, strips, full)
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike | None, data: str | os.PathLike, limit: int | None = None, expert=None,
+                        device: str | None = None, seed: int = 0, progress: bool = False,
+                        size: tuple[int, int] = EVAL_SIZE) -> tuple[dict, list[ClipScore]]:
+    """A model (None: the bundled one) against a folder of real talking videos: for each video, its
+    first frame is the still and its own audio drives `Animator.generate`; the full-resolution
+    frames are scored against the real ones in the evaluation crop (`score_clip`), and the real
+    frames are scored too, as the reference."""
+    from talkface.data.mouths import list_videos
+    from talkface.pipeline import BUNDLED_MODEL, Animator, asset
+
+    checkpoint = checkpoint or asset(BUNDLED_MODEL)
+    animator = Animator(checkpoint, device=device)
+    sources = {"generated": model_source(animator, seed)}
+    files = list_videos(data)[:limit]
+    clips = [score_clip(path, sources, size, expert) for path in tqdm(files, desc="evaluate", unit="video", disable=not progress, dynamic_ncols=True)]
     meta = {"mode": "checkpoint", "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "videos": len(clips),
-            "model_size": list(animator.size), "seed": seed}
+            "eval_size": list(size), "model_size": list(animator.size), "seed": seed}
     return meta, clips
 
 

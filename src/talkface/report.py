@@ -34,7 +34,7 @@ def aperture_plot(clip) -> str:
     fig, ax = plt.subplots(figsize=(7, 2.4))
     t = np.arange(len(clip.envelope)) / 25.0
     for row, ap in clip.apertures.items():
-        ax.plot(t[: len(ap)], ap, color=COLOURS.get(row, "k"), label=f"aperture ({row})")
+        ax.plot(t[: len(ap)], ap, color=COLOURS.get(row), label=f"aperture ({row})")
     ax.set_xlabel("seconds")
     ax.set_ylabel("lip gap / eye distance")
     env = ax.twinx()
@@ -54,7 +54,7 @@ def offset_plot(clip) -> str:
 
     fig, ax = plt.subplots(figsize=(4.2, 2.4))
     for row, c in clip.curves.items():
-        ax.plot(c.offsets, c.mean, marker=".", color=COLOURS.get(row, "k"), label=f"{row} (offset {c.offset:+d})")
+        ax.plot(c.offsets, c.mean, marker=".", color=COLOURS.get(row), label=f"{row} (offset {c.offset:+d})")
     ax.axvline(0, color="0.5", lw=0.8, ls=":")
     ax.set_xlabel("audio offset (frames; + = audio late)")
     ax.set_ylabel("expert distance")
@@ -97,7 +97,7 @@ def render_html(doc: dict, clips: list) -> str:
     names = doc["values"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>talkface evaluation</title><style>{STYLE}</style></head><body>"]
     parts.append("<h1>talkface evaluation</h1><p>")
-    for key in ("mode", "checkpoint", "data", "videos", "video", "audio", "frames"):
+    for key in ("mode", "checkpoint", "data", "videos", "eval_size", "video", "audio", "frames"):
         if key in doc:
             parts.append(f"<b>{key}</b>: {html.escape(str(doc[key]))}<br>")
     parts.append("</p><h2>Mean over clips</h2>")
@@ -114,6 +114,9 @@ def render_html(doc: dict, clips: list) -> str:
             parts.append(_img(offset_plot(clip), "sync offset curve"))
         parts.append(f"<p>Frames ({', '.join(clip.strips)}, top to bottom):</p>")
         parts.append(_img(strip_png(clip.strips), "sample frames"))
+        if clip.previews:
+            parts.append("<p>The same frames, whole:</p>")
+            parts.append(_img(strip_png(clip.previews), "sample full frames"))
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts)

@@ -41,6 +41,17 @@ def psnr_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return 10 * np.log10(255.0**2 / mse)
 
 
+def mean_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-frame PSNR over the frames that differ; infinite only when every frame is identical.
+
+    An identical frame's PSNR is infinite, so one such frame (a clip made from its first frame
+    starts with it) would make the whole mean infinite.
+    """
+    p = psnr_frames(a, b)
+    differ = p[np.isfinite(p)]
+    return float(differ.mean()) if len(differ) else float("inf")
+
+
 def ssim_image(x: np.ndarray, y: np.ndarray) -> float:
     """SSIM (Wang et al. 2004) of two gray images in 0..255: 11x11 Gaussian window, sigma 1.5."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -60,13 +71,13 @@ def ssim_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def psnr(frames: np.ndarray, real: np.ndarray, real_landmarks: np.ndarray | None = None) -> dict[str, float]:
     """Peak signal-to-noise ratio against the real frames: psnr (whole frame) and psnr_mouth.
 
-    Per frame 10 log10(255^2 / MSE) over all pixels and RGB channels, averaged over frames; in dB,
-    higher is better, infinite for identical frames. The mouth region is a box 1.4 inter-ocular
+    Per frame 10 log10(255^2 / MSE) over all pixels and RGB channels, averaged over the frames
+    that differ; in dB, higher is better, infinite only for identical clips. The mouth region is a box 1.4 inter-ocular
     distances wide around the real video's lips (face mesh), fixed for the clip.
     """
     frames, real = _check_pair(frames, real)
     y0, y1, x0, x1 = region(real.shape[1:3], real_landmarks)
-    return {"psnr": float(np.mean(psnr_frames(frames, real))), "psnr_mouth": float(np.mean(psnr_frames(frames[:, y0:y1, x0:x1], real[:, y0:y1, x0:x1])))}
+    return {"psnr": mean_psnr(frames, real), "psnr_mouth": mean_psnr(frames[:, y0:y1, x0:x1], real[:, y0:y1, x0:x1])}
 
 
 @register("ssim")
