@@ -1,0 +1,48 @@
+"""The strip at the top of the README: a held-out GRID s1 sentence, real frames above the frames the
+default model makes from the sentence's first frame and its audio (GRID corpus, CC BY 4.0).
+
+    python scripts/readme_strip.py ../shared/data/grid_s1/video/bwat5a.mp4 docs/strip.png
+"""
+from __future__ import annotations
+
+import argparse
+
+import cv2
+import numpy as np
+
+from talkface.evaluate import read_video
+from talkface.media.face import detect_faces
+from talkface.pipeline import Animator
+
+FRAMES = (0, 22, 26, 30, 34, 38, 42, 47)  # across the words of a 3 s GRID sentence
+
+
+def label(tile: np.ndarray, text: str) -> np.ndarray:
+    out = tile.copy()
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("video")
+    ap.add_argument("out")
+    ap.add_argument("--checkpoint", default=None, help="default: the bundled model")
+    args = ap.parse_args()
+    real, _ = read_video(args.video)
+    made = list(Animator(args.checkpoint).generate(real[0], args.video))
+    face = detect_faces(real[0])[0]
+    cx, cy = face.landmarks[[61, 291]].mean(0)
+    s = face.size
+    x0, x1, y0, y1 = int(cx - 1.3 * s), int(cx + 1.3 * s), int(cy - 1.6 * s), int(cy + 0.9 * s)
+    rows = []
+    for name, frames in (("real", real), ("talkface", made)):
+        tiles = [cv2.resize(frames[i][y0:y1, x0:x1], (160, round(160 * (y1 - y0) / (x1 - x0))), interpolation=cv2.INTER_AREA) for i in FRAMES]
+        tiles[0] = label(tiles[0], name if name == "real" else "talkface")
+        rows.append(np.concatenate(tiles, 1))
+    cv2.imwrite(args.out, cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
