@@ -2,6 +2,10 @@
 
 Features are computed frame by frame on a fixed grid (no per-file normalisation), so the offline
 path and a live stream that pushes audio in chunks of any size produce the same windows.
+
+The MFCC are librosa's (slaney mel filterbank, power in dB, orthonormal DCT-II), computed by the
+few numpy lines below: librosa's first call compiles numba code for seconds at every start-up.
+tests/test_audio.py holds them to librosa's output.
 """
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import os
 from collections.abc import Iterator
 
 import av
-import librosa
 import numpy as np
 
 from talkface.config import AudioConfig
@@ -104,6 +107,57 @@ def num_frames(num_samples: int, cfg: AudioConfig) -> int:
     return math.ceil(num_samples * cfg.fps / cfg.sample_rate - 1e-9)
 
 
+def hann(n: int) -> np.ndarray:
+    """The periodic Hann window (n,) float32, as librosa.filters.get_window("hann", n, fftbins=True)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+_MEL_STEP_HZ = 200.0 / 3
+_LOG_HZ = 1000.0
+_LOG_MEL = _LOG_HZ / _MEL_STEP_HZ
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, np.float64)
+    log = _LOG_MEL + np.log(np.maximum(hz, _LOG_HZ) / _LOG_HZ) / _LOG_STEP
+    return np.where(hz >= _LOG_HZ, log, hz / _MEL_STEP_HZ)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    return np.where(mel >= _LOG_MEL, _LOG_HZ * np.exp(_LOG_STEP * (mel - _LOG_MEL)), mel * _MEL_STEP_HZ)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32 triangles from 0 Hz to Nyquist, each of unit area (slaney
+    norm): librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2))
+    ramps = edges[:, None] - fft_hz[None, :]
+    widths = np.diff(edges)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    triangles = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
+    return (triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
+
+def power_to_db(power: np.ndarray, amin: float = 1e-10) -> np.ndarray:
+    """10 log10(power), floored at `amin`: librosa.power_to_db(power, ref=1.0, amin=amin, top_db=None)."""
+    return 10.0 * np.log10(np.maximum(amin, power))
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) float64: the first n_out rows of the orthonormal DCT-II, so that `D @ x` is
+    scipy.fft.dct(x, type=2, norm="ortho", axis=0)[:n_out] (the MFCC of a log-mel spectrogram)."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    d = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    d[0] /= np.sqrt(2.0)
+    return d
+
+
 class FeatureStream:
     """Push audio samples, pull MFCC windows (n_mfcc, steps) for every frame whose window is complete.
 
@@ -123,8 +177,9 @@ class FeatureStream:
         self.mfcc_start = 0  # global index of self.mfcc[0]
         self.next_frame = 0
         self.samples_in = 0
-        self.mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.win_length, n_mels=cfg.n_mels)
-        self.window = librosa.filters.get_window("hann", cfg.win_length, fftbins=True).astype(np.float32)
+        self.mel = mel_filterbank(cfg.sample_rate, cfg.win_length, cfg.n_mels)
+        self.window = hann(cfg.win_length)
+        self.dct = dct_matrix(cfg.n_mfcc, cfg.n_mels)
 
     def first_column(self, t: int) -> int:
         """Global MFCC index at which frame t's window starts."""
@@ -138,8 +193,7 @@ class FeatureStream:
         count = 1 + (len(audio) - n) // hop
         frames = np.lib.stride_tricks.sliding_window_view(audio, n)[::hop][:count]
         power = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
-        logmel = librosa.power_to_db(self.mel @ power.T, ref=1.0, amin=1e-10, top_db=None)
-        return (librosa.feature.mfcc(S=logmel, n_mfcc=self.cfg.n_mfcc) * MFCC_SCALE).astype(np.float32)
+        return (self.dct @ power_to_db(self.mel @ power.T) * MFCC_SCALE).astype(np.float32)
 
     def _ingest(self, samples: np.ndarray) -> None:
         self.buffer = np.concatenate([self.buffer, samples])
