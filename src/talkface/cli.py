@@ -7,6 +7,7 @@ import os
 import sys
 
 from talkface import __version__
+from talkface.bundled import BUNDLED_MODEL
 from talkface.errors import TalkfaceError
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
@@ -49,7 +50,8 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from talkface.pipeline import EXAMPLE_FACE, EXAMPLE_SPEECH, Animator, asset
+    from talkface.bundled import EXAMPLE_FACE, EXAMPLE_SPEECH, asset
+    from talkface.pipeline import Animator
 
     path = Animator(args.checkpoint, device=args.device, backend=args.backend).generate(
         args.image or asset(EXAMPLE_FACE),
@@ -129,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def build_parser() -> Parser:
     p = Parser(prog="talkface", description="Make a face talk: a still face and speech in, a lip-synced video out.")
-    p.add_argument("--version", action="version", version=f"talkface {__version__}")
+    p.add_argument("--version", action="version", version=f"talkface {__version__} (bundled model: {BUNDLED_MODEL})")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train the GAN")

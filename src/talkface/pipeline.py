@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from talkface.bundled import BUNDLED_MODEL, asset
 from talkface.checkpoint import load_generator
 from talkface.config import Config
 from talkface.errors import TalkfaceError
@@ -97,16 +98,6 @@ class _Reporter:
                     self.callback(self.done, self.total)
         finally:
             self.bar.close()
-
-
-BUNDLED_MODEL = "grid_s1.safetensors"  # the paper preset trained on GRID speaker s1 (see MODEL_CARD.md)
-EXAMPLE_FACE = "example_face.png"
-EXAMPLE_SPEECH = "example_speech.wav"
-
-
-def asset(name: str) -> str:
-    """Path of a file shipped inside the package (weights, the example face and speech)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", name)
 
 
 class Animator:
