@@ -49,12 +49,12 @@ def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
     """Decode the whole file once (streamed) to count its samples and reject silence or garbage."""
     count, peak = 0, 0.0
     for chunk in iter_audio(path, sample_rate, chunk=sample_rate * 10):
+        if not np.isfinite(chunk).all():
+            raise TalkfaceError("contains invalid samples (NaN or infinity)", path)
         count += len(chunk)
         peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
     if peak < SILENCE_PEAK:
         raise TalkfaceError("is silent (no sound above -80 dBFS)", path)
-    if not np.isfinite(peak):
-        raise TalkfaceError("contains invalid samples (NaN or infinity)", path)
     return count
 
 
@@ -173,7 +173,7 @@ class Animator:
         as they are (the model's size); `crop=None` does so only when no face is found in an image
         that has exactly the model's size. Returns `out`, or the frames when `out` is None.
         """
-        out = prepare_output(out, overwrite) if out is not None else None
+        out = prepare_output(out, overwrite, inputs=(image, audio)) if out is not None else None
         name = image if not isinstance(image, np.ndarray) else None
         picture = load_image(image) if name is not None else image
         total = num_frames(scan_audio(audio, self.cfg.audio.sample_rate), self.cfg.audio)
@@ -223,7 +223,7 @@ class Animator:
             raise TalkfaceError(f"--fit must be one of {', '.join(FITS)}, not {fit!r}")
         if reference not in REFERENCES:
             raise TalkfaceError(f"--reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
-        out = prepare_output(out, overwrite) if out is not None else None
+        out = prepare_output(out, overwrite, inputs=(video, audio)) if out is not None else None
         info = video_info(check_readable(video, "video"))
         frames = iter_frames(video)
         first = next(frames, None)

@@ -20,6 +20,7 @@ from talkface.config import AudioConfig
 from talkface.errors import TalkfaceError
 
 MFCC_SCALE = 1 / 100.0  # keeps dB-scale coefficients near unit range
+MIN_SAMPLE_RATE = 4000
 
 
 def probe_duration(path: str | os.PathLike) -> float | None:
@@ -52,6 +53,9 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
     with container:
         if not container.streams.audio:
             raise TalkfaceError("has no audio track", path)
+        rate = container.streams.audio[0].rate
+        if rate and rate < MIN_SAMPLE_RATE:  # a corrupt header, or not speech: hours of "audio" from a few bytes
+            raise TalkfaceError(f"has a sample rate of {rate} Hz (speech needs at least {MIN_SAMPLE_RATE} Hz)", path)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         pending: list[np.ndarray] = []
         have = 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
 import av
@@ -14,14 +14,18 @@ from talkface.errors import TalkfaceError
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
-def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4") -> str:
-    """Check an output path before any work is done: its folder exists, and it is not clobbered."""
+def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4", inputs: Iterable = ()) -> str:
+    """Check an output path before any work is done: its folder exists, it is none of the `inputs`
+    (paths; anything else is skipped), and it is not clobbered."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise TalkfaceError("the output folder does not exist", folder)
     if os.path.isdir(path):
         raise TalkfaceError("is a directory; give a file name for the output", path)
+    for given in inputs:
+        if isinstance(given, (str, os.PathLike)) and os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given):
+            raise TalkfaceError("is also an input; give the output another name", path)
     if os.path.exists(path) and not overwrite:
         raise TalkfaceError("already exists (pass --overwrite to replace it)", path)
     if not os.access(folder, os.W_OK):
