@@ -26,7 +26,7 @@ MIN_SAMPLE_RATE = 4000
 def probe_duration(path: str | os.PathLike) -> float | None:
     """Duration in seconds from the container's metadata, or None when it does not say."""
     try:
-        with av.open(os.fspath(path)) as c:
+        with av.open(os.fspath(path), metadata_errors="replace") as c:
             if not c.streams.audio:
                 return None
             s = c.streams.audio[0]
@@ -47,13 +47,16 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
     """
     path = check_readable(path, "audio file")
     try:
-        container = av.open(path)
+        container = av.open(path, metadata_errors="replace")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise TalkfaceError(f"cannot be read as audio ({_reason(e)})", path) from None
+        raise TalkfaceError(f"cannot be read as audio ({decode_problem(e)})", path) from None
     with container:
         if not container.streams.audio:
             raise TalkfaceError("has no audio track", path)
-        rate = container.streams.audio[0].rate
+        codec = container.streams.audio[0].codec_context
+        if codec is None:
+            raise TalkfaceError("has an audio track that cannot be decoded", path)
+        rate = codec.sample_rate
         if rate and rate < MIN_SAMPLE_RATE:  # a corrupt header, or not speech: hours of "audio" from a few bytes
             raise TalkfaceError(f"has a sample rate of {rate} Hz (speech needs at least {MIN_SAMPLE_RATE} Hz)", path)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
@@ -74,7 +77,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
                 pending.append(out.to_ndarray().reshape(-1))
                 have += out.samples
         except av.error.FFmpegError as e:
-            raise TalkfaceError(f"is corrupt: decoding failed ({_reason(e)})", path) from None
+            raise TalkfaceError(f"is corrupt: decoding failed ({decode_problem(e)})", path) from None
         if have:
             yield np.concatenate(pending)
             got_any = True
@@ -101,9 +104,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     return np.concatenate(list(iter_audio(path, sample_rate)))
 
 
-def _reason(e: Exception) -> str:
-    text = getattr(e, "strerror", None) or str(e)
-    return text.split(":")[-1].strip() or type(e).__name__
+def decode_problem(e: Exception) -> str:
+    """FFmpeg's reason for a failure, in a few words and without the path."""
+    text = (getattr(e, "strerror", None) or str(e)).split(":")[-1].strip() or type(e).__name__
+    return {"End of file": "the file ends early", "Invalid data found when processing input": "unknown format or corrupt data"}.get(text, text)
 
 
 def num_frames(num_samples: int, cfg: AudioConfig) -> int:

@@ -18,8 +18,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     images are converted; a file that is not an image raises TalkfaceError."""
     path = check_readable(path, "image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # Pillow's notes on odd files (a decompression bomb, corrupt EXIF or TIFF tags)
+            warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
@@ -37,9 +37,9 @@ def _problem(e: Exception) -> str:
     if isinstance(e, UnidentifiedImageError):
         return "not an image, or a format that cannot be read"
     text = str(e)
-    if "truncated" in text or isinstance(e, EOFError):
+    if "truncated" in text.lower() or isinstance(e, EOFError):
         return "the file is truncated"
-    if "broken data stream" in text or "decoder error" in text or "crc" in text.lower():
+    if any(sign in text.lower() for sign in ("broken data stream", "decoder error", "crc", "unrecognized data stream")):
         return "its data is corrupt"
     return text.split(":")[0].strip() or type(e).__name__
 
