@@ -211,7 +211,7 @@ def test_the_table_is_big_and_distinct():
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c.name for c in BAD])
-def test_bad_input_gets_exit_2_and_one_line(case, inputs, tmp_path, capfd):
+def test_bad_input_gets_exit_2_and_one_line(case, inputs, tmp_path, capfd, one_thread):
     out = tmp_path / "out.mp4"
     argv = fill(case.argv, inputs, out)
     before = snapshot(inputs["dir"], tmp_path)
@@ -228,7 +228,7 @@ def test_bad_input_gets_exit_2_and_one_line(case, inputs, tmp_path, capfd):
 
 
 @pytest.mark.parametrize("argv", [a for _, a in GOOD], ids=[n for n, _ in GOOD])
-def test_odd_but_valid_input_succeeds(argv, inputs, tmp_path, capfd):
+def test_odd_but_valid_input_succeeds(argv, inputs, tmp_path, capfd, one_thread):
     out = tmp_path / "out.mp4"
     argv = fill(argv, inputs, out)
     before = snapshot(inputs["dir"])
