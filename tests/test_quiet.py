@@ -88,8 +88,12 @@ def test_the_servers_log_has_only_its_own_lines(tiny_checkpoint, tmp_path):
                 except urllib.error.URLError:
                     time.sleep(0.1)
         assert statuses == [200, 400]
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:  # not HTTP: logged in one line
+            raw.sendall(b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.")
     finally:
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=60)
     lines = err.splitlines()
     assert all(line.startswith("talkface serve: ") for line in lines), lines
+    assert len(lines) == 1 and "Error handling request" in lines[0]  # the request that was not HTTP
