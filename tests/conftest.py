@@ -48,6 +48,16 @@ def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch in one thread, for many calls of a tiny model: on a busy machine a second thread mostly
+    spins waiting for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def speech_wav(tmp_path):
     return write_audio(tmp_path / "speech.wav", speech_like(2.0))
 

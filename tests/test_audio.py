@@ -4,7 +4,7 @@ import pytest
 from conftest import speech_like, write_audio
 from talkface.config import AudioConfig
 from talkface.errors import TalkfaceError
-from talkface.media.audio import FeatureStream, iter_audio, load_audio, mfcc_windows, num_frames
+from talkface.media.audio import MFCC_SCALE, FeatureStream, dct_matrix, hann, iter_audio, load_audio, mel_filterbank, mfcc_windows, num_frames, power_to_db
 
 
 def test_one_window_per_frame_and_streaming_matches_offline():
@@ -72,3 +72,48 @@ def test_bad_audio_files_raise_clear_errors(tmp_path):
     (tmp_path / "junk.mp3").write_bytes(b"this is not audio at all" * 50)
     with pytest.raises(TalkfaceError, match="junk.mp3"):
         load_audio(tmp_path / "junk.mp3")
+
+
+def _signals() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    t = np.arange(24000) / 16000
+    return {
+        "speech-like": speech_like(1.5, seed=7),
+        "noise": (0.1 * rng.standard_normal(24000)).astype(np.float32),
+        "silence": np.zeros(24000, np.float32),
+        "loud": np.clip(4 * np.sin(2 * np.pi * 180 * t) + rng.standard_normal(24000), -1, 1).astype(np.float32),
+        "faint tones": (1e-5 * (np.sin(2 * np.pi * 300 * t) + np.sin(2 * np.pi * 5200 * t))).astype(np.float32),
+    }
+
+
+class _LibrosaStream(FeatureStream):
+    """FeatureStream with librosa computing the MFCC columns (what the numpy code replaces)."""
+
+    def _columns(self, audio):
+        import librosa
+
+        cfg = self.cfg
+        frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.win_length)[:: cfg.hop]
+        window = librosa.filters.get_window("hann", cfg.win_length, fftbins=True).astype(np.float32)
+        power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+        mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.win_length, n_mels=cfg.n_mels)
+        logmel = librosa.power_to_db(mel @ power.T, ref=1.0, amin=1e-10, top_db=None)
+        return (librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho") * MFCC_SCALE).astype(np.float32)
+
+
+def test_mfcc_equals_librosa():
+    librosa = pytest.importorskip("librosa")
+    cfg = AudioConfig()
+    n = cfg.win_length
+    np.testing.assert_allclose(mel_filterbank(cfg.sample_rate, n, cfg.n_mels), librosa.filters.mel(sr=cfg.sample_rate, n_fft=n, n_mels=cfg.n_mels), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(hann(n), librosa.filters.get_window("hann", n, fftbins=True).astype(np.float32))
+    for name, audio in _signals().items():
+        frames = np.lib.stride_tricks.sliding_window_view(audio, n)[:: cfg.hop]
+        power = (np.abs(np.fft.rfft(frames * hann(n), axis=1)) ** 2).T
+        ours = dct_matrix(cfg.n_mfcc, cfg.n_mels) @ power_to_db(mel_filterbank(cfg.sample_rate, n, cfg.n_mels) @ power)
+        mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=n, n_mels=cfg.n_mels)
+        theirs = librosa.feature.mfcc(S=librosa.power_to_db(mel @ power, ref=1.0, amin=1e-10, top_db=None), n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho")
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4, err_msg=name)
+        windows = mfcc_windows(audio, cfg)
+        reference = np.concatenate([(s := _LibrosaStream(cfg)).push(audio), s.flush()])
+        np.testing.assert_allclose(windows / MFCC_SCALE, reference / MFCC_SCALE, rtol=0, atol=1e-4, err_msg=name)

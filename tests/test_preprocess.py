@@ -100,3 +100,18 @@ def test_streamed_shards_give_the_same_clips_on_resume(tmp_path):
     assert not np.array_equal(batches[0]["frames"], batches[1]["frames"])
     with pytest.raises(Exception, match="fewer than"):
         ShardStream(tmp_path, "train", cfg.audio, world=4)
+
+
+def test_shard_audio_is_16_bit_wav_read_back_as_written():
+    from talkface.data.shards import decode_wav, encode_wav
+
+    audio = np.random.default_rng(0).uniform(-1.2, 1.2, 16000).astype(np.float32)
+    back = decode_wav(encode_wav(audio, 16000))
+    assert back.dtype == np.float32 and back.shape == audio.shape
+    assert np.abs(back - np.clip(audio, -1, 1)).max() < 1.5 / 32768
+    soundfile = pytest.importorskip("soundfile")  # shards written by earlier versions used it
+    import io
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.clip(audio, -1, 1), 16000, subtype="PCM_16", format="WAV")
+    np.testing.assert_array_equal(decode_wav(buf.getvalue()), soundfile.read(io.BytesIO(buf.getvalue()), dtype="float32")[0])

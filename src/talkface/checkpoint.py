@@ -64,7 +64,8 @@ def _read_safetensors(path: str) -> tuple[dict[str, str], dict[str, torch.Tensor
         with safe_open(path, framework="pt") as f:
             return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise TalkfaceError(f"is not a readable safetensors file ({type(e).__name__})", path) from None
+        detail = str(e).splitlines()[0].split(": ")[-1][:80] if str(e) else type(e).__name__  # e.g. "HeaderTooLarge"
+        raise TalkfaceError(f"is not a readable safetensors file ({detail})", path) from None
 
 
 def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:

@@ -7,6 +7,7 @@ import os
 import sys
 
 from talkface import __version__
+from talkface.bundled import BUNDLED_MODEL
 from talkface.errors import TalkfaceError
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
@@ -15,6 +16,49 @@ BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other user mistake
         self.exit(2, f"talkface: error: {message}\n")
+
+
+def whole(low: int, high: int | None = None, bounds: str | None = None):
+    """An argparse type: an integer in [low, high], or a one-line error saying which are allowed."""
+
+    def parse(text: str) -> int:
+        allowed = bounds or (f"{low} or more" if high is None else f"from {low} to {high}")
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number ({allowed}), not {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text}")
+        return value
+
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to below 1, not {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to below 1, not {text}")
+    return value
+
+
+INDEX = whole(0)
+COUNT = whole(1)
+SEED = whole(-(2**63), 2**64 - 1, "from -2**63 to 2**64 - 1")  # what torch's generators take
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -48,12 +92,29 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
           f"{len(report['failed'])} videos skipped, listed in {os.path.join(args.out, 'report.json')}")
 
 
+def check_paths(checkpoint: str | None, out: str, overwrite: bool, inputs: list[tuple[str, str]]) -> None:
+    """The checks of the files that cost nothing, in the order the work would meet them, so that a
+    mistyped path is reported before the seconds it takes to import torch and mediapipe."""
+    from talkface.media.audio import check_readable
+    from talkface.media.video import prepare_output
+
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        raise TalkfaceError("no such checkpoint file", checkpoint)
+    prepare_output(out, overwrite, inputs=[path for path, _ in inputs])
+    for path, what in inputs:
+        check_readable(path, what)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
-    from talkface.pipeline import EXAMPLE_FACE, EXAMPLE_SPEECH, Animator, asset
+    from talkface.bundled import EXAMPLE_FACE, EXAMPLE_SPEECH, asset
+
+    image, audio = args.image or asset(EXAMPLE_FACE), args.audio or asset(EXAMPLE_SPEECH)
+    check_paths(args.checkpoint, args.out, args.overwrite, [(image, "image"), (audio, "audio file")])
+    from talkface.pipeline import Animator
 
     path = Animator(args.checkpoint, device=args.device, backend=args.backend).generate(
-        args.image or asset(EXAMPLE_FACE),
-        args.audio or asset(EXAMPLE_SPEECH),
+        image,
+        audio,
         args.out,
         face_index=args.face_index,
         crop=True if args.crop else None,
@@ -65,6 +126,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_dub(args: argparse.Namespace) -> None:
+    check_paths(args.checkpoint, args.out, args.overwrite, [(args.video, "video"), (args.audio, "audio file")])
     from talkface.pipeline import Animator
 
     path = Animator(args.checkpoint, device=args.device).dub(
@@ -129,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def build_parser() -> Parser:
     p = Parser(prog="talkface", description="Make a face talk: a still face and speech in, a lip-synced video out.")
-    p.add_argument("--version", action="version", version=f"talkface {__version__}")
+    p.add_argument("--version", action="version", version=f"talkface {__version__} (bundled model: {BUNDLED_MODEL})")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train the GAN")
@@ -147,14 +209,14 @@ def build_parser() -> Parser:
     pp = sub.add_parser("preprocess", help="talking videos -> aligned face-crop clips in tar shards")
     pp.add_argument("inputs", nargs="+", help="folders (searched recursively; VoxCeleb2, LRS2/LRS3 and GRID layouts), list files, or videos")
     pp.add_argument("--out", required=True, help="output folder: train/ and val/ shards, report.json")
-    pp.add_argument("--workers", type=int, default=1, help="parallel processes on this machine")
-    pp.add_argument("--shard-index", type=int, default=0, help="this machine's part of the work (0-based) ...")
-    pp.add_argument("--num-shards", type=int, default=1, help="... out of this many")
-    pp.add_argument("--clip-seconds", type=float, default=3.0)
-    pp.add_argument("--val-fraction", type=float, default=0.05, help="share of speakers (of clips, for one speaker) held out")
-    pp.add_argument("--videos-per-shard", type=int, default=50)
-    pp.add_argument("--height", type=int, default=128)
-    pp.add_argument("--width", type=int, default=96)
+    pp.add_argument("--workers", type=COUNT, default=1, help="parallel processes on this machine")
+    pp.add_argument("--shard-index", type=INDEX, default=0, help="this machine's part of the work (0-based) ...")
+    pp.add_argument("--num-shards", type=COUNT, default=1, help="... out of this many")
+    pp.add_argument("--clip-seconds", type=positive, default=3.0)
+    pp.add_argument("--val-fraction", type=fraction, default=0.05, help="share of speakers (of clips, for one speaker) held out")
+    pp.add_argument("--videos-per-shard", type=COUNT, default=50)
+    pp.add_argument("--height", type=COUNT, default=128)
+    pp.add_argument("--width", type=COUNT, default=96)
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
     pp.set_defaults(func=cmd_preprocess)
 
@@ -163,10 +225,10 @@ def build_parser() -> Parser:
     g.add_argument("--image", help="a photo with a face (any size; the video keeps it); default: the bundled example face")
     g.add_argument("--audio", help="the speech: wav, mp3, m4a, flac, ogg or a video's audio; default: the bundled example speech")
     g.add_argument("--out", default="talkface.mp4", help="the mp4 to write (default: talkface.mp4)")
-    g.add_argument("--face-index", type=int, default=None, metavar="N", help="which face when there are several: 0 = the largest")
+    g.add_argument("--face-index", type=INDEX, default=None, metavar="N", help="which face when there are several: 0 = the largest")
     g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    g.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
+    g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     g.add_argument("--device", default="auto")
     g.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the generator (auto = torch; openvino and onnx, plain or -int8, run on the CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -177,7 +239,7 @@ def build_parser() -> Parser:
     d.add_argument("--video", required=True, help="a video showing the face (its own audio, if any, is replaced)")
     d.add_argument("--audio", required=True, help="the new speech: wav, mp3, m4a, flac, ogg or a video's audio")
     d.add_argument("--out", required=True, help="the mp4 to write")
-    d.add_argument("--face-index", type=int, default=None, metavar="N", help="which face when there are several: 0 = the largest (default)")
+    d.add_argument("--face-index", type=INDEX, default=None, metavar="N", help="which face when there are several: 0 = the largest (default)")
     d.add_argument(
         "--fit",
         choices=["loop", "cut"],
@@ -191,7 +253,7 @@ def build_parser() -> Parser:
         help="identity still: each frame's own face (default) or the first frame's face throughout",
     )
     d.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    d.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
+    d.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     d.add_argument("--device", default="auto")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
@@ -199,13 +261,13 @@ def build_parser() -> Parser:
     v = sub.add_parser("serve", help="a web page where a photo speaks live with your microphone or an audio file")
     v.add_argument("--checkpoint", default=None, help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
-    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--port", type=whole(0, 65535), default=8000)
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
     v.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the generator (auto = torch; openvino and onnx, plain or -int8, run on the CPU)")
-    v.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (photo, or photo + audio)")
-    v.add_argument("--max-audio-seconds", type=float, default=120.0, help="longest uploaded recording and live stream")
-    v.add_argument("--max-streams", type=int, default=4, help="live streams at once")
-    v.add_argument("--max-jobs", type=int, default=1, help="mp4 jobs at once")
+    v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload (photo, or photo + audio)")
+    v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream")
+    v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once")
+    v.add_argument("--max-jobs", type=COUNT, default=1, help="mp4 jobs at once")
     v.add_argument("--batch-streams", action=argparse.BooleanOptionalAction, default=None,
                    help="make all live streams' frames in shared generator calls (default: on a GPU only; needs backend torch)")
     v.set_defaults(func=cmd_serve)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from talkface.bundled import BUNDLED_MODEL, asset
 from talkface.checkpoint import load_generator
 from talkface.config import Config
 from talkface.errors import TalkfaceError
@@ -49,12 +50,12 @@ def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
     """Decode the whole file once (streamed) to count its samples and reject silence or garbage."""
     count, peak = 0, 0.0
     for chunk in iter_audio(path, sample_rate, chunk=sample_rate * 10):
+        if not np.isfinite(chunk).all():
+            raise TalkfaceError("contains invalid samples (NaN or infinity)", path)
         count += len(chunk)
         peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
     if peak < SILENCE_PEAK:
         raise TalkfaceError("is silent (no sound above -80 dBFS)", path)
-    if not np.isfinite(peak):
-        raise TalkfaceError("contains invalid samples (NaN or infinity)", path)
     return count
 
 
@@ -98,16 +99,6 @@ class _Reporter:
                     self.callback(self.done, self.total)
         finally:
             self.bar.close()
-
-
-BUNDLED_MODEL = "grid_s1.safetensors"  # the paper preset trained on GRID speaker s1 (see MODEL_CARD.md)
-EXAMPLE_FACE = "example_face.png"
-EXAMPLE_SPEECH = "example_speech.wav"
-
-
-def asset(name: str) -> str:
-    """Path of a file shipped inside the package (weights, the example face and speech)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", name)
 
 
 class Animator:
@@ -191,7 +182,7 @@ class Animator:
         as they are (the model's size); `crop=None` does so only when no face is found in an image
         that has exactly the model's size. Returns `out`, or the frames when `out` is None.
         """
-        out = prepare_output(out, overwrite) if out is not None else None
+        out = prepare_output(out, overwrite, inputs=(image, audio)) if out is not None else None
         name = image if not isinstance(image, np.ndarray) else None
         picture = load_image(image) if name is not None else image
         total = num_frames(scan_audio(audio, self.cfg.audio.sample_rate), self.cfg.audio)
@@ -245,7 +236,7 @@ class Animator:
             raise TalkfaceError(f"--fit must be one of {', '.join(FITS)}, not {fit!r}")
         if reference not in REFERENCES:
             raise TalkfaceError(f"--reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
-        out = prepare_output(out, overwrite) if out is not None else None
+        out = prepare_output(out, overwrite, inputs=(video, audio)) if out is not None else None
         info = video_info(check_readable(video, "video"))
         frames = iter_frames(video)
         first = next(frames, None)

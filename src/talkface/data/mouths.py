@@ -104,6 +104,10 @@ def folder_clips(folder: str | os.PathLike, cfg: SyncConfig, cache_dir: str | No
     """Every video in `folder` as mouth crops + MFCC windows; cached in `cache_dir` (default: the temp folder)."""
     files = list_videos(folder)[:limit]
     cache_dir = cache_dir or tempfile.gettempdir()
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:
+        raise TalkfaceError(f"cannot be made a cache folder ({e.strerror})", cache_dir) from None
     cache = os.path.join(cache_dir, f"talkface-mouths-{_cache_key(files, cfg)}.npz")
     if os.path.exists(cache):
         with np.load(cache) as z:

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tarfile
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,18 +57,26 @@ def decode_frames(data: bytes) -> np.ndarray:
 
 
 def encode_wav(audio: np.ndarray, rate: int) -> bytes:
-    import soundfile
-
+    """Mono float samples -> WAV bytes, 16-bit PCM (x 32767, rounded)."""
+    pcm = np.rint(np.clip(np.asarray(audio, np.float32), -1, 1) * 32767).astype("<i2")
     buf = io.BytesIO()
-    soundfile.write(buf, np.clip(audio, -1, 1), rate, subtype="PCM_16", format="WAV")
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
     return buf.getvalue()
 
 
 def decode_wav(data: bytes) -> np.ndarray:
-    import soundfile
-
-    audio, _ = soundfile.read(io.BytesIO(data), dtype="float32")
-    return audio
+    """16-bit PCM WAV bytes -> mono float32 samples (/ 32768), channels averaged."""
+    with wave.open(io.BytesIO(data), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"expected 16-bit PCM audio, got {8 * w.getsampwidth()}-bit")
+        channels = w.getnchannels()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    audio = pcm.astype(np.float32) / 32768
+    return audio if channels == 1 else audio.reshape(-1, channels).mean(1)
 
 
 class ShardWriter:

@@ -2,6 +2,10 @@
 
 Features are computed frame by frame on a fixed grid (no per-file normalisation), so the offline
 path and a live stream that pushes audio in chunks of any size produce the same windows.
+
+The MFCC are librosa's (slaney mel filterbank, power in dB, orthonormal DCT-II), computed by the
+few numpy lines below: librosa's first call compiles numba code for seconds at every start-up.
+tests/test_audio.py holds them to librosa's output.
 """
 from __future__ import annotations
 
@@ -10,19 +14,19 @@ import os
 from collections.abc import Iterator
 
 import av
-import librosa
 import numpy as np
 
 from talkface.config import AudioConfig
 from talkface.errors import TalkfaceError
 
 MFCC_SCALE = 1 / 100.0  # keeps dB-scale coefficients near unit range
+MIN_SAMPLE_RATE = 4000
 
 
 def probe_duration(path: str | os.PathLike) -> float | None:
     """Duration in seconds from the container's metadata, or None when it does not say."""
     try:
-        with av.open(os.fspath(path)) as c:
+        with av.open(os.fspath(path), metadata_errors="replace") as c:
             if not c.streams.audio:
                 return None
             s = c.streams.audio[0]
@@ -43,12 +47,18 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
     """
     path = check_readable(path, "audio file")
     try:
-        container = av.open(path)
+        container = av.open(path, metadata_errors="replace")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise TalkfaceError(f"cannot be read as audio ({_reason(e)})", path) from None
+        raise TalkfaceError(f"cannot be read as audio ({decode_problem(e)})", path) from None
     with container:
         if not container.streams.audio:
             raise TalkfaceError("has no audio track", path)
+        codec = container.streams.audio[0].codec_context
+        if codec is None:
+            raise TalkfaceError("has an audio track that cannot be decoded", path)
+        rate = codec.sample_rate
+        if rate and rate < MIN_SAMPLE_RATE:  # a corrupt header, or not speech: hours of "audio" from a few bytes
+            raise TalkfaceError(f"has a sample rate of {rate} Hz (speech needs at least {MIN_SAMPLE_RATE} Hz)", path)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         pending: list[np.ndarray] = []
         have = 0
@@ -67,7 +77,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
                 pending.append(out.to_ndarray().reshape(-1))
                 have += out.samples
         except av.error.FFmpegError as e:
-            raise TalkfaceError(f"is corrupt: decoding failed ({_reason(e)})", path) from None
+            raise TalkfaceError(f"is corrupt: decoding failed ({decode_problem(e)})", path) from None
         if have:
             yield np.concatenate(pending)
             got_any = True
@@ -94,14 +104,66 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     return np.concatenate(list(iter_audio(path, sample_rate)))
 
 
-def _reason(e: Exception) -> str:
-    text = getattr(e, "strerror", None) or str(e)
-    return text.split(":")[-1].strip() or type(e).__name__
+def decode_problem(e: Exception) -> str:
+    """FFmpeg's reason for a failure, in a few words and without the path."""
+    text = (getattr(e, "strerror", None) or str(e)).split(":")[-1].strip() or type(e).__name__
+    return {"End of file": "the file ends early", "Invalid data found when processing input": "unknown format or corrupt data"}.get(text, text)
 
 
 def num_frames(num_samples: int, cfg: AudioConfig) -> int:
     """Video frames needed to cover `num_samples` of audio (the last one may run past its end)."""
     return math.ceil(num_samples * cfg.fps / cfg.sample_rate - 1e-9)
+
+
+def hann(n: int) -> np.ndarray:
+    """The periodic Hann window (n,) float32, as librosa.filters.get_window("hann", n, fftbins=True)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+_MEL_STEP_HZ = 200.0 / 3
+_LOG_HZ = 1000.0
+_LOG_MEL = _LOG_HZ / _MEL_STEP_HZ
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, np.float64)
+    log = _LOG_MEL + np.log(np.maximum(hz, _LOG_HZ) / _LOG_HZ) / _LOG_STEP
+    return np.where(hz >= _LOG_HZ, log, hz / _MEL_STEP_HZ)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    return np.where(mel >= _LOG_MEL, _LOG_HZ * np.exp(_LOG_STEP * (mel - _LOG_MEL)), mel * _MEL_STEP_HZ)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32 triangles from 0 Hz to Nyquist, each of unit area (slaney
+    norm): librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2))
+    ramps = edges[:, None] - fft_hz[None, :]
+    widths = np.diff(edges)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    triangles = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
+    return (triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
+
+def power_to_db(power: np.ndarray, amin: float = 1e-10) -> np.ndarray:
+    """10 log10(power), floored at `amin`: librosa.power_to_db(power, ref=1.0, amin=amin, top_db=None)."""
+    return 10.0 * np.log10(np.maximum(amin, power))
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) float64: the first n_out rows of the orthonormal DCT-II, so that `D @ x` is
+    scipy.fft.dct(x, type=2, norm="ortho", axis=0)[:n_out] (the MFCC of a log-mel spectrogram)."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    d = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    d[0] /= np.sqrt(2.0)
+    return d
 
 
 class FeatureStream:
@@ -123,8 +185,9 @@ class FeatureStream:
         self.mfcc_start = 0  # global index of self.mfcc[0]
         self.next_frame = 0
         self.samples_in = 0
-        self.mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.win_length, n_mels=cfg.n_mels)
-        self.window = librosa.filters.get_window("hann", cfg.win_length, fftbins=True).astype(np.float32)
+        self.mel = mel_filterbank(cfg.sample_rate, cfg.win_length, cfg.n_mels)
+        self.window = hann(cfg.win_length)
+        self.dct = dct_matrix(cfg.n_mfcc, cfg.n_mels)
 
     def first_column(self, t: int) -> int:
         """Global MFCC index at which frame t's window starts."""
@@ -138,8 +201,7 @@ class FeatureStream:
         count = 1 + (len(audio) - n) // hop
         frames = np.lib.stride_tricks.sliding_window_view(audio, n)[::hop][:count]
         power = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
-        logmel = librosa.power_to_db(self.mel @ power.T, ref=1.0, amin=1e-10, top_db=None)
-        return (librosa.feature.mfcc(S=logmel, n_mfcc=self.cfg.n_mfcc) * MFCC_SCALE).astype(np.float32)
+        return (self.dct @ power_to_db(self.mel @ power.T) * MFCC_SCALE).astype(np.float32)
 
     def _ingest(self, samples: np.ndarray) -> None:
         self.buffer = np.concatenate([self.buffer, samples])

@@ -25,12 +25,15 @@ upsampled from too few pixels.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from talkface import native_logs
 from talkface.errors import TalkfaceError
 
 NUM_LANDMARKS = 478  # face mesh with refined eyes and lips (468 + 2 irises x 5)
@@ -95,12 +98,44 @@ class Face:
         return self.landmarks[EYE_CORNERS + MOUTH_CORNERS].mean(0)
 
 
-def _mesh(static: bool, max_faces: int):
-    import mediapipe as mp  # heavy import, only when faces are needed
+class FaceMesh:
+    """mediapipe's face mesh (478 landmarks, refined eyes and lips), with its native log lines kept
+    off stderr. static=True looks at every image afresh (photos); False tracks from frame to frame."""
 
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5, min_tracking_confidence=0.5
-    )
+    def __init__(self, static: bool, max_faces: int = 1):
+        # The graph's calculators open on its own threads, logging as they do, some time before the
+        # first result: stderr is watched from here to the end of the first `process`.
+        self._starting = contextlib.ExitStack()
+        self._starting.enter_context(native_logs.hidden())
+        weakref.finalize(self, self._starting.close)
+        try:
+            import mediapipe as mp  # heavy import, only when faces are needed
+
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5, min_tracking_confidence=0.5
+            )
+        except BaseException:
+            self._starting.close()
+            raise
+
+    def process(self, image_rgb: np.ndarray):
+        """mediapipe's result (`multi_face_landmarks`) for one (H, W, 3) uint8 RGB image."""
+        try:
+            with native_logs.hidden():  # every call: the first face found logs again
+                return self._mesh.process(image_rgb)
+        finally:
+            self._starting.close()
+
+    def close(self) -> None:
+        with native_logs.hidden():
+            self._mesh.close()
+        self._starting.close()
+
+    def __enter__(self) -> "FaceMesh":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _faces(result, shape: tuple[int, ...]) -> list[Face]:
@@ -119,7 +154,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def detect_faces(image_rgb: np.ndarray, max_faces: int = 4) -> list[Face]:
     """Faces in one picture (H, W, 3) uint8 RGB, largest first; empty when there is none."""
-    with _mesh(True, max_faces) as mesh:
+    with FaceMesh(True, max_faces) as mesh:
         return _faces(mesh.process(_check_image(image_rgb)), image_rgb.shape)
 
 
@@ -185,7 +220,7 @@ class FaceTracker:
     def __init__(self, fps: float = 25.0, index: int = 0, max_faces: int = 4, min_cutoff: float = 0.3, beta: float = 10.0):
         self.dt = 1.0 / fps
         self.index = index
-        self.mesh = _mesh(False, max(max_faces, index + 1))
+        self.mesh = FaceMesh(False, max(max_faces, index + 1))
         self.filter = OneEuro(min_cutoff, beta)
         self.last: Face | None = None  # where the followed face was last seen (smoothed)
         self.started = False  # whether the face has been chosen

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import struct
 import warnings
 
 import numpy as np
@@ -16,16 +18,30 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     images are converted; a file that is not an image raises TalkfaceError."""
     path = check_readable(path, "image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # Pillow's notes on odd files (a decompression bomb, corrupt EXIF or TIFF tags)
+            warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise TalkfaceError(f"cannot be read as an image ({str(e).split(':')[0] or type(e).__name__})", path) from None
-    except Image.DecompressionBombError:
-        raise TalkfaceError("is too large to be an image we can process", path) from None
+    except Image.DecompressionBombError as e:
+        size = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(e))
+        detail = f": {size[1]} pixels (at most {size[2]})" if size else ""
+        raise TalkfaceError(f"is too large{detail}", path) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        raise TalkfaceError(f"cannot be read as an image ({_problem(e)})", path) from None
+
+
+def _problem(e: Exception) -> str:
+    """What went wrong, in a few words and without the path (the message names it already)."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image, or a format that cannot be read"
+    text = str(e)
+    if "truncated" in text.lower() or isinstance(e, EOFError):
+        return "the file is truncated"
+    if any(sign in text.lower() for sign in ("broken data stream", "decoder error", "crc", "unrecognized data stream")):
+        return "its data is corrupt"
+    return text.split(":")[0].strip() or type(e).__name__
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

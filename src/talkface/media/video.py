@@ -3,25 +3,30 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
 import av
 import numpy as np
 
 from talkface.errors import TalkfaceError
+from talkface.media.audio import decode_problem
 
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
-def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4") -> str:
-    """Check an output path before any work is done: its folder exists, and it is not clobbered."""
+def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4", inputs: Iterable = ()) -> str:
+    """Check an output path before any work is done: its folder exists, it is none of the `inputs`
+    (paths; anything else is skipped), and it is not clobbered."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise TalkfaceError("the output folder does not exist", folder)
     if os.path.isdir(path):
         raise TalkfaceError("is a directory; give a file name for the output", path)
+    for given in inputs:
+        if isinstance(given, (str, os.PathLike)) and os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given):
+            raise TalkfaceError("is also an input; give the output another name", path)
     if os.path.exists(path) and not overwrite:
         raise TalkfaceError("already exists (pass --overwrite to replace it)", path)
     if not os.access(folder, os.W_OK):
@@ -71,7 +76,7 @@ class VideoWriter:
         self.frames_written = 0
 
     def _open_audio(self, audio_path: str, start: float) -> None:
-        self.audio_in = av.open(audio_path)
+        self.audio_in = av.open(audio_path, metadata_errors="replace")
         src = self.audio_in.streams.audio[0]
         # AAC pads its last 1024-sample frame; at 44.1 kHz or more that tail stays under one video frame
         rate = src.rate if src.rate in AAC_RATES and src.rate >= 44100 else 48000
@@ -182,10 +187,12 @@ def video_info(path: str | os.PathLike) -> dict:
     """fps, frame count (estimated when the container does not say), size and whether audio exists."""
     path = os.fspath(path)
     try:
-        with av.open(path) as c:
+        with av.open(path, metadata_errors="replace") as c:
             if not c.streams.video:
                 raise TalkfaceError("has no video track", path)
             v = c.streams.video[0]
+            if v.codec_context is None:
+                raise TalkfaceError("has a video track that cannot be decoded", path)
             fps = float(v.average_rate or v.guessed_rate or 25)
             frames = v.frames or (int(round(float(v.duration * v.time_base) * fps)) if v.duration else 0)
             return {
@@ -197,7 +204,7 @@ def video_info(path: str | os.PathLike) -> dict:
                 "duration": float(c.duration / av.time_base) if c.duration else frames / fps,
             }
     except av.error.FFmpegError as e:
-        raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
+        raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -210,14 +217,14 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 def _decoded(path: str) -> Iterator[av.VideoFrame]:
     """The first video stream's frames as PyAV frames, in presentation order."""
     try:
-        with av.open(path) as c:
+        with av.open(path, metadata_errors="replace") as c:
             if not c.streams.video:
                 raise TalkfaceError("has no video track", path)
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
             yield from c.decode(stream)
     except av.error.FFmpegError as e:
-        raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
+        raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
 
 
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -236,7 +243,7 @@ def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
         wanted = {p: i for i, p in enumerate(pts[start:end], start)} if seekable else None
         segment: list[np.ndarray | None] = [None] * (end - start)
         try:
-            with av.open(path) as c:
+            with av.open(path, metadata_errors="replace") as c:
                 stream = c.streams.video[0]
                 stream.thread_type = "AUTO"
                 if seekable and start > 0:
@@ -250,7 +257,7 @@ def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
                     if not seekable and i >= end - 1:
                         break
         except av.error.FFmpegError as e:
-            raise TalkfaceError(f"cannot be read as video ({e.strerror or e})", path) from None
+            raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
         if any(f is None for f in segment):  # the seek landed past the segment: decode from the start
             seekable = False
             continue

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from talkface.config import SyncConfig
-from talkface.media.face import APERTURE_PAIRS, LIPS, MOUTH_CORNERS, NUM_LANDMARKS
+from talkface.media.face import APERTURE_PAIRS, LIPS, MOUTH_CORNERS, NUM_LANDMARKS, FaceMesh
 from talkface.media.face import IRIS_CENTRES as IRIS
 
 EYE_CORNERS = ((33, 133), (362, 263))  # used when the iris points are missing
@@ -27,10 +27,8 @@ def detect_landmarks(frames: Iterable[np.ndarray]) -> np.ndarray:
     frames: RGB uint8 (H, W, 3) arrays, one video in order -> (T, 478, 2) float32 pixels, NaN where
     no face is found.
     """
-    import mediapipe as mp
-
     out = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1) as mesh:
+    with FaceMesh(static=False, max_faces=1) as mesh:
         for frame in frames:
             h, w = frame.shape[:2]
             scale = max(1.0, MIN_DETECT_SIDE / min(h, w))

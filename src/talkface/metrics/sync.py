@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,9 +85,10 @@ def curve_scores(distances: np.ndarray, max_offset: int) -> SyncCurve:
     offsets = np.arange(-max_offset, max_offset + 1)
     if not np.isfinite(distances).any():
         return SyncCurve(offsets, distances, np.full(len(offsets), np.nan), float("nan"), float("nan"), 0)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # windows or offsets that run off a short clip are all NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(distances, 0)
-    lse_d = float(np.nanmean(np.nanmin(distances, 1)))
+        lse_d = float(np.nanmean(np.nanmin(distances, 1)))
     best = int(np.nanargmin(mean))
     return SyncCurve(offsets, distances, mean, lse_d, float(np.nanmedian(mean) - mean[best]), int(offsets[best]))
 

@@ -33,6 +33,7 @@ from importlib import resources
 import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOUTH_CORNERS
@@ -407,9 +408,27 @@ async def _send_frame(ws: web.WebSocketResponse, frame: tuple[int, int, float, b
 
 
 # -- the app ------------------------------------------------------------------------------------
+class OneLineBadRequests(logging.Filter):
+    """aiohttp logs a request that is not HTTP (a port scanner, a TLS hello, a broken client) as an
+    error with a traceback: it is the client's mistake, and one warning line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = f"{record.getMessage()}: {error.code} {error.message}", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+BAD_REQUESTS = OneLineBadRequests()
+
+
 def make_app(animator: Animator, limits: Limits | None = None, token: str | None = None, workers: int | None = None,
              batch_streams: bool = False) -> web.Application:
     limits = limits or Limits()
+    if BAD_REQUESTS not in logging.getLogger("aiohttp.server").filters:
+        logging.getLogger("aiohttp.server").addFilter(BAD_REQUESTS)
     app = web.Application(middlewares=[guard], client_max_size=int(limits.max_upload_mb * 2**20))
     service = Service(animator, limits, token, workers, batch_streams)
     app[SERVICE] = service

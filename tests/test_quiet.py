@@ -1,0 +1,99 @@
+"""Commands that touch a face print only talkface's own lines on stderr, never mediapipe's native logs.
+
+Each runs in a fresh process: TensorFlow Lite and absl print some lines once per process only.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import ASSETS, speech_like, write_audio, write_face_video
+
+SRC = Path(__file__).parents[1] / "src"
+ENV = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def talkface(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "talkface", *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_generate_on_the_bundled_example_prints_nothing_on_stderr(tiny_checkpoint, tmp_path):
+    p = talkface("generate", "--checkpoint", tiny_checkpoint, "--out", "talk.mp4", "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines() == []
+    assert p.stdout.splitlines() == ["talk.mp4"]
+
+
+def test_a_photo_with_no_face_gives_exactly_one_line(tiny_checkpoint, tmp_path):
+    photo = tmp_path / "wall.png"
+    Image.fromarray(np.random.default_rng(0).integers(100, 140, (288, 360, 3), np.uint8)).save(photo)
+    p = talkface("generate", "--checkpoint", tiny_checkpoint, "--image", photo, "--out", "talk.mp4", "--quiet", cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == [f"talkface: error: {photo}: no face found"]
+    assert not (tmp_path / "talk.mp4").exists()
+
+
+def test_dub_evaluate_preprocess_and_train_sync_print_nothing_on_stderr(tiny_checkpoint, tmp_path):
+    speech = write_audio(tmp_path / "speech.wav", speech_like(0.4, seed=5))
+    (tmp_path / "clips").mkdir()
+    for name in ("talk", "talk2", "talk3"):
+        write_face_video(tmp_path / "clips" / f"{name}.mp4", 10, audio_path=speech)
+    script = f"""
+import sys
+from talkface.cli import main
+codes = [
+    main(["dub", "--checkpoint", {str(tiny_checkpoint)!r}, "--video", "clips/talk.mp4", "--audio", "speech.wav", "--out", "dubbed.mp4", "--quiet"]),
+    main(["evaluate", "--video", "clips/talk.mp4", "--audio", "speech.wav", "--out", "scores", "--quiet"]),
+    main(["preprocess", "clips", "--out", "shards", "--clip-seconds", "0.2", "--quiet"]),
+    main(["train-sync", "--data", "clips", "--out", "sync", "--cache", "cache", "--quiet",
+          "--set", "steps=1", "--set", "batch_size=2", "--set", "val_clips=1"]),
+]
+sys.exit(max(codes))
+"""
+    p = subprocess.run([sys.executable, "-c", script], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines() == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_servers_log_has_only_its_own_lines(tiny_checkpoint, tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "talkface", "serve", "--checkpoint", str(tiny_checkpoint), "--port", str(port)],
+                              env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith(f"talkface serve: http://127.0.0.1:{port}/")
+        statuses = []
+        for body in ((ASSETS / "example_face.png").read_bytes(), b"not a photo"):
+            for attempt in range(100):  # the banner comes just before the socket listens
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/face", data=body), timeout=60) as r:
+                        statuses.append(r.status)
+                    break
+                except urllib.error.HTTPError as e:
+                    statuses.append(e.code)
+                    break
+                except urllib.error.URLError:
+                    time.sleep(0.1)
+        assert statuses == [200, 400]
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:  # not HTTP: logged in one line
+            raw.sendall(b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.")
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    lines = err.splitlines()
+    assert all(line.startswith("talkface serve: ") for line in lines), lines
+    assert len(lines) == 1 and "Error handling request" in lines[0]  # the request that was not HTTP
