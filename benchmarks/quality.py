@@ -27,7 +27,8 @@ import numpy as np
 
 from talkface.data.mouths import list_videos
 from talkface.evaluate import EVAL_SIZE, ClipScore, FrameSource, model_source, score_clip, still_source, summarise, write_results
-from talkface.pipeline import BUNDLED_MODEL, Animator, asset
+from talkface.bundled import BUNDLED_MODEL, PAPER_MODEL, asset
+from talkface.pipeline import Animator
 
 COLUMNS = ("speech_aperture", "silence_aperture", "aperture_corr", "lse_c", "lse_d", "sync_offset", "sync_within_1", "lmd_mouth",
            "psnr_mouth", "ssim_mouth", "mouth_sharpness", "mouth_sharpness_ratio", "upper_face_ssim", "landmark_jitter")
@@ -36,7 +37,7 @@ LABEL_WIDTH = 96  # pixels left of each strip row for its name
 
 def parse_checkpoints(specs: list[str] | None) -> dict[str, str]:
     if not specs:
-        return {"paper": asset("grid_s1.safetensors"), "default": asset(BUNDLED_MODEL)}
+        return {"paper": asset(PAPER_MODEL), "default": asset(BUNDLED_MODEL)}
     out = {}
     for spec in specs:
         name, sep, path = spec.partition("=")

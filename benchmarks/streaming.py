@@ -38,7 +38,7 @@ from talkface.config import Config, paper
 from talkface.media.audio import load_audio, mfcc_windows
 from talkface.media.image import load_image
 from talkface.models import Generator, GeneratorState
-from talkface.pipeline import BUNDLED_MODEL, asset
+from talkface.bundled import checkpoint_path
 from talkface.pixels import to_tensor, to_uint8
 from talkface.streaming import PhotoStream, PreparedPhoto
 
@@ -153,7 +153,7 @@ def main() -> None:
         torch.manual_seed(0)
         g = Generator(cfg).eval()
     else:
-        g, cfg = load_generator(args.checkpoint or asset(BUNDLED_MODEL), torch.device("cpu"))
+        g, cfg = load_generator(checkpoint_path(args.checkpoint), torch.device("cpu"))
     photo = PreparedPhoto(load_image(os.path.join(ASSETS, "example_face.png")), (cfg.model.height, cfg.model.width))
     if cfg.kind == "motion":
         motion_live(g, cfg, photo, args)

@@ -23,7 +23,8 @@ import torch
 from talkface.checkpoint import load_generator
 from talkface.media.audio import load_audio
 from talkface.media.image import load_image
-from talkface.pipeline import BUNDLED_MODEL, asset, pick_device
+from talkface.bundled import PAPER_MODEL, asset
+from talkface.pipeline import pick_device
 from talkface.streaming import PreparedPhoto, StreamBatch
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    g, cfg = load_generator(asset(BUNDLED_MODEL), device)
+    g, cfg = load_generator(asset(PAPER_MODEL), device)  # batching streams serves the frame generator
     crop = PreparedPhoto(load_image(asset("example_face.png")), (cfg.model.height, cfg.model.width)).crop
     speech = load_audio(asset("example_speech.wav"), cfg.audio.sample_rate)
     hop = int(cfg.audio.sample_rate / cfg.audio.fps)

@@ -60,7 +60,7 @@ def test_user_mistakes_exit_2_with_one_line(trained, tmp_path, capsys):
 
 
 def test_generate_with_no_arguments_uses_the_bundled_model_face_and_speech(tmp_path, monkeypatch, capsys):
-    from talkface.pipeline import BUNDLED_MODEL, asset
+    from talkface.bundled import BUNDLED_MODEL, asset
 
     import os
 

@@ -12,7 +12,7 @@ from talkface.data.synthetic import make_clip
 from talkface.evaluate import EVAL_SIZE, score_clip, still_source
 from talkface.media.video import VideoWriter
 from talkface.models import Generator
-from talkface.pipeline import BUNDLED_MODEL, asset
+from talkface.bundled import BUNDLED_MODEL, asset
 
 from conftest import speech_like, write_audio
 

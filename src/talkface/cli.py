@@ -7,10 +7,13 @@ import os
 import sys
 
 from talkface import __version__
-from talkface.bundled import BUNDLED_MODEL
+from talkface.bundled import BUNDLED_MODEL, checkpoint_path
 from talkface.errors import TalkfaceError
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
+
+
+CHECKPOINT_HELP = "weights (.safetensors) or a training checkpoint (.pt), or a bundled model: motion (the default) or paper (the seed's direct generator)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -98,7 +101,7 @@ def check_paths(checkpoint: str | None, out: str, overwrite: bool, inputs: list[
     from talkface.media.audio import check_readable
     from talkface.media.video import prepare_output
 
-    if checkpoint is not None and not os.path.isfile(checkpoint):
+    if checkpoint is not None and not os.path.isfile(checkpoint_path(checkpoint)):
         raise TalkfaceError("no such checkpoint file", checkpoint)
     prepare_output(out, overwrite, inputs=[path for path, _ in inputs])
     for path, what in inputs:
@@ -195,7 +198,7 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train the GAN")
-    t.add_argument("--config", default="tiny", help="preset: tiny or paper")
+    t.add_argument("--config", default="tiny", help="preset: motion (the default model), motion-tiny, paper (the seed's direct generator) or tiny")
     t.add_argument("--data", default="synthetic", help="'synthetic', or a folder of preprocessed clips")
     t.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, checkpoints, weights")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=200")
@@ -221,7 +224,7 @@ def build_parser() -> Parser:
     pp.set_defaults(func=cmd_preprocess)
 
     g = sub.add_parser("generate", help="animate the face in a photo with speech and write an mp4")
-    g.add_argument("--checkpoint", help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
+    g.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     g.add_argument("--image", help="a photo with a face (any size; the video keeps it); default: the bundled example face")
     g.add_argument("--audio", help="the speech: wav, mp3, m4a, flac, ogg or a video's audio; default: the bundled example speech")
     g.add_argument("--out", default="talkface.mp4", help="the mp4 to write (default: talkface.mp4)")
@@ -235,7 +238,7 @@ def build_parser() -> Parser:
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("dub", help="re-dub a talking video: its mouth follows new speech")
-    d.add_argument("--checkpoint", help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
+    d.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     d.add_argument("--video", required=True, help="a video showing the face (its own audio, if any, is replaced)")
     d.add_argument("--audio", required=True, help="the new speech: wav, mp3, m4a, flac, ogg or a video's audio")
     d.add_argument("--out", required=True, help="the mp4 to write")
@@ -259,7 +262,7 @@ def build_parser() -> Parser:
     d.set_defaults(func=cmd_dub)
 
     v = sub.add_parser("serve", help="a web page where a photo speaks live with your microphone or an audio file")
-    v.add_argument("--checkpoint", default=None, help="weights (.safetensors) or a training checkpoint (.pt); default: the bundled model")
+    v.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
     v.add_argument("--port", type=whole(0, 65535), default=8000)
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
@@ -284,7 +287,7 @@ def build_parser() -> Parser:
     e = sub.add_parser("evaluate", help="score talking-face videos: lip sync, fidelity, identity, stability")
     e.add_argument("--data", help="a folder of talking videos (with their audio): each video's first frame is animated with its own audio "
                    "and the full frames are scored against the real ones, both aligned to one face crop")
-    e.add_argument("--checkpoint", help="with --data: the model's weights (.safetensors or .pt); default: the bundled model")
+    e.add_argument("--checkpoint", help="with --data: " + CHECKPOINT_HELP)
     e.add_argument("--limit", type=int, default=None, help="with --data: score only the first N videos (sorted by name)")
     e.add_argument("--video", help="score this video (e.g. another tool's output) against --audio")
     e.add_argument("--audio", help="with --video: the speech the video should follow")

@@ -270,9 +270,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | None, data: str | os.Pat
     frames are scored against the real ones in the evaluation crop (`score_clip`), and the real
     frames are scored too, as the reference."""
     from talkface.data.mouths import list_videos
-    from talkface.pipeline import BUNDLED_MODEL, Animator, asset
+    from talkface.bundled import checkpoint_path
+    from talkface.pipeline import Animator
 
-    checkpoint = checkpoint or asset(BUNDLED_MODEL)
+    checkpoint = checkpoint_path(checkpoint)
     animator = Animator(checkpoint, device=device)
     sources = {"generated": model_source(animator, seed)}
     files = list_videos(data)[:limit]

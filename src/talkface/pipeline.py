@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from talkface.bundled import BUNDLED_MODEL, asset
+from talkface.bundled import asset, checkpoint_path
 from talkface.checkpoint import load_generator
 from talkface.config import Config
 from talkface.errors import TalkfaceError
@@ -112,7 +112,7 @@ class Animator:
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto", streams: int = 1):
         self.device = pick_device(device)
-        self.generator, self.cfg = load_generator(checkpoint or asset(BUNDLED_MODEL), self.device)
+        self.generator, self.cfg = load_generator(checkpoint_path(checkpoint), self.device)
         self.motion = self.cfg.kind == "motion"  # speech moves the photo's own pixels (else: the seed's frame generator)
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
