@@ -13,6 +13,7 @@ size, and frames are returned as soon as their audio window is complete.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -89,6 +90,20 @@ class FaceStream(_AudioStream):
         yield from to_uint8(frames)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on the calling thread alone. The motion model is so small that intra-op threads only wait
+    on each other, and on a busy machine their spinning turned a 4 ms live step into 150 ms."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
 class MotionStream(_AudioStream):
     """Push 16 kHz mono samples, get the mouth motion (P, 2) float32 of every frame whose audio is
     complete: the motion model's counterpart of `FaceStream` (a `FaceRig` renders it)."""
@@ -101,7 +116,8 @@ class MotionStream(_AudioStream):
     @torch.inference_mode()
     def _outputs(self, mfcc: torch.Tensor) -> Iterator[np.ndarray]:
         z = self.model.noise.sample(1, mfcc.shape[1], generator=self.noise_rng)
-        motion, self.state = self.model.decode(mfcc.to(self.device), z.to(self.device), self.state)
+        with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
+            motion, self.state = self.model.decode(mfcc.to(self.device), z.to(self.device), self.state)
         yield from motion[0].float().cpu().numpy()
 
 
