@@ -26,7 +26,7 @@ import numpy as np
 
 from talkface.config import AudioConfig
 from talkface.media.audio import load_audio, num_frames
-from talkface.pipeline import asset
+from talkface.bundled import asset
 from talkface.serve.app import FRAME_HEADER
 
 RATE, BLOCK = 16000, 640  # 40 ms blocks

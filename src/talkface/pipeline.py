@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from talkface.bundled import asset, checkpoint_path
+from talkface.bundled import checkpoint_path
 from talkface.checkpoint import load_generator
 from talkface.config import Config
 from talkface.errors import TalkfaceError

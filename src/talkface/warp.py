@@ -286,6 +286,15 @@ def _smoothstep(a, b, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
+def _box(points: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 (exclusive) of points (K, 2) grown by `margin` pixels, clipped to a picture of
+    `shape`; None when nothing of it is inside."""
+    h, w = shape[:2]
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1, (w, h))
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
 class MouthWarp:
     """One picture, ready to have its lips and chin moved: made once, reused for every frame.
 
@@ -417,13 +426,11 @@ class MouthWarp:
         rows = [_CORNERS[0]] + [-1] * len(_PAIR_UPPER) + [_CORNERS[1]]
         line = target[rows]
         line[1:-1] = (target[_PAIR_UPPER] + target[_PAIR_LOWER]) / 2
-        h, w = out.shape[:2]
         sigma = max(0.5, 0.008 * self.width)
-        margin = int(np.ceil(3 * sigma)) + 2
-        x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - margin, 0)
-        x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + margin + 1, (w, h))
-        if x1 <= x0 or y1 <= y0:
+        box = _box(line, int(np.ceil(3 * sigma)) + 2, out.shape)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         mask = np.zeros((y1 - y0, x1 - x0), np.float32)
         cv2.polylines(mask, [np.round((line - (x0, y0)) * 16).astype(np.int32)], False, 1.0, 1, cv2.LINE_AA, shift=4)
         alpha = cv2.GaussianBlur(mask, (0, 0), sigma)
@@ -439,13 +446,11 @@ class MouthWarp:
         if gaps.max() <= 0.5:
             return
         loop = target[[_AT[i] for i in LIPS_INNER]]
-        h, w = out.shape[:2]
         edge = max(0.5, 0.012 * self.width)  # a soft edge, just under the lips
-        margin = int(np.ceil(3 * edge)) + 1
-        x0, y0 = np.maximum(np.floor(loop.min(0)).astype(int) - margin, 0)
-        x1, y1 = np.minimum(np.ceil(loop.max(0)).astype(int) + margin + 1, (w, h))
-        if x1 <= x0 or y1 <= y0:
+        box = _box(loop, int(np.ceil(3 * edge)) + 1, out.shape)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [np.round((loop - (x0, y0)) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
 
