@@ -7,11 +7,13 @@ the new speech, then pasted back; head motion, eyes, background and frame rate s
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -257,9 +259,16 @@ class Animator:
 
 
 def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int], audio: str | os.PathLike) -> str:
-    with VideoWriter(out, fps, size, audio_path=audio) as writer:
+    """Frames are made on this thread while another encodes them (OpenCV's warps and PyAV's encoder
+    release the GIL), so a long job keeps two cores busy; a few frames at most wait in between."""
+    with VideoWriter(out, fps, size, audio_path=audio) as writer, ThreadPoolExecutor(1, thread_name_prefix="talkface-encode") as encoder:
+        pending: collections.deque = collections.deque()
         for frame in frames:
-            writer.write(frame)
+            pending.append(encoder.submit(writer.write, frame))
+            if len(pending) > 4:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
     return out
 
 
