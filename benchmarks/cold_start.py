@@ -30,14 +30,18 @@ marks = [("interpreter", time.time())]
 def mark(name):
     marks.append((name, time.time()))
 
+import importlib
 import talkface.cli
 mark("import talkface.cli")
-import torch
+# the imports as the command makes them (talkface.cli.load_heavy pauses the garbage collector)
+load = getattr(talkface.cli, "load_heavy", lambda *names: [importlib.import_module(n) for n in names])
+load("torch")
 mark("import torch")
-import talkface.pipeline as pipeline
+load("talkface.pipeline")
 mark("import pipeline (cv2, av, networks)")
-import mediapipe
+load("mediapipe")
 mark("import mediapipe")
+import talkface.pipeline as pipeline
 
 def wrap(owner, name, label, first_only=False):
     fn = getattr(owner, name, None)
