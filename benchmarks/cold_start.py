@@ -8,7 +8,7 @@ Two kinds of fresh process, each run `--repeat` times:
   wrapping the functions the command calls; the wrapped run does exactly the same work.
 
 Run:
-    PYTHONPATH=src python benchmarks/cold_start.py [--repeat 3]
+    PYTHONPATH=src python benchmarks/cold_start.py [--repeat 3] [--threads 1]
 Prints a table of medians (min-max) in seconds and one JSON line. No timing is asserted.
 """
 from __future__ import annotations
@@ -30,14 +30,18 @@ marks = [("interpreter", time.time())]
 def mark(name):
     marks.append((name, time.time()))
 
+import importlib
 import talkface.cli
 mark("import talkface.cli")
-import torch
+# the imports as the command makes them (talkface.cli.load_heavy pauses the garbage collector)
+load = getattr(talkface.cli, "load_heavy", lambda *names: [importlib.import_module(n) for n in names])
+load("torch")
 mark("import torch")
-import talkface.pipeline as pipeline
+load("talkface.pipeline")
 mark("import pipeline (cv2, av, networks)")
-import mediapipe
+load("mediapipe")
 mark("import mediapipe")
+import talkface.pipeline as pipeline
 
 def wrap(owner, name, label, first_only=False):
     fn = getattr(owner, name, None)
@@ -107,8 +111,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeat", type=int, default=3, help="fresh processes of each kind")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS for the commands (default: torch's own choice); 1 gives steadier figures on a busy machine")
     args = p.parse_args()
     env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
 

@@ -8,7 +8,6 @@ Most cases run in this process; a subset also runs in a child process first, so 
 from __future__ import annotations
 
 import faulthandler
-import io
 import json
 import os
 import signal

@@ -97,3 +97,32 @@ def test_the_servers_log_has_only_its_own_lines(tiny_checkpoint, tmp_path):
     lines = err.splitlines()
     assert all(line.startswith("talkface serve: ") for line in lines), lines
     assert len(lines) == 1 and "Error handling request" in lines[0]  # the request that was not HTTP
+
+
+def test_native_lines_are_dropped_and_everything_else_kept_across_threads(capfd):
+    import threading
+
+    from talkface import native_logs
+
+    native = [b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+              b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+              b"W0000 00:00:1796034579.499510    8937 inference_feedback_manager.cc:114] Feedback manager requires a model\n",
+              b"I0000 00:00:1796034579.5 12 gl_context.cc:357] GL version\n"]
+    before = os.fstat(2)
+
+    def work(k: int) -> None:
+        for i in range(20):
+            with native_logs.hidden():
+                os.write(2, native[(k + i) % len(native)])
+                os.write(2, f"ours {k} {i}\n".encode())
+            os.write(2, f"outside {k} {i}\n".encode())
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    err = capfd.readouterr().err.splitlines()
+    assert sorted(err) == sorted([f"ours {k} {i}" for k in range(4) for i in range(20)] + [f"outside {k} {i}" for k in range(4) for i in range(20)])
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)  # stderr is itself again

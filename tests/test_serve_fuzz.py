@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import re
+import wave
 
 import aiohttp
 import numpy as np
@@ -73,8 +74,6 @@ def bad_uploads(rng: np.random.Generator, wav: bytes) -> list[tuple[str, str, di
 
 def write_silence() -> bytes:
     buf = io.BytesIO()
-    import wave
-
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
