@@ -118,12 +118,12 @@ def lower_lip_drop(model, mfcc: np.ndarray, seed: int) -> np.ndarray:
 
 
 def test_motion_model_learns_to_follow_the_audio(tmp_path):
-    cfg = override(preset("motion-tiny"), ["train.steps=250", "train.log_every=50", "train.checkpoint_every=250"])
+    cfg = override(preset("motion-tiny"), ["train.steps=150", "train.log_every=50", "train.checkpoint_every=150"])
     train = synthetic_motion_clips(128, 48, cfg, seed=0)
     val = synthetic_motion_clips(12, 75, cfg, seed=777)  # speech never heard
     trainer = Trainer(cfg, train, tmp_path)
     start = time.time()
-    trainer.fit(progress=False, time_limit=300)
+    trainer.fit(progress=False, time_limit=240)
     own, swapped = [], []
     for i in range(len(val)):
         truth = val.clip(i)["motion"][:, LOWER_INNER, 1].mean(-1)
