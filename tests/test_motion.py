@@ -134,3 +134,23 @@ def test_motion_model_learns_to_follow_the_audio(tmp_path):
     print(f"\nmotion learning: {trainer.step} steps in {time.time() - start:.0f} s, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
     assert own >= 0.8, f"the mouth does not follow the audio: r={own:.3f} after {trainer.step} steps"
     assert swapped <= 0.3, f"the mouth follows audio it was not given: r={swapped:.3f}"
+
+
+def test_bundled_model_opens_the_mouth_with_speech_and_rests_in_silence():
+    """The shipped weights on the shipped speech (a sentence they never heard): the lips part while
+    words are spoken and rest in the silence before the first word."""
+    from talkface.bundled import BUNDLED_MODEL, EXAMPLE_SPEECH, asset
+    from talkface.media.audio import load_audio
+    from talkface.metrics.sync import speech_envelope
+
+    model, cfg = load_generator(asset(BUNDLED_MODEL))
+    audio = load_audio(asset(EXAMPLE_SPEECH))
+    motion = np.stack(list(MotionStream(model, cfg).run([audio])))
+    upper = [MOTION_POINTS.index(u) for u in (81, 82, 13, 312, 311)]
+    lower = [MOTION_POINTS.index(lo) for lo in (178, 87, 14, 317, 402)]
+    gap = motion[:, lower, 1].mean(1) - motion[:, upper, 1].mean(1)  # in rest mouth widths
+    envelope = speech_envelope(audio, len(gap))
+    assert np.corrcoef(gap, envelope)[0, 1] > 0.45  # 0.57 when this was written
+    # silence until 0.63 s: frames 0-7 hear none of the first word (their windows end by 0.49 s)
+    assert np.abs(gap[:8]).max() < 0.02  # 0.005 when this was written
+    assert gap.max() > 0.15  # and the words open the mouth (0.24)
