@@ -19,7 +19,7 @@ def fresh(code: str) -> subprocess.CompletedProcess:
 
 
 def test_version_names_the_bundled_model(capsys):
-    from talkface.pipeline import BUNDLED_MODEL
+    from talkface.bundled import BUNDLED_MODEL
 
     with pytest.raises(SystemExit) as e:
         main(["--version"])
