@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from queue import Full, Queue
 
 import cv2
 import numpy as np
@@ -272,6 +273,52 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
     return out
 
 
+def ahead(items: Iterator, depth: int = 8) -> Iterator:
+    """`items`, computed on a thread of their own up to `depth` ahead of the consumer (decoding and face
+    tracking overlap the warp and the encoder this way). Its exceptions reach the consumer in order;
+    a consumer that stops early stops the thread, which closes `items` itself."""
+    done = object()
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        """Queue `entry` unless the consumer has stopped (then False)."""
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    break
+            else:
+                put((done, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((done, e))
+        finally:
+            if stop.is_set() and hasattr(items, "close"):
+                items.close()
+
+    worker = threading.Thread(target=produce, name="talkface-track", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 class _Tracked:
     """Video frames -> (frame, face or None): the face tracked and smoothed; faces too small to animate
     are None; after the last frame, a TalkfaceError when the face was never usable."""
@@ -311,7 +358,7 @@ class _MotionDubber:
     def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
         chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
         motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
-        tracked = _Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total))
+        tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
         for (frame, face), motion in zip(tracked, motions):
             yield FaceRig(frame, face, self.cfg.motion.gain).render(motion) if face is not None else frame
         for _ in tracked:  # the tracker's verdict on a video where the face never showed
@@ -331,7 +378,7 @@ class _Dubber:
         self.size = (cfg.model.height, cfg.model.width)
 
     def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
-        tracked = _Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total))
+        tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
         pending: list[tuple[np.ndarray, Face | None, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
         for (frame, face), window in zip(tracked, self._windows(audio)):
             crop, M = align(frame, face, self.size) if face is not None else (None, None)
