@@ -39,26 +39,23 @@ def whole(low: int, high: int | None = None, bounds: str | None = None):
     return parse
 
 
-def positive(text: str) -> float:
-    """An argparse type: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text!r}") from None
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
+def number(accept, allowed: str):
+    """An argparse type: a float for which `accept(value)` holds, or a one-line error saying which are allowed."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {allowed}, not {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text}")
+        return value
+
+    return parse
 
 
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to below 1, not {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be from 0 to below 1, not {text}")
-    return value
+positive = number(lambda v: 0 < v < float("inf"), "above 0")
+fraction = number(lambda v: 0 <= v < 1, "from 0 to below 1")
 
 
 INDEX = whole(0)
