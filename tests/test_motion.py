@@ -10,7 +10,6 @@ from talkface.checkpoint import load_generator, save_release
 from talkface.config import AugmentConfig, override, preset
 from talkface.data.motion import augment, motion_targets, openness, resample_motion
 from talkface.data.synthetic import synthetic_motion_clips
-from talkface.media.audio import mfcc_windows
 from talkface.media.face import LIPS_INNER, LIPS_OUTER, MOTION_POINTS
 from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.streaming import MotionStream

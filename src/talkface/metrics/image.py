@@ -4,7 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from talkface.metrics.landmarks import LIPS, Box, clip_box, detect_landmarks, face_box, fallback_mouth_box, inter_ocular, mouth_box
+from talkface.media.face import LIPS
+from talkface.metrics.landmarks import Box, clip_box, detect_landmarks, face_box, fallback_mouth_box, inter_ocular, mouth_box
 from talkface.metrics.registry import register
 
 MESH = 468  # face-mesh points without the iris points

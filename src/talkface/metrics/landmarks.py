@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from talkface.config import SyncConfig
-from talkface.media.face import APERTURE_PAIRS, LIPS, MOUTH_CORNERS, NUM_LANDMARKS, FaceMesh
+from talkface.media.face import APERTURE_PAIRS, MOUTH_CORNERS, NUM_LANDMARKS, FaceMesh
 from talkface.media.face import IRIS_CENTRES as IRIS
 
 EYE_CORNERS = ((33, 133), (362, 263))  # used when the iris points are missing
