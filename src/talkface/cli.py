@@ -194,6 +194,30 @@ def cmd_train_sync(args: argparse.Namespace) -> None:
     print(f"weights: {os.path.join(args.out, 'sync_expert.safetensors')}")
 
 
+def cmd_train_refiner(args: argparse.Namespace) -> None:
+    load_heavy("talkface.train_refine", "talkface.data.refine", "mediapipe")
+    from talkface.config import RefinerConfig, override
+    from talkface.data.refine import build_windows, load_windows, save_windows, training_videos
+    from talkface.train_refine import loss_expert, train_refiner
+
+    try:
+        cfg = override(RefinerConfig(), args.set)
+    except ValueError as e:
+        raise TalkfaceError(str(e)) from None
+    if os.path.exists(os.path.join(args.out, "generator.safetensors")) and not args.overwrite:
+        raise TalkfaceError("already holds a model (pass --overwrite to replace it)", args.out)
+    loss_expert(args.expert)  # refused early if it is evaluate's judge
+    if args.cache and os.path.isfile(args.cache):
+        windows = load_windows(args.cache)
+    else:
+        windows = build_windows(training_videos(args.data, cfg.videos), cfg, workers=args.workers, progress=not args.quiet, seed=cfg.seed)
+        if args.cache:
+            save_windows(args.cache, windows)
+    report = train_refiner(checkpoint_path(args.motion), windows, args.expert, cfg, args.out, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     load_heavy("talkface.evaluate", "mediapipe")
     from talkface.evaluate import evaluate_checkpoint, evaluate_video, write_results
@@ -308,6 +332,18 @@ def build_parser() -> Parser:
     s.add_argument("--overwrite", action="store_true", help="replace the expert in --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train_sync)
+
+    r = sub.add_parser("train-refiner", help="train the mouth refiner that draws over a motion model's warp")
+    r.add_argument("--data", required=True, help="a folder of talking-face videos (e.g. GRID); its training split is used")
+    r.add_argument("--motion", default="motion", help="the motion model to refine: 'motion' (bundled) or a checkpoint")
+    r.add_argument("--expert", required=True, help="a lip-sync expert for the loss, not evaluate's (talkface train-sync --set seed=1)")
+    r.add_argument("--out", required=True, help="run folder: config.json, metrics.jsonl, report.json, generator.safetensors (motion model + refiner)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a RefinerConfig value, e.g. steps=200")
+    r.add_argument("--cache", default=None, help="file for the training windows (.npz): read if it exists, else written")
+    r.add_argument("--workers", type=COUNT, default=2, help="processes cutting training windows")
+    r.add_argument("--overwrite", action="store_true", help="replace the model in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_train_refiner)
 
     e = sub.add_parser("evaluate", help="score talking-face videos: lip sync, fidelity, identity, stability")
     e.add_argument("--data", help="a folder of talking videos (with their audio): each video's first frame is animated with its own audio "

@@ -119,6 +119,39 @@ class MotionConfig:
     points: int = 53  # len(MOTION_POINTS)
     gain: float = 1.0
     seq_disc: MotionDiscriminatorConfig = field(default_factory=MotionDiscriminatorConfig)
+    refiner: RefinerConfig = field(default_factory=lambda: RefinerConfig())
+
+
+@dataclass
+class RefinerConfig:
+    """The mouth refiner (talkface.refine): what a warp cannot show, drawn over the warped mouth.
+
+    It sees a mouth crop of the warped frame: a box `box_width` inter-ocular distances wide and half as
+    high, centred 0.1 of that distance below the mouth corners, upright in the face's frame, resampled to
+    (height, width), plus a map of the new mouth opening. The seed's identity encoder and frame decoder
+    (sized by `channels`, `dim`) give a corrected crop; its change is pasted back with soft edges.
+    """
+
+    enabled: bool = False
+    height: int = 64
+    width: int = 128
+    box_width: float = 1.4
+    channels: tuple[int, ...] = (16, 32, 64, 96, 128)  # the identity encoder's 5 conv layers
+    dim: int = 64
+    disc_channels: tuple[int, ...] = (16, 32, 64, 128)  # the frame discriminator's 4 conv+pool layers
+    # training (talkface train-refiner): GRID frame i warped to frame j's mouth -> the real frame j
+    videos: int = 450  # training videos (8 windows each), spread over the training split
+    steps: int = 1500
+    batch_size: int = 6  # windows of `window` consecutive frames
+    window: int = 5  # the sync expert's frames
+    g_lr: float = 5e-4
+    d_lr: float = 2e-4
+    l1: float = 1.0
+    mouth_weight: float = 4.0  # extra L1 weight inside the (dilated) mouth opening
+    adv: float = 0.01
+    sync: float = 0.05
+    seed: int = 0
+    threads: int = 2
 
 
 @dataclass

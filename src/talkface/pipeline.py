@@ -360,7 +360,7 @@ class _MotionDubber:
         motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
         tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
         for (frame, face), motion in zip(tracked, motions):
-            yield FaceRig(frame, face, self.cfg.motion.gain).render(motion) if face is not None else frame
+            yield FaceRig(frame, face, self.cfg.motion.gain, self.model.refiner).render(motion) if face is not None else frame
         for _ in tracked:  # the tracker's verdict on a video where the face never showed
             pass
 

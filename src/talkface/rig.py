@@ -2,7 +2,8 @@
 
 The motion model speaks in a face-independent unit (the rest mouth's width, in the face's upright
 frame, relative to the mouth at rest). `FaceRig` turns that into pixel positions on one picture and
-renders them with `talkface.warp.MouthWarp`: it is made once per photo (or once per video frame
+renders them with `talkface.warp.MouthWarp` (then, when the model has one, the mouth refiner draws
+what the warp cannot show: `talkface.refine`): it is made once per photo (or once per video frame
 when dubbing) and reused for every frame.
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from talkface.media.face import MOTION_POINTS, MOUTH_CORNERS, Face, align_matrix
+from talkface.models.refiner import MouthRefiner
+from talkface.refine import Refinement
 from talkface.warp import MouthWarp, close_mouth
 
 
@@ -17,12 +20,14 @@ class FaceRig:
     """picture (H, W, 3) uint8 and its face -> frames with the mouth moved by `motion` (P, 2).
 
     The rest shape is estimated from the picture itself (`close_mouth`): a photo whose mouth is open
-    closes it in silence. `gain` scales every motion (1: as the model predicts).
+    closes it in silence. `gain` scales every motion (1: as the model predicts). `refiner`: the
+    model's mouth refiner, or None for the warp alone.
     """
 
-    def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0):
+    def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None):
         self.face = face
         self.warp = MouthWarp(picture, face.landmarks)
+        self.refinement = Refinement(refiner, face.landmarks) if refiner is not None else None
         rest = close_mouth(face.landmarks)
         self.rest = rest[MOTION_POINTS].astype(np.float64)  # (P, 2) picture pixels
         width = float(np.linalg.norm(rest[MOUTH_CORNERS[0]] - rest[MOUTH_CORNERS[1]]))
@@ -37,4 +42,6 @@ class FaceRig:
 
     def render(self, motion: np.ndarray) -> np.ndarray:
         """The picture with its mouth and chin moved by `motion` (P, 2): (H, W, 3) uint8"""
-        return self.warp.render(self.target(motion))
+        target = self.target(motion)
+        frame = self.warp.render(target)
+        return self.refinement.apply(frame, target) if self.refinement is not None else frame

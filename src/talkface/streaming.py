@@ -31,6 +31,7 @@ from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
 from talkface.rig import FaceRig
+from talkface.threads import one_thread
 
 
 class _AudioStream:
@@ -90,20 +91,6 @@ class FaceStream(_AudioStream):
         yield from to_uint8(frames)
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on the calling thread alone. The motion model is so small that intra-op threads only wait
-    on each other, and on a busy machine their spinning turned a 4 ms live step into 150 ms."""
-    threads = torch.get_num_threads()
-    if threads > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if threads > 1:
-            torch.set_num_threads(threads)
-
-
 class MotionStream(_AudioStream):
     """Push 16 kHz mono samples, get the mouth motion (P, 2) float32 of every frame whose audio is
     complete: the motion model's counterpart of `FaceStream` (a `FaceRig` renders it)."""
@@ -134,13 +121,13 @@ class PreparedPhoto:
         self.face: Face = pick_face(detect_faces(self.picture), face_index, path)
         self.crop, self.M = align(self.picture, self.face, size)
         self._encoded: tuple[object, object] | None = None  # (backend, its encoding of the crop)
-        self._rig: tuple[float, FaceRig] | None = None
+        self._rig: tuple[float, object, FaceRig] | None = None
 
-    def rig(self, gain: float = 1.0) -> FaceRig:
-        """The face rigged for the motion model (rest shape, motion scale, warp), made once."""
-        if self._rig is None or self._rig[0] != gain:
-            self._rig = (gain, FaceRig(self.picture, self.face, gain))
-        return self._rig[1]
+    def rig(self, gain: float = 1.0, refiner=None) -> FaceRig:
+        """The face rigged for the motion model (rest shape, motion scale, warp, the model's mouth refiner), made once."""
+        if self._rig is None or self._rig[:2] != (gain, refiner):
+            self._rig = (gain, refiner, FaceRig(self.picture, self.face, gain, refiner))
+        return self._rig[2]
 
     def encoded(self, backend):
         """The crop encoded by `backend` (identity code and skips), computed once."""
@@ -170,7 +157,7 @@ class PhotoStream:
         self.render = photo.paste
         if crops is None and isinstance(model, MotionModel):
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
-            self.render = photo.rig(cfg.motion.gain).render
+            self.render = photo.rig(cfg.motion.gain, model.refiner).render
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))

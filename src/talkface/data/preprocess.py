@@ -68,6 +68,11 @@ def find_videos(inputs: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(found))
 
 
+def clip_key(speaker: str, video_id: str, clip: int) -> str:
+    """A clip's key in the shards: speaker, video and the clip's number within the video."""
+    return f"{speaker}_{video_id}_{clip:03d}".replace(".", "_").replace("-", "_")
+
+
 def split_of(speaker: str, key: str, val_fraction: float, single_speaker: bool) -> str:
     """'val' or 'train' from a stable hash: of the speaker (speaker-disjoint), or of the clip when
     the whole data set has a single speaker and no speaker-disjoint split exists."""
@@ -123,7 +128,7 @@ def process_video(path: str, opts: PreprocessOptions, single_speaker: bool) -> t
         clip_audio = audio[int(round(start * spf)) : int(round(end * spf))]
         if len(clip_audio) < (end - start) * spf * 0.9:
             continue
-        key = f"{speaker}_{video_id}_{c:03d}".replace(".", "_").replace("-", "_")
+        key = clip_key(speaker, video_id, c)
         meta = {"source": os.path.abspath(path), "speaker": speaker, "fps": fps, "start": start, "frames": end - start, "size": list(opts.size)}
         split = split_of(speaker, key, opts.val_fraction, single_speaker)
         out.append((split, key, clip_files(np.stack(crops[start:end]), clip_audio, np.stack(marks[start:end]), meta, opts.sample_rate)))

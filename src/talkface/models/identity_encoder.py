@@ -7,16 +7,16 @@ from talkface.config import IdentityEncoderConfig
 
 
 class IdentityEncoder(nn.Module):
-    """6-layer CNN, 3xHxW face -> `dim` code; the first 4 layers' outputs are the U-Net skips.
+    """6-layer CNN, 3xHxW face (or `in_channels` maps) -> `dim` code; the first 4 layers' outputs are the U-Net skips.
 
     Choice: 4x4 stride-2 convs (the first one stride `first_stride`), then one conv whose kernel
     covers the whole remaining map, so the code has no spatial extent.
     """
 
-    def __init__(self, cfg: IdentityEncoderConfig, height: int, width: int):
+    def __init__(self, cfg: IdentityEncoderConfig, height: int, width: int, in_channels: int = 3):
         super().__init__()
         assert len(cfg.channels) == 5, "the identity encoder has 5 conv layers before the code layer"
-        chans = (3, *cfg.channels)
+        chans = (in_channels, *cfg.channels)
         layers = []
         for i in range(5):
             stride = cfg.first_stride if i == 0 else 2
@@ -31,7 +31,7 @@ class IdentityEncoder(nn.Module):
         self.dim = cfg.dim
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """image: (B, 3, H, W) in [-1, 1] -> code (B, dim), skips [4 maps, finest first]"""
+        """image: (B, in_channels, H, W) in [-1, 1] -> code (B, dim), skips [4 maps, finest first]"""
         skips = []
         x = image
         for i, layer in enumerate(self.layers):

@@ -3,7 +3,8 @@
 The seed's audio encoder (5 conv + 2 FC per MFCC window, a 2-layer GRU over time) and noise
 generator (a 2-layer GRU over N(0, 0.77^2) noise) feed a small head that predicts, per video
 frame, where each point of `media.face.MOTION_POINTS` sits relative to the mouth at rest. The
-pixels are then moved by `talkface.warp`; no network draws them.
+pixels are then moved by `talkface.warp`; an optional mouth refiner (`models.refiner`, run by
+`talkface.refine`) draws only what the warp cannot show: the inside of the mouth.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from talkface.models.audio_encoder import AudioEncoder
 from talkface.models.discriminators import pyramid_pool_1d
 from talkface.models.generator import GeneratorState
 from talkface.models.noise import NoiseGenerator
+from talkface.models.refiner import MouthRefiner
 
 
 class MotionModel(nn.Module):
@@ -34,6 +36,8 @@ class MotionModel(nn.Module):
         self.points = m.points
         self.head = nn.Sequential(nn.Linear(m.audio.dim + m.noise.dim, m.hidden), nn.LeakyReLU(0.2), nn.Linear(m.hidden, m.points * 2))
         nn.init.zeros_(self.head[-1].bias)  # untrained, the mouth stays at rest
+        # what the warp of the photo's pixels cannot show, drawn over the warped mouth (talkface.refine)
+        self.refiner = MouthRefiner(m.refiner) if m.refiner.enabled else None
 
     def decode(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None) -> tuple[torch.Tensor, GeneratorState]:
         """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) -> motion (B, T, P, 2), new state"""

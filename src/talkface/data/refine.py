@@ -1,0 +1,135 @@
+"""Training windows for the mouth refiner, cut from talking videos at their own resolution.
+
+A window: a source frame i of a clip, warped (talkface.warp, as the product warps a photo) to the
+mouth shapes of `window` consecutive frames j of the same clip, next to those real frames, all
+in the refiner's mouth crop (talkface.refine). Frame j is first brought into frame i's head pose (a
+similarity on points speech does not move), so that the warp and the real frame differ only where
+the mouth does. The still (frame i's own crop) conditions the discriminator; the MFCC window of the
+middle frame feeds the lip-sync expert used as a loss.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from talkface.config import AudioConfig, RefinerConfig
+from talkface.errors import TalkfaceError
+from talkface.media.face import MOTION_POINTS, similarity
+from talkface.refine import crop_mouth, face_frame, mouth_matrix, opening_map
+
+STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
+AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
+_CORNER_ROWS = [MOTION_POINTS.index(61), MOTION_POINTS.index(291)]
+
+
+@dataclass
+class RefineWindows:
+    """warped, real: (N, window, H, W, 3) uint8; opening: (N, window, H, W) uint8 (0..255);
+    still: (N, H, W, 3) uint8; mfcc: (N, n_mfcc, AUDIO_STEPS) float32 (the middle frame's)."""
+
+    warped: np.ndarray
+    real: np.ndarray
+    opening: np.ndarray
+    still: np.ndarray
+    mfcc: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.warped)
+
+    @staticmethod
+    def join(parts: list["RefineWindows"]) -> "RefineWindows":
+        return RefineWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("warped", "real", "opening", "still", "mfcc")))
+
+
+def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: int = 4, seed: int = 0) -> RefineWindows | None:
+    """Training windows of one video (None when it cannot be read or shows too few faces)."""
+    from talkface.media.audio import load_audio, mfcc_windows
+    from talkface.media.video import iter_frames
+    from talkface.metrics.landmarks import detect_landmarks
+    from talkface.metrics.sync import audio_slice
+    from talkface.warp import MouthWarp
+
+    try:
+        frames = list(iter_frames(path))
+        audio = load_audio(path, AudioConfig().sample_rate)
+    except TalkfaceError:
+        return None
+    if len(frames) < cfg.window + 1 or frames[0].std() < 2:  # GRID has a few blank videos
+        return None
+    mfcc = mfcc_windows(audio, AudioConfig())
+    n = min(len(frames), len(mfcc))
+    lms = detect_landmarks(frames[:n]).astype(np.float64)
+    found = ~np.isnan(lms).any((1, 2))
+    starts = [t for t in range(n - cfg.window + 1) if found[t : t + cfg.window].all()]
+    if not starts or found.sum() < 2:
+        return None
+    rng = np.random.default_rng([seed, len(path), sum(map(ord, os.path.basename(path)))])
+    out = {k: [] for k in ("warped", "real", "opening", "still", "mfcc")}
+    for i in rng.choice(np.flatnonzero(found), min(sources, int(found.sum())), replace=False):
+        warp = MouthWarp(frames[i], lms[i])
+        u, iod = face_frame(lms[i])
+        for j0 in rng.choice(starts, min(per_source, len(starts)), replace=False):
+            warped, real, opening = [], [], []
+            for j in range(j0, j0 + cfg.window):
+                S = similarity(lms[j][STABLE], lms[i][STABLE])  # frame j's pose -> frame i's
+                points = lms[j][MOTION_POINTS] @ S[:, :2].T + S[:, 2]
+                M = mouth_matrix(points[_CORNER_ROWS], u, iod, cfg)
+                h, w = frames[i].shape[:2]
+                warped.append(crop_mouth(warp.render(points), M, cfg))
+                real.append(crop_mouth(cv2.warpAffine(frames[j], S, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), M, cfg))
+                opening.append(np.round(opening_map(points, M, cfg) * 255).astype(np.uint8))
+                if j == j0 + cfg.window // 2:
+                    out["still"].append(crop_mouth(frames[i], M, cfg))
+                    out["mfcc"].append(audio_slice(mfcc[j], AUDIO_STEPS).astype(np.float32))
+            out["warped"].append(np.stack(warped))
+            out["real"].append(np.stack(real))
+            out["opening"].append(np.stack(opening))
+    return RefineWindows(**{k: np.stack(v) for k, v in out.items()})
+
+
+def training_videos(folder: str | os.PathLike, count: int, val_fraction: float = 0.05) -> list[str]:
+    """`count` videos of a folder spread evenly over the clips `preprocess` puts in its training split
+    (so a motion model's held-out sentences stay unseen by its refiner too)."""
+    from talkface.data.mouths import list_videos
+    from talkface.data.preprocess import clip_key, speaker_of, split_of
+
+    paths = list_videos(folder)
+    single = len({speaker_of(p) for p in paths}) == 1
+    train = [p for p in paths if split_of(speaker_of(p), clip_key(speaker_of(p), os.path.splitext(os.path.basename(p))[0], 0), val_fraction, single) == "train"]
+    if not train:
+        raise TalkfaceError("has no videos in the training split", folder)
+    step = max(1, len(train) // max(count, 1))
+    return train[::step][:count]
+
+
+def _one(args) -> RefineWindows | None:
+    return video_windows(*args)
+
+
+def build_windows(paths: list[str], cfg: RefinerConfig, workers: int = 2, progress: bool = True, seed: int = 0) -> RefineWindows:
+    """Training windows of many videos, `workers` processes at a time."""
+    jobs = [(p, cfg, 2, 4, seed) for p in paths]
+    parts = []
+    with ProcessPoolExecutor(workers) as pool:
+        for part in tqdm(pool.map(_one, jobs, chunksize=4), total=len(jobs), desc="mouth windows", unit="video", disable=not progress):
+            if part is not None:
+                parts.append(part)
+    if not parts:
+        raise TalkfaceError("gave no training windows (no readable video with a face)")
+    return RefineWindows.join(parts)
+
+
+def save_windows(path: str, data: RefineWindows) -> None:
+    tmp = path + ".part.npz"
+    np.savez(tmp, **{k: getattr(data, k) for k in ("warped", "real", "opening", "still", "mfcc")})
+    os.replace(tmp, path)
+
+
+def load_windows(path: str) -> RefineWindows:
+    with np.load(path) as z:
+        return RefineWindows(**{k: z[k] for k in ("warped", "real", "opening", "still", "mfcc")})

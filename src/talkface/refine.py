@@ -1,0 +1,142 @@
+"""The mouth refiner at work: a mouth crop of the warped frame in, its corrections pasted back.
+
+`mouth_matrix` places the crop: a box `box_width` inter-ocular distances wide and half as high,
+centred 0.1 of that distance below the mouth corners, upright in the face's frame (the lip-sync
+expert's mouth box, turned with the head). `opening_map` draws the new mouth opening into it.
+`Refinement` is made once per face (a photo, or a video frame when dubbing) and applied to every
+warped frame: the network redraws the crop, and only the change it makes, faded to nothing at the
+crop's edges, is added to the full-resolution frame, so the warped pixels' own detail stays and no
+pixel outside the box changes.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import cv2
+import numpy as np
+import torch
+
+from talkface.config import RefinerConfig
+from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
+from talkface.models.refiner import MouthRefiner
+from talkface.threads import one_thread
+
+_CORNER_ROWS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
+_INNER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_INNER]
+EDGE = 0.15  # share of the crop's height over which changes fade out toward its border
+
+
+def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """A face's left-to-right unit vector (between the eyes) and its inter-ocular (iris) distance in pixels."""
+    lm = np.asarray(landmarks, np.float64)
+    left, right = lm[EYE_CORNERS[:2]].mean(0), lm[EYE_CORNERS[2:]].mean(0)
+    u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
+    if len(lm) > max(IRIS_CENTRES):
+        iod = float(np.linalg.norm(lm[IRIS_CENTRES[0]] - lm[IRIS_CENTRES[1]]))
+    else:
+        iod = float(np.linalg.norm(right - left))
+    return u, iod
+
+
+def mouth_matrix(corners: np.ndarray, u: np.ndarray, iod: float, cfg: RefinerConfig) -> np.ndarray:
+    """M (2, 3) taking picture pixels to the mouth crop's, for mouth corners (2, 2), the face's unit
+    left-to-right vector u (2,) and its inter-ocular distance."""
+    v = np.array([-u[1], u[0]])
+    centre = np.asarray(corners, np.float64).mean(0) + 0.1 * iod * v
+    scale = cfg.width / (cfg.box_width * iod)
+    R = scale * np.stack([u, v])  # rows: the crop's x and y axes
+    return np.hstack([R, (np.array([cfg.width / 2, cfg.height / 2]) - R @ centre)[:, None]])
+
+
+def crop_mouth(picture: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """The mouth crop (height, width, 3) of a picture; a large face is shrunk by area first (no aliasing)."""
+    scale = float(np.hypot(M[0, 0], M[0, 1]))
+    if scale < 0.7:
+        inv = cv2.invertAffineTransform(M)
+        corners = np.array([[0, 0, 1], [cfg.width, 0, 1], [0, cfg.height, 1], [cfg.width, cfg.height, 1]], np.float64) @ inv.T
+        h, w = picture.shape[:2]
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (w, h))
+        if x1 > x0 and y1 > y0:
+            roi = picture[y0:y1, x0:x1]
+            small = cv2.resize(roi, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), interpolation=cv2.INTER_AREA)
+            sx, sy = small.shape[1] / (x1 - x0), small.shape[0] / (y1 - y0)
+            # crop = M (p), p = (x0, y0) + small / (sx, sy)
+            S = np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])
+            return cv2.warpAffine(small, M @ S, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(picture, M, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: inside the inner lips of MOTION_POINTS positions (53, 2) in picture pixels."""
+    loop = np.asarray(points, np.float64)[_INNER_ROWS] @ M[:, :2].T + M[:, 2]
+    out = np.zeros((cfg.height, cfg.width), np.uint8)
+    cv2.fillPoly(out, [np.round(loop * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    return out.astype(np.float32) / 255
+
+
+def edge_fade(cfg: RefinerConfig) -> np.ndarray:
+    """(height, width) float32: 1 in the middle of the crop, falling smoothly to 0 at its border."""
+    edge = EDGE * cfg.height
+
+    def ramp(n: int) -> np.ndarray:
+        d = np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) / edge
+        t = np.clip(d - 0.15, 0, 1)  # the outermost pixels stay exactly 0
+        return t * t * (3 - 2 * t)
+
+    return np.outer(ramp(cfg.height), ramp(cfg.width)).astype(np.float32)
+
+
+def to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [-1, 1]"""
+    t = torch.from_numpy(np.ascontiguousarray(crops)).float().div(127.5).sub(1)
+    return t.movedim(-1, -3)
+
+
+class Refinement:
+    """A refiner ready for one face: `apply(frame, points)` redraws the mouth of a warped frame.
+
+    landmarks: (478, 2) the face's mesh in the picture (its axes and size place the crop).
+    """
+
+    def __init__(self, net: MouthRefiner, landmarks: np.ndarray):
+        self.net, self.cfg = net, net.cfg
+        self.device = next(net.parameters()).device
+        self.u, self.iod = face_frame(landmarks)
+        self.fade = edge_fade(self.cfg)
+
+    def matrix(self, points: np.ndarray) -> np.ndarray:
+        return mouth_matrix(np.asarray(points)[_CORNER_ROWS], self.u, self.iod, self.cfg)
+
+    @torch.inference_mode()
+    def apply(self, frame: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2) -> the frame refined."""
+        cfg = self.cfg
+        M = self.matrix(points)
+        crop = crop_mouth(frame, M, cfg)
+        opening = opening_map(points, M, cfg)
+        x = to_tensor(crop)[None].to(self.device)
+        with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
+            y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device))
+        change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.fade[..., None]
+        return paste_change(frame, change, M)
+
+
+def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """frame (H, W, 3) uint8 plus a change (h, w, 3) float32 made in crop pixels (M: picture -> crop);
+    only the pixels the crop covers can change."""
+    h, w = change.shape[:2]
+    inv = cv2.invertAffineTransform(M)
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ inv.T
+    H, W = frame.shape[:2]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (W, H))
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    shift = M.copy()
+    shift[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # ROI pixels -> crop pixels
+    delta = cv2.warpAffine(change, shift, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = frame.copy()
+    roi = out[y0:y1, x0:x1].astype(np.float32) + delta
+    out[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
+    return out

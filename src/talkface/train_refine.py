@@ -1,0 +1,209 @@
+"""Training the mouth refiner on top of a motion model: the inside of the mouth that a warp cannot show.
+
+Data: `data.refine` windows (a frame warped to the mouth shapes of 5 consecutive frames of the same
+clip, next to the real frames). Losses on the redrawn crops:
+- L1 to the real frames, weighted up inside the (dilated) mouth opening;
+- the seed's frame discriminator (crop + the still's crop), non-saturating;
+- a lip-sync expert as a frozen loss on each 5-frame window with its speech (Wav2Lip's expert
+  discriminator): it must not be the expert `evaluate` judges with, so that the judge stays
+  independent of training (`talkface train-sync --set seed=1` trains another).
+The same colour, gamma, blur and noise change is applied to a window's input, target and still.
+Batches are a pure function of (seed, step). The result is the motion model with the refiner in one
+release file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from talkface.checkpoint import build_generator, default_sync_expert, load_generator, load_sync_expert, save_release
+from talkface.config import RefinerConfig
+from talkface.data.refine import RefineWindows
+from talkface.errors import TalkfaceError
+from talkface.models.refiner import MouthRefiner, mouth_discriminator
+from talkface.refine import to_tensor
+
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def loss_expert(path: str | os.PathLike):
+    """The lip-sync expert used as a loss, frozen; refused if it is the one `evaluate` judges with."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and _digest(path) == _digest(default_sync_expert()):
+        raise TalkfaceError("is the lip-sync expert that evaluate judges with; train another one for the loss (talkface train-sync --set seed=1)", path)
+    expert, cfg = load_sync_expert(path)
+    for p in expert.parameters():
+        p.requires_grad_(False)
+    return expert.float().eval(), cfg
+
+
+def augment(rng: np.random.Generator, images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One random change applied alike to a window's images (..., H, W, 3) uint8 -> float32 0..255:
+    colour gain and offset, gamma, blur, noise and a mirror; the masks (..., H, W) are mirrored with them."""
+    gain = rng.uniform(0.75, 1.25, 3) * rng.uniform(0.8, 1.2)
+    offset = rng.uniform(-20, 20, 3)
+    gamma = rng.uniform(0.8, 1.25)
+    sigma = rng.uniform(0.3, 1.2) if rng.random() < 0.3 else 0.0
+    noise = rng.uniform(0, 6) if rng.random() < 0.3 else 0.0
+    flip = rng.random() < 0.5
+    out = []
+    for g in images:
+        x = g.astype(np.float32)
+        if flip:
+            x = x[..., ::-1, :]
+        x = 255 * (np.clip(x * gain + offset, 0, 255) / 255) ** gamma
+        if sigma:
+            flat = x.reshape(-1, *x.shape[-3:])
+            x = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in flat]).reshape(x.shape)
+        if noise:
+            x = x + rng.normal(0, noise, x.shape).astype(np.float32)
+        out.append(np.clip(x, 0, 255))
+    return out, [m[..., ::-1] if flip else m for m in masks]
+
+
+def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndarray) -> dict[str, torch.Tensor]:
+    """warped, real (B, F, 3, H, W) and still (B, 3, H, W) in [-1, 1]; opening (B, F, 1, H, W) in [0, 1]; mfcc (B, n, steps)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    picks = rng.choice(pool, cfg.batch_size, replace=len(pool) < cfg.batch_size)
+    warped, real, still, opening = [], [], [], []
+    for i in picks:
+        (w, r, s), (o,) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i]])
+        warped.append(w), real.append(r), still.append(s), opening.append(o)
+    as_image = lambda x: to_tensor(np.stack(x))  # noqa: E731
+    return {
+        "warped": as_image(warped),
+        "real": as_image(real),
+        "still": as_image(still),
+        "opening": torch.from_numpy(np.ascontiguousarray(np.stack(opening))).float().div(255)[:, :, None],
+        "mfcc": torch.from_numpy(data.mfcc[picks]).float(),
+    }
+
+
+def gray_half(crops: torch.Tensor) -> torch.Tensor:
+    """(B, F, 3, H, W) in [-1, 1] -> the expert's input (B, F, H/2, W/2): luma, halved by area."""
+    luma = (crops * LUMA.to(crops).view(1, 1, 3, 1, 1)).sum(2)
+    return F.avg_pool2d(luma, 2)
+
+
+def losses(net: MouthRefiner, disc, expert, batch: dict[str, torch.Tensor], cfg: RefinerConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The refiner's loss terms on a batch, and its output (B, F, 3, H, W)."""
+    b, f = batch["warped"].shape[:2]
+    flat = lambda x: x.flatten(0, 1)  # noqa: E731
+    out = net(flat(batch["warped"]), flat(batch["opening"]))
+    real, opening = flat(batch["real"]), flat(batch["opening"])
+    weight = 1 + cfg.mouth_weight * F.max_pool2d(opening, 7, 1, 3)  # the opening and a few pixels around it
+    parts = {"l1": ((out - real).abs() * weight).mean() / weight.mean()}
+    still = batch["still"][:, None].expand(-1, f, -1, -1, -1).flatten(0, 1)
+    parts["adv"] = F.softplus(-disc(out, still)).mean()
+    video = expert.embed_video(gray_half(out.view(b, f, *out.shape[1:])))
+    audio = expert.embed_audio(batch["mfcc"])
+    parts["sync"] = F.softplus(-expert.logits(video, audio).diagonal()).mean()
+    parts["total"] = cfg.l1 * parts["l1"] + cfg.adv * parts["adv"] + cfg.sync * parts["sync"]
+    return parts, out.view(b, f, *out.shape[1:])
+
+
+def disc_loss(disc, real: torch.Tensor, fake: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
+    """Non-saturating loss of the frame discriminator: real (N, 3, H, W) against fake, each with its still."""
+    return F.softplus(-disc(real, still)).mean() + F.softplus(disc(fake, still)).mean()
+
+
+def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray) -> dict[str, float]:
+    """Mean absolute error (0..255) to the real crops, whole crop and inside the opening, of the warp alone and refined."""
+    sums = {"warp": [0.0, 0.0], "refined": [0.0, 0.0]}
+    count = [0.0, 0.0]
+    with torch.inference_mode():
+        for i in range(0, len(pool), 8):
+            idx = pool[i : i + 8]
+            warped = to_tensor(data.warped[idx]).flatten(0, 1)
+            real = to_tensor(data.real[idx]).flatten(0, 1)
+            opening = torch.from_numpy(data.opening[idx]).float().div(255).flatten(0, 1)[:, None]
+            refined = net(warped, opening)
+            mouth = (F.max_pool2d(opening, 7, 1, 3) > 0.5).float()
+            for name, x in (("warp", warped), ("refined", refined)):
+                err = (x - real).abs().mean(1, keepdim=True) * 127.5
+                sums[name][0] += float(err.sum())
+                sums[name][1] += float((err * mouth).sum())
+            count[0] += float(real[:, :1].numel())
+            count[1] += float(mouth.sum())
+    return {f"{name}_{part}": round(v[k] / max(count[k], 1), 3) for name, v in sums.items() for k, part in enumerate(("crop", "mouth"))}
+
+
+def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert_path: str | os.PathLike, cfg: RefinerConfig,
+                  out: str | os.PathLike, progress: bool = True, val_fraction: float = 0.05) -> dict:
+    """Train a refiner for the motion model in `motion`; writes `out`/generator.safetensors (the motion
+    model with its refiner), config.json, metrics.jsonl and report.json. Returns the report."""
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    generator, full = load_generator(motion)
+    if full.kind != "motion":
+        raise TalkfaceError("is not a motion model (the refiner draws over its warp)", motion)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    expert, _ = loss_expert(expert_path)
+    net, disc = MouthRefiner(cfg), mouth_discriminator(cfg)
+    opt_g = torch.optim.Adam(net.parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
+    warm = lambda s: min(1.0, (s + 1) / 100)  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: warm(s) * 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
+    n_val = max(1, int(len(data) * val_fraction))
+    train_pool, val_pool = np.arange(len(data) - n_val), np.arange(len(data) - n_val, len(data))
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    log = open(os.path.join(out, "metrics.jsonl"), "w")
+    bar = tqdm(total=cfg.steps, desc="train-refiner", disable=not progress, dynamic_ncols=True)
+    start = time.time()
+    try:
+        for step in range(1, cfg.steps + 1):
+            batch = draw_batch(data, cfg, step, train_pool)
+            net.train()
+            parts, made = losses(net, disc, expert, batch, cfg)
+            opt_g.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt_g.step()
+            sched.step()
+            still = batch["still"][:, None].expand_as(batch["real"]).flatten(0, 1)
+            d = disc_loss(disc, batch["real"].flatten(0, 1), made.detach().flatten(0, 1), still)
+            opt_d.zero_grad(set_to_none=True)
+            d.backward()
+            opt_d.step()
+            if not torch.isfinite(parts["total"]):
+                raise FloatingPointError(f"non-finite loss at step {step}")
+            if step % 50 == 0 or step == cfg.steps:
+                row = {"step": step, "seconds": round(time.time() - start, 1), "d": round(float(d.detach()), 4),
+                       **{k: round(float(v.detach()), 4) for k, v in parts.items()}}
+                if step % 250 == 0 or step == cfg.steps:
+                    net.eval()
+                    row.update(held_out_l1(net, data, val_pool))
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(l1=f"{row['l1']:.3f}", sync=f"{row['sync']:.2f}")
+            bar.update(1)
+    finally:
+        bar.close()
+        log.close()
+    net.eval()
+    full.motion.refiner = dataclasses.replace(cfg, enabled=True)
+    model = build_generator(full)
+    state = {k: v for k, v in generator.state_dict().items() if not k.startswith("refiner.")}  # a refiner it had is replaced
+    model.load_state_dict({**state, **{f"refiner.{k}": v for k, v in net.state_dict().items()}})
+    seconds = time.time() - start
+    save_release(os.path.join(out, "generator.safetensors"), model.eval(), full, extra={"refiner_steps": str(cfg.steps), "refiner_seconds": f"{seconds:.0f}"})
+    report = {"steps": cfg.steps, "train_seconds": round(seconds, 1), "windows": len(data), **held_out_l1(net, data, val_pool)}
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
