@@ -62,13 +62,13 @@ def test_dub_moves_each_frames_own_mouth(animator, tmp_path, speech):
         assert np.abs(a[top].astype(int) - b[top]).mean() < 2  # only re-encoding noise up there
 
 
-def test_cli_generate_and_graph_backends_are_refused(motion_checkpoint, speech, tmp_path, capsys):
+def test_cli_generate_and_graph_backends_without_a_refiner_are_refused(motion_checkpoint, speech, tmp_path, capsys):
     out = tmp_path / "out put.mp4"
     assert main(["generate", "--checkpoint", str(motion_checkpoint), "--audio", speech, "--out", str(out), "--quiet"]) == 0
     assert video_info(out)["frames"] == 30
     code = main(["generate", "--checkpoint", str(motion_checkpoint), "--audio", speech, "--out", str(tmp_path / "x.mp4"), "--backend", "openvino"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "runs the seed's frame generator" in err[0]
+    assert code == 2 and len(err) == 1 and "runs the mouth refiner, and this motion model has none" in err[0]
     assert not (tmp_path / "x.mp4").exists()
 
 

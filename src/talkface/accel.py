@@ -38,7 +38,7 @@ from torch import nn
 
 from talkface.config import Config
 from talkface.models import Generator, GeneratorState
-from talkface.models.frame_decoder import FrameDecoder
+from talkface.models.frame_decoder import FrameDecoder, inverse_tanh
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
 CHUNK = 25  # frames per decoder call in batched decoding (activations of one chunk fit in L2/L3)
@@ -158,7 +158,7 @@ class SplitDecoder(nn.Module):
     def face(self, still: torch.Tensor, code: torch.Tensor, skips: list[torch.Tensor]) -> Face:
         """still: (1, 3, H, W) (mouth masked), code: (1, code_dim), skips: 4 maps finest first -> the per-face constants"""
         first = (code @ self.code_first).view(1, *self.shape) + self.first_bias.view(1, -1, 1, 1)
-        base = torch.atanh(still.clamp(-0.995, 0.995)) if self.residual else torch.zeros_like(still)  # as FrameDecoder does
+        base = inverse_tanh(still) if self.residual else torch.zeros_like(still)  # as FrameDecoder does
         maps = [conv(s) for conv, s in zip(self.skip_convs, reversed(skips))]
         latents = [code @ getattr(self, f"code_latent_weight{i}") + getattr(self, f"latent_bias{i}") for i in range(len(self.convs))] if self.k else []
         return Face(first=first, base=base, maps=maps, latents=latents)
@@ -376,6 +376,30 @@ class GraphBackend:
         return torch.from_numpy(frames), state
 
 
+class RefinerGraph:
+    """The motion model's mouth refiner exported to ONNX and run by OpenVINO or ONNX Runtime (float32),
+    one crop per call: called like the module, (crop, opening) tensors -> the refined crop."""
+
+    def __init__(self, refiner: nn.Module, runtime: str, threads: int = 1, streams: int = 1):
+        self.cfg = refiner.cfg
+        h, w = self.cfg.height, self.cfg.width
+        with torch.inference_mode():
+            model = _export(refiner.cpu().eval(), (torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)), ["crop", "opening"])
+        self.graph = RUNTIMES[runtime](model, ["crop", "opening"], threads, 1, streams)
+
+    def __call__(self, crop: torch.Tensor, opening: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.graph(crop.cpu().float().numpy(), opening.cpu().float().numpy()))
+
+
+class MotionBackend:
+    """What runs the motion model's mouth refiner: the module itself (`torch`), or its graph. The motion
+    network (a window CNN and GRUs, a fraction of a millisecond per frame) stays in torch."""
+
+    def __init__(self, model: nn.Module, name: str, streams: int = 1):
+        self.name = name
+        self.refiner = model.refiner if name == "torch" or model.refiner is None else RefinerGraph(model.refiner, name, streams=streams)
+
+
 def runtime_available(runtime: str) -> bool:
     """Whether the packages a graph backend needs import (the exporter needs onnx; int8 needs onnxruntime)."""
     try:
@@ -398,11 +422,18 @@ def make_backend(generator: Generator, cfg: Config, name: str = "auto", streams:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     on_cpu = next(generator.parameters()).device.type == "cpu"
+    motion = cfg.kind == "motion"
+    if motion and name.endswith("-int8"):
+        raise ValueError(f"backend {name!r} quantises the seed's frame generator; the motion model runs with torch, onnx or openvino")
+    if motion and name not in ("auto", "torch") and generator.refiner is None:
+        raise ValueError(f"backend {name!r} runs the mouth refiner, and this motion model has none; use torch")
     if name in ("auto", "torch"):
-        return TorchBackend(generator)
+        return MotionBackend(generator, "torch") if motion else TorchBackend(generator)
     if not on_cpu:
         raise ValueError(f"backend {name!r} runs on the CPU; use backend 'torch' on {next(generator.parameters()).device}")
     runtime = name.removesuffix("-int8")
     if not runtime_available(runtime):
         raise ValueError(f"backend {name!r} needs the {runtime} package, which is not installed")
+    if motion:
+        return MotionBackend(generator, runtime, streams=streams)
     return GraphBackend(generator, cfg, runtime, int8=name.endswith("-int8"), streams=streams)

@@ -119,8 +119,10 @@ class Animator:
         self.motion = self.cfg.kind == "motion"  # speech moves the photo's own pixels (else: the seed's frame generator)
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        if self.motion and backend not in ("auto", "torch"):
-            raise TalkfaceError(f"backend {backend!r} runs the seed's frame generator (--config paper); this model runs in torch")
+        if self.motion and backend.endswith("-int8"):
+            raise TalkfaceError(f"backend {backend!r} quantises the seed's frame generator (--config paper); this model runs with torch, onnx or openvino")
+        if self.motion and backend not in ("auto", "torch") and self.generator.refiner is None:
+            raise TalkfaceError(f"backend {backend!r} runs the mouth refiner, and this motion model has none; use torch")
         self.backend_name, self.streams = backend, streams  # streams: threads that will generate at once
         self._backend = None
         self._backend_lock = threading.Lock()  # threads asking at once must not export twice (torch's exporter is not thread-safe)
@@ -152,7 +154,9 @@ class Animator:
 
     def live(self, photo: PreparedPhoto, seed: int = 0) -> PhotoStream:
         """A live stream of full-resolution frames: push audio chunks of any size, get frames as soon as they are ready."""
-        return PhotoStream(self.generator if self.motion else self.backend, self.cfg, photo, seed=seed)
+        if self.motion:
+            return PhotoStream(self.generator, self.cfg, photo, seed=seed, refiner=self.backend.refiner)
+        return PhotoStream(self.backend, self.cfg, photo, seed=seed)
 
     def _chunks(self, audio: str | os.PathLike) -> Iterator[np.ndarray]:
         return iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
@@ -251,7 +255,7 @@ class Animator:
         if fit == "cut" and info["frames"]:
             total = min(total, info["frames"])
         source = iter_frames_pingpong(video) if fit == "loop" else iter_frames(video)
-        dubber = _MotionDubber(self.generator, cfg, face_index, seed) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
+        dubber = _MotionDubber(self.generator, cfg, face_index, seed, self.backend.refiner) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
         frames = dubber.run(map(even, source), audio, total, video)
         frames = _Reporter(progress, total, "dub")(frames)
         if out is None:
@@ -352,15 +356,15 @@ class _MotionDubber:
     to its rest shape (`close_mouth`) and moved to the predicted motion, so the video's pose, light and
     background stay in every frame. Frames without the face pass through (the motion still advances)."""
 
-    def __init__(self, model, cfg: Config, face_index: int | None, seed: int):
-        self.model, self.cfg, self.face_index, self.seed = model, cfg, face_index, seed
+    def __init__(self, model, cfg: Config, face_index: int | None, seed: int, refiner=None):
+        self.model, self.cfg, self.face_index, self.seed, self.refiner = model, cfg, face_index, seed, refiner
 
     def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
         chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
         motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
         tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
         for (frame, face), motion in zip(tracked, motions):
-            yield FaceRig(frame, face, self.cfg.motion.gain, self.model.refiner).render(motion) if face is not None else frame
+            yield FaceRig(frame, face, self.cfg.motion.gain, self.refiner).render(motion) if face is not None else frame
         for _ in tracked:  # the tracker's verdict on a video where the face never showed
             pass
 

@@ -4,9 +4,9 @@
 centred 0.1 of that distance below the mouth corners, upright in the face's frame (the lip-sync
 expert's mouth box, turned with the head). `opening_map` draws the new mouth opening into it.
 `Refinement` is made once per face (a photo, or a video frame when dubbing) and applied to every
-warped frame: the network redraws the crop, and only the change it makes, faded to nothing at the
-crop's edges, is added to the full-resolution frame, so the warped pixels' own detail stays and no
-pixel outside the box changes.
+warped frame: the network redraws the crop, and only the change it makes on the lips and inside
+them (`mouth_region`), faded to nothing at the crop's edges, is added to the full-resolution frame,
+so the warped pixels' own detail stays and no pixel outside the mouth changes.
 """
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ import numpy as np
 import torch
 
 from talkface.config import RefinerConfig
-from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
+from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, MOUTH_CORNERS
 from talkface.models.refiner import MouthRefiner
 from talkface.threads import one_thread
 
 _CORNER_ROWS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 _INNER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_INNER]
+_OUTER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_OUTER]
 EDGE = 0.15  # share of the crop's height over which changes fade out toward its border
+LIP_MARGIN = 0.05  # the refiner changes the lips and this share of the crop's width around them
 
 
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
@@ -75,6 +77,18 @@ def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.nda
     return out.astype(np.float32) / 255
 
 
+def mouth_region(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: where the refiner may change the crop: the outer lips of
+    MOTION_POINTS positions (53, 2) in picture pixels, grown by `LIP_MARGIN`, with a soft edge.
+    Skin, nose and chin keep the warp's pixels."""
+    loop = np.asarray(points, np.float64)[_OUTER_ROWS] @ M[:, :2].T + M[:, 2]
+    out = np.zeros((cfg.height, cfg.width), np.uint8)
+    cv2.fillPoly(out, [np.round(loop * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    r = max(1, round(LIP_MARGIN * cfg.width / 2))
+    out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return cv2.GaussianBlur(out.astype(np.float32) / 255, (0, 0), r)
+
+
 def edge_fade(cfg: RefinerConfig) -> np.ndarray:
     """(height, width) float32: 1 in the middle of the crop, falling smoothly to 0 at its border."""
     edge = EDGE * cfg.height
@@ -100,8 +114,9 @@ class Refinement:
     """
 
     def __init__(self, net: MouthRefiner, landmarks: np.ndarray):
-        self.net, self.cfg = net, net.cfg
-        self.device = next(net.parameters()).device
+        self.net, self.cfg = net, net.cfg  # or anything called like it (accel.RefinerGraph)
+        self.device = next(net.parameters()).device if isinstance(net, torch.nn.Module) else torch.device("cpu")
+        self.threads = one_thread if isinstance(net, torch.nn.Module) and self.device.type == "cpu" else contextlib.nullcontext
         self.u, self.iod = face_frame(landmarks)
         self.fade = edge_fade(self.cfg)
 
@@ -116,9 +131,10 @@ class Refinement:
         crop = crop_mouth(frame, M, cfg)
         opening = opening_map(points, M, cfg)
         x = to_tensor(crop)[None].to(self.device)
-        with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
+        with self.threads():
             y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device))
-        change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.fade[..., None]
+        where = self.fade * mouth_region(points, M, cfg)
+        change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * where[..., None]
         return paste_change(frame, change, M)
 
 

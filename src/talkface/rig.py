@@ -21,7 +21,7 @@ class FaceRig:
 
     The rest shape is estimated from the picture itself (`close_mouth`): a photo whose mouth is open
     closes it in silence. `gain` scales every motion (1: as the model predicts). `refiner`: the
-    model's mouth refiner, or None for the warp alone.
+    model's mouth refiner (or its graph, `accel.RefinerGraph`), or None for the warp alone.
     """
 
     def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None):

@@ -151,13 +151,14 @@ class PhotoStream:
     (`FaceRig`); with the seed's frame generator, each generated crop (`FaceStream`) is pasted back.
     """
 
-    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None):
-        """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`)."""
+    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None, refiner=None):
+        """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`);
+        `refiner`: what runs a motion model's mouth refiner (`accel.MotionBackend.refiner`; default: the model's own)."""
         self.photo = photo
         self.render = photo.paste
         if crops is None and isinstance(model, MotionModel):
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
-            self.render = photo.rig(cfg.motion.gain, model.refiner).render
+            self.render = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner).render
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))

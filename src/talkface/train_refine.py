@@ -76,19 +76,21 @@ def augment(rng: np.random.Generator, images: list[np.ndarray], masks: list[np.n
 
 
 def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndarray) -> dict[str, torch.Tensor]:
-    """warped, real (B, F, 3, H, W) and still (B, 3, H, W) in [-1, 1]; opening (B, F, 1, H, W) in [0, 1]; mfcc (B, n, steps)."""
+    """warped, real (B, F, 3, H, W) and still (B, 3, H, W) in [-1, 1]; opening, region (B, F, 1, H, W) in [0, 1]; mfcc (B, n, steps)."""
     rng = np.random.default_rng([cfg.seed, step])
     picks = rng.choice(pool, cfg.batch_size, replace=len(pool) < cfg.batch_size)
-    warped, real, still, opening = [], [], [], []
+    warped, real, still, opening, region = [], [], [], [], []
     for i in picks:
-        (w, r, s), (o,) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i]])
-        warped.append(w), real.append(r), still.append(s), opening.append(o)
+        (w, r, s), (o, g) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i], data.region[i]])
+        warped.append(w), real.append(r), still.append(s), opening.append(o), region.append(g)
     as_image = lambda x: to_tensor(np.stack(x))  # noqa: E731
+    as_mask = lambda x: torch.from_numpy(np.ascontiguousarray(np.stack(x))).float().div(255)[:, :, None]  # noqa: E731
     return {
         "warped": as_image(warped),
         "real": as_image(real),
         "still": as_image(still),
-        "opening": torch.from_numpy(np.ascontiguousarray(np.stack(opening))).float().div(255)[:, :, None],
+        "opening": as_mask(opening),
+        "region": as_mask(region),
         "mfcc": torch.from_numpy(data.mfcc[picks]).float(),
     }
 
@@ -99,12 +101,17 @@ def gray_half(crops: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(luma, 2)
 
 
+def refined(net: MouthRefiner, warped: torch.Tensor, opening: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The crops as they are shown: the refiner's change kept only in the mouth region (as `refine.Refinement` does)."""
+    return warped + region * (net(warped, opening) - warped)
+
+
 def losses(net: MouthRefiner, disc, expert, batch: dict[str, torch.Tensor], cfg: RefinerConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The refiner's loss terms on a batch, and its output (B, F, 3, H, W)."""
     b, f = batch["warped"].shape[:2]
     flat = lambda x: x.flatten(0, 1)  # noqa: E731
-    out = net(flat(batch["warped"]), flat(batch["opening"]))
-    real, opening = flat(batch["real"]), flat(batch["opening"])
+    warped, real, opening = flat(batch["warped"]), flat(batch["real"]), flat(batch["opening"])
+    out = refined(net, warped, opening, flat(batch["region"]))
     weight = 1 + cfg.mouth_weight * F.max_pool2d(opening, 7, 1, 3)  # the opening and a few pixels around it
     parts = {"l1": ((out - real).abs() * weight).mean() / weight.mean()}
     still = batch["still"][:, None].expand(-1, f, -1, -1, -1).flatten(0, 1)
@@ -131,9 +138,10 @@ def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray) -> dic
             warped = to_tensor(data.warped[idx]).flatten(0, 1)
             real = to_tensor(data.real[idx]).flatten(0, 1)
             opening = torch.from_numpy(data.opening[idx]).float().div(255).flatten(0, 1)[:, None]
-            refined = net(warped, opening)
+            region = torch.from_numpy(data.region[idx]).float().div(255).flatten(0, 1)[:, None]
+            shown = refined(net, warped, opening, region)
             mouth = (F.max_pool2d(opening, 7, 1, 3) > 0.5).float()
-            for name, x in (("warp", warped), ("refined", refined)):
+            for name, x in (("warp", warped), ("refined", shown)):
                 err = (x - real).abs().mean(1, keepdim=True) * 127.5
                 sums[name][0] += float(err.sum())
                 sums[name][1] += float((err * mouth).sum())

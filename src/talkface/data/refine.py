@@ -20,21 +20,24 @@ from tqdm import tqdm
 from talkface.config import AudioConfig, RefinerConfig
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.refine import crop_mouth, face_frame, mouth_matrix, opening_map
+from talkface.refine import crop_mouth, face_frame, mouth_matrix, mouth_region, opening_map
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
 _CORNER_ROWS = [MOTION_POINTS.index(61), MOTION_POINTS.index(291)]
+FIELDS = ("warped", "real", "opening", "region", "still", "mfcc")
 
 
 @dataclass
 class RefineWindows:
-    """warped, real: (N, window, H, W, 3) uint8; opening: (N, window, H, W) uint8 (0..255);
+    """warped, real: (N, window, H, W, 3) uint8; opening, region: (N, window, H, W) uint8 (0..255: the
+    new mouth opening, and where the refiner may change the crop: `refine.mouth_region`);
     still: (N, H, W, 3) uint8; mfcc: (N, n_mfcc, AUDIO_STEPS) float32 (the middle frame's)."""
 
     warped: np.ndarray
     real: np.ndarray
     opening: np.ndarray
+    region: np.ndarray
     still: np.ndarray
     mfcc: np.ndarray
 
@@ -43,7 +46,7 @@ class RefineWindows:
 
     @staticmethod
     def join(parts: list["RefineWindows"]) -> "RefineWindows":
-        return RefineWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("warped", "real", "opening", "still", "mfcc")))
+        return RefineWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
 def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: int = 4, seed: int = 0) -> RefineWindows | None:
@@ -69,12 +72,12 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
     if not starts or found.sum() < 2:
         return None
     rng = np.random.default_rng([seed, len(path), sum(map(ord, os.path.basename(path)))])
-    out = {k: [] for k in ("warped", "real", "opening", "still", "mfcc")}
+    out = {k: [] for k in FIELDS}
     for i in rng.choice(np.flatnonzero(found), min(sources, int(found.sum())), replace=False):
         warp = MouthWarp(frames[i], lms[i])
         u, iod = face_frame(lms[i])
         for j0 in rng.choice(starts, min(per_source, len(starts)), replace=False):
-            warped, real, opening = [], [], []
+            warped, real, opening, region = [], [], [], []
             for j in range(j0, j0 + cfg.window):
                 S = similarity(lms[j][STABLE], lms[i][STABLE])  # frame j's pose -> frame i's
                 points = lms[j][MOTION_POINTS] @ S[:, :2].T + S[:, 2]
@@ -83,12 +86,14 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
                 warped.append(crop_mouth(warp.render(points), M, cfg))
                 real.append(crop_mouth(cv2.warpAffine(frames[j], S, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), M, cfg))
                 opening.append(np.round(opening_map(points, M, cfg) * 255).astype(np.uint8))
+                region.append(np.round(mouth_region(points, M, cfg) * 255).astype(np.uint8))
                 if j == j0 + cfg.window // 2:
                     out["still"].append(crop_mouth(frames[i], M, cfg))
                     out["mfcc"].append(audio_slice(mfcc[j], AUDIO_STEPS).astype(np.float32))
             out["warped"].append(np.stack(warped))
             out["real"].append(np.stack(real))
             out["opening"].append(np.stack(opening))
+            out["region"].append(np.stack(region))
     return RefineWindows(**{k: np.stack(v) for k, v in out.items()})
 
 
@@ -126,10 +131,10 @@ def build_windows(paths: list[str], cfg: RefinerConfig, workers: int = 2, progre
 
 def save_windows(path: str, data: RefineWindows) -> None:
     tmp = path + ".part.npz"
-    np.savez(tmp, **{k: getattr(data, k) for k in ("warped", "real", "opening", "still", "mfcc")})
+    np.savez(tmp, **{k: getattr(data, k) for k in FIELDS})
     os.replace(tmp, path)
 
 
 def load_windows(path: str) -> RefineWindows:
     with np.load(path) as z:
-        return RefineWindows(**{k: z[k] for k in ("warped", "real", "opening", "still", "mfcc")})
+        return RefineWindows(**{k: z[k] for k in FIELDS})

@@ -6,6 +6,12 @@ from talkface.models.layers import norm
 from talkface.config import ModelConfig
 
 
+def inverse_tanh(x: torch.Tensor) -> torch.Tensor:
+    """atanh of x clamped to +-0.995, written with log so that it exports to ONNX."""
+    x = x.clamp(-0.995, 0.995)
+    return 0.5 * torch.log((1 + x) / (1 - x))
+
+
 class FrameDecoder(nn.Module):
     """6 transposed convs and 4 convs, alternating; a skip is concatenated before each conv.
 
@@ -52,5 +58,5 @@ class FrameDecoder(nn.Module):
             x = stage["conv"](torch.cat(parts, 1))
         x = self.t6(x)
         if base is not None:
-            x = x + torch.atanh(base.clamp(-0.995, 0.995))
+            x = x + inverse_tanh(base)
         return torch.tanh(x)
