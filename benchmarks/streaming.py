@@ -53,8 +53,7 @@ def speechy(seconds: float, seed: int = 0) -> np.ndarray:
     return audio
 
 
-def live_step(backend, cfg, photo: PreparedPhoto, steps: int, warmup: int) -> dict:
-    stream = PhotoStream(backend, cfg, photo)
+def live_step(stream: PhotoStream, cfg, steps: int, warmup: int) -> dict:
     audio = speechy((steps + warmup) * 0.04 + 1.0)
     hop = int(cfg.audio.sample_rate / cfg.audio.fps)
     times, cpu, jpeg_ms, frame = [], [], [], None
@@ -118,18 +117,27 @@ def large_photo(photo: PreparedPhoto, side: int = 512) -> np.ndarray:
 
 
 def motion_live(model, cfg: Config, photo: PreparedPhoto, args) -> None:
-    """The motion model: a live step (MFCC + motion model + warp of the photo's pixels) at the example's
-    360x288 and on a 512x512 photo."""
+    """The motion model: a live step (MFCC + motion model + warp of the photo's pixels + the mouth
+    refiner, when the model has one, run by each backend that can) at the example's 360x288 and on a
+    512x512 photo."""
     size = (cfg.model.height, cfg.model.width)
     print(f"motion model on {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
     result = {"benchmark": "streaming", "kind": "motion", "torch_threads": torch.get_num_threads(), "load_average_1min_start": round(os.getloadavg()[0], 2), "live": {}}
+    names = ["torch"]
+    if model.refiner is not None:
+        names += [n for n in args.backends.split(",") if n in ("openvino", "onnx")]
+    backends = {name: make_backend(model, cfg, name) for name in names}
+    what = "MFCC + motion + warp" + (" + refiner" if model.refiner is not None else "")
     for name, picture in (("example", photo.picture), ("512x512", large_photo(photo))):
-        r = live_step(model, cfg, PreparedPhoto(picture, size), args.steps, args.warmup)
-        result["live"][name] = r
-        print(
-            f"  live step ({r['frame_shape'][1]}x{r['frame_shape'][0]}: MFCC + motion + warp): p50 {r['step_ms_p50']} ms, "
-            f"p90 {r['step_ms_p90']} ms, max {r['step_ms_max']} ms over {r['steps']}, CPU {r['cpu_ms_mean']} ms a step; + JPEG {r['jpeg_ms_p50']} ms"
-        )
+        prepared = PreparedPhoto(picture, size)
+        for backend_name, backend in backends.items():
+            stream = PhotoStream(model, cfg, prepared, refiner=backend.refiner)
+            r = live_step(stream, cfg, args.steps, args.warmup)
+            result["live"][f"{name} {backend_name}"] = r
+            print(
+                f"  live step ({r['frame_shape'][1]}x{r['frame_shape'][0]}, {backend_name}: {what}): p50 {r['step_ms_p50']} ms, "
+                f"p90 {r['step_ms_p90']} ms, max {r['step_ms_max']} ms over {r['steps']}, CPU {r['cpu_ms_mean']} ms a step; + JPEG {r['jpeg_ms_p50']} ms"
+            )
     print(json.dumps(result))
 
 
@@ -180,7 +188,7 @@ def main() -> None:
 
     if not args.skip_live:
         for name in names:
-            r = live_step(built[name], cfg, photo, args.steps, args.warmup)
+            r = live_step(PhotoStream(built[name], cfg, photo), cfg, args.steps, args.warmup)
             result["live"][name] = r
             print(
                 f"  live step {name:10s} (generation + paste-back, {r['frame_shape'][1]}x{r['frame_shape'][0]}): "

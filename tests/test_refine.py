@@ -13,7 +13,7 @@ from talkface.checkpoint import default_sync_expert, load_generator, save_releas
 from talkface.config import RefinerConfig, SyncConfig, preset
 from talkface.data.refine import RefineWindows
 from talkface.errors import TalkfaceError
-from talkface.media.face import LIPS_INNER, LIPS_OUTER, MOTION_POINTS, MOUTH_CORNERS, detect_faces
+from talkface.media.face import LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS, detect_faces
 from talkface.models.motion import MotionModel
 from talkface.models.refiner import MouthRefiner
 from talkface.models.sync_expert import SyncExpert
@@ -113,14 +113,14 @@ def test_refiner_changes_only_the_mouth_box_below_the_nose(face_image, face):
     motion[40:, 1], motion[20:40, 1] = 0.15, 0.2
     a, b = plain.render(motion), rig.render(motion)
     changed = np.any(a != b, axis=2)
-    assert changed.sum() > 500
+    assert changed.sum() > 150  # the opening of a mouth about 90 px wide
     ys, xs = np.nonzero(changed)
     lm = face.landmarks
     assert ys.min() > lm[NOSE_TIP, 1]
     u, iod = face_frame(lm)
-    # only on and around the moved lips: within a tenth of the eye distance of their outer loop
+    # only inside the moved mouth and over the lips' inner edges: within a tenth of the eye distance of the inner loop
     lips = np.zeros(changed.shape, np.uint8)
-    cv2.fillPoly(lips, [np.round(rig.target(motion)[[MOTION_POINTS.index(i) for i in LIPS_OUTER]]).astype(np.int32)], 1)
+    cv2.fillPoly(lips, [np.round(rig.target(motion)[[MOTION_POINTS.index(i) for i in LIPS_INNER]]).astype(np.int32)], 1)
     r = int(np.ceil(0.1 * iod))
     near = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
     assert not (changed & ~near).any()
@@ -145,8 +145,7 @@ def synthetic_windows(n: int, cfg: RefinerConfig, seed: int = 0) -> RefineWindow
     real = warped.copy()
     teeth = (opening > 0) & (np.arange(h)[None, None, :, None] < h / 2)
     real[teeth] = 230
-    region = np.full_like(opening, 255)
-    return RefineWindows(warped, real, opening, region, warped[:, 0].copy(), rng.normal(0, 1, (n, 13, 20)).astype(np.float32))
+    return RefineWindows(warped, real, opening, warped[:, 0].copy(), rng.normal(0, 1, (n, 13, 20)).astype(np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@
 centred 0.1 of that distance below the mouth corners, upright in the face's frame (the lip-sync
 expert's mouth box, turned with the head). `opening_map` draws the new mouth opening into it.
 `Refinement` is made once per face (a photo, or a video frame when dubbing) and applied to every
-warped frame: the network redraws the crop, and only the change it makes on the lips and inside
-them (`mouth_region`), faded to nothing at the crop's edges, is added to the full-resolution frame,
-so the warped pixels' own detail stays and no pixel outside the mouth changes.
+warped frame: the network redraws the crop, and only the change it makes inside the mouth and over
+the lips' inner edges (`mouth_region`), faded to nothing at the crop's edges, is added to the
+full-resolution frame, so the warped pixels' own detail stays and nothing outside the mouth changes.
 """
 from __future__ import annotations
 
@@ -17,15 +17,14 @@ import numpy as np
 import torch
 
 from talkface.config import RefinerConfig
-from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, MOUTH_CORNERS
+from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
 from talkface.models.refiner import MouthRefiner
 from talkface.threads import one_thread
 
 _CORNER_ROWS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 _INNER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_INNER]
-_OUTER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_OUTER]
 EDGE = 0.15  # share of the crop's height over which changes fade out toward its border
-LIP_MARGIN = 0.05  # the refiner changes the lips and this share of the crop's width around them
+LIP_MARGIN = 0.05  # the refiner changes the inside of the mouth and this share of the crop's width around it
 
 
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
@@ -77,16 +76,13 @@ def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.nda
     return out.astype(np.float32) / 255
 
 
-def mouth_region(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
-    """(height, width) float32 in [0, 1]: where the refiner may change the crop: the outer lips of
-    MOTION_POINTS positions (53, 2) in picture pixels, grown by `LIP_MARGIN`, with a soft edge.
-    Skin, nose and chin keep the warp's pixels."""
-    loop = np.asarray(points, np.float64)[_OUTER_ROWS] @ M[:, :2].T + M[:, 2]
-    out = np.zeros((cfg.height, cfg.width), np.uint8)
-    cv2.fillPoly(out, [np.round(loop * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+def mouth_region(opening: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: where the refiner may change the crop: the opening
+    (`opening_map`) grown by `LIP_MARGIN` of the crop's width over the lips' inner edges, with a soft
+    edge. The lips themselves, skin, nose and chin keep the warp's pixels; a closed mouth is left as it is."""
     r = max(1, round(LIP_MARGIN * cfg.width / 2))
-    out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return cv2.GaussianBlur(out.astype(np.float32) / 255, (0, 0), r)
+    grown = cv2.dilate(opening, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return cv2.GaussianBlur(grown, (0, 0), r / 2)
 
 
 def edge_fade(cfg: RefinerConfig) -> np.ndarray:
@@ -133,7 +129,7 @@ class Refinement:
         x = to_tensor(crop)[None].to(self.device)
         with self.threads():
             y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device))
-        where = self.fade * mouth_region(points, M, cfg)
+        where = self.fade * mouth_region(opening, cfg)
         change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * where[..., None]
         return paste_change(frame, change, M)
 

@@ -30,7 +30,7 @@ from talkface.config import RefinerConfig
 from talkface.data.refine import RefineWindows
 from talkface.errors import TalkfaceError
 from talkface.models.refiner import MouthRefiner, mouth_discriminator
-from talkface.refine import to_tensor
+from talkface.refine import mouth_region, to_tensor
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -81,10 +81,11 @@ def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndar
     picks = rng.choice(pool, cfg.batch_size, replace=len(pool) < cfg.batch_size)
     warped, real, still, opening, region = [], [], [], [], []
     for i in picks:
-        (w, r, s), (o, g) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i], data.region[i]])
-        warped.append(w), real.append(r), still.append(s), opening.append(o), region.append(g)
+        (w, r, s), (o,) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i]])
+        o = o.astype(np.float32) / 255
+        warped.append(w), real.append(r), still.append(s), opening.append(o), region.append(np.stack([mouth_region(m, cfg) for m in o]))
     as_image = lambda x: to_tensor(np.stack(x))  # noqa: E731
-    as_mask = lambda x: torch.from_numpy(np.ascontiguousarray(np.stack(x))).float().div(255)[:, :, None]  # noqa: E731
+    as_mask = lambda x: torch.from_numpy(np.ascontiguousarray(np.stack(x)))[:, :, None]  # noqa: E731
     return {
         "warped": as_image(warped),
         "real": as_image(real),
@@ -128,7 +129,7 @@ def disc_loss(disc, real: torch.Tensor, fake: torch.Tensor, still: torch.Tensor)
     return F.softplus(-disc(real, still)).mean() + F.softplus(disc(fake, still)).mean()
 
 
-def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray) -> dict[str, float]:
+def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray, cfg: RefinerConfig) -> dict[str, float]:
     """Mean absolute error (0..255) to the real crops, whole crop and inside the opening, of the warp alone and refined."""
     sums = {"warp": [0.0, 0.0], "refined": [0.0, 0.0]}
     count = [0.0, 0.0]
@@ -137,8 +138,9 @@ def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray) -> dic
             idx = pool[i : i + 8]
             warped = to_tensor(data.warped[idx]).flatten(0, 1)
             real = to_tensor(data.real[idx]).flatten(0, 1)
-            opening = torch.from_numpy(data.opening[idx]).float().div(255).flatten(0, 1)[:, None]
-            region = torch.from_numpy(data.region[idx]).float().div(255).flatten(0, 1)[:, None]
+            masks = data.opening[idx].reshape(-1, *data.opening.shape[2:]).astype(np.float32) / 255
+            opening = torch.from_numpy(masks)[:, None]
+            region = torch.from_numpy(np.stack([mouth_region(m, cfg) for m in masks]))[:, None]
             shown = refined(net, warped, opening, region)
             mouth = (F.max_pool2d(opening, 7, 1, 3) > 0.5).float()
             for name, x in (("warp", warped), ("refined", shown)):
@@ -196,7 +198,7 @@ def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert_path: s
                        **{k: round(float(v.detach()), 4) for k, v in parts.items()}}
                 if step % 250 == 0 or step == cfg.steps:
                     net.eval()
-                    row.update(held_out_l1(net, data, val_pool))
+                    row.update(held_out_l1(net, data, val_pool, cfg))
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(l1=f"{row['l1']:.3f}", sync=f"{row['sync']:.2f}")
@@ -211,7 +213,7 @@ def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert_path: s
     model.load_state_dict({**state, **{f"refiner.{k}": v for k, v in net.state_dict().items()}})
     seconds = time.time() - start
     save_release(os.path.join(out, "generator.safetensors"), model.eval(), full, extra={"refiner_steps": str(cfg.steps), "refiner_seconds": f"{seconds:.0f}"})
-    report = {"steps": cfg.steps, "train_seconds": round(seconds, 1), "windows": len(data), **held_out_l1(net, data, val_pool)}
+    report = {"steps": cfg.steps, "train_seconds": round(seconds, 1), "windows": len(data), **held_out_l1(net, data, val_pool, cfg)}
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report

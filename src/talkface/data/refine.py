@@ -20,24 +20,22 @@ from tqdm import tqdm
 from talkface.config import AudioConfig, RefinerConfig
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.refine import crop_mouth, face_frame, mouth_matrix, mouth_region, opening_map
+from talkface.refine import crop_mouth, face_frame, mouth_matrix, opening_map
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
 _CORNER_ROWS = [MOTION_POINTS.index(61), MOTION_POINTS.index(291)]
-FIELDS = ("warped", "real", "opening", "region", "still", "mfcc")
+FIELDS = ("warped", "real", "opening", "still", "mfcc")
 
 
 @dataclass
 class RefineWindows:
-    """warped, real: (N, window, H, W, 3) uint8; opening, region: (N, window, H, W) uint8 (0..255: the
-    new mouth opening, and where the refiner may change the crop: `refine.mouth_region`);
+    """warped, real: (N, window, H, W, 3) uint8; opening: (N, window, H, W) uint8 (0..255, the new mouth opening);
     still: (N, H, W, 3) uint8; mfcc: (N, n_mfcc, AUDIO_STEPS) float32 (the middle frame's)."""
 
     warped: np.ndarray
     real: np.ndarray
     opening: np.ndarray
-    region: np.ndarray
     still: np.ndarray
     mfcc: np.ndarray
 
@@ -77,7 +75,7 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
         warp = MouthWarp(frames[i], lms[i])
         u, iod = face_frame(lms[i])
         for j0 in rng.choice(starts, min(per_source, len(starts)), replace=False):
-            warped, real, opening, region = [], [], [], []
+            warped, real, opening = [], [], []
             for j in range(j0, j0 + cfg.window):
                 S = similarity(lms[j][STABLE], lms[i][STABLE])  # frame j's pose -> frame i's
                 points = lms[j][MOTION_POINTS] @ S[:, :2].T + S[:, 2]
@@ -86,14 +84,12 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
                 warped.append(crop_mouth(warp.render(points), M, cfg))
                 real.append(crop_mouth(cv2.warpAffine(frames[j], S, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), M, cfg))
                 opening.append(np.round(opening_map(points, M, cfg) * 255).astype(np.uint8))
-                region.append(np.round(mouth_region(points, M, cfg) * 255).astype(np.uint8))
                 if j == j0 + cfg.window // 2:
                     out["still"].append(crop_mouth(frames[i], M, cfg))
                     out["mfcc"].append(audio_slice(mfcc[j], AUDIO_STEPS).astype(np.float32))
             out["warped"].append(np.stack(warped))
             out["real"].append(np.stack(real))
             out["opening"].append(np.stack(opening))
-            out["region"].append(np.stack(region))
     return RefineWindows(**{k: np.stack(v) for k, v in out.items()})
 
 
