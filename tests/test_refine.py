@@ -26,6 +26,14 @@ CORNERS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 NOSE_TIP = 1
 
 
+def opening_motion(amount: float = 0.25) -> np.ndarray:
+    """Motion (53, 2) that drops the lower lip (outer and inner loop) and the chin: the mouth opens."""
+    motion = np.zeros((len(MOTION_POINTS), 2))
+    motion[list(range(11, 20)) + list(range(31, 40)), 1] = amount
+    motion[40:, 1] = 0.8 * amount
+    return motion
+
+
 @pytest.fixture(scope="module")
 def face(face_image):
     return detect_faces(face_image)[0]
@@ -100,8 +108,7 @@ def test_an_untrained_refiner_keeps_the_warp(face_image, face):
     cfg = RefinerConfig(enabled=True)
     torch.manual_seed(0)
     plain, refined = FaceRig(face_image, face), FaceRig(face_image, face, refiner=MouthRefiner(cfg).eval())
-    motion = np.zeros((len(MOTION_POINTS), 2))
-    motion[40:, 1], motion[20:40, 1] = 0.15, 0.2
+    motion = opening_motion()
     a, b = plain.render(motion), refined.render(motion)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
@@ -109,8 +116,7 @@ def test_an_untrained_refiner_keeps_the_warp(face_image, face):
 def test_refiner_changes_only_the_mouth_box_below_the_nose(face_image, face):
     rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
     plain = FaceRig(face_image, face)
-    motion = np.zeros((len(MOTION_POINTS), 2))
-    motion[40:, 1], motion[20:40, 1] = 0.15, 0.2
+    motion = opening_motion()
     a, b = plain.render(motion), rig.render(motion)
     changed = np.any(a != b, axis=2)
     assert changed.sum() > 150  # the opening of a mouth about 90 px wide
@@ -124,6 +130,15 @@ def test_refiner_changes_only_the_mouth_box_below_the_nose(face_image, face):
     r = int(np.ceil(0.1 * iod))
     near = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
     assert not (changed & ~near).any()
+
+
+def test_a_mouth_the_photo_can_show_is_left_to_the_warp(face_image, face):
+    """At rest (the example's mouth is closed): nothing was painted, so the refiner changes nothing."""
+    rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
+    plain = FaceRig(face_image, face)
+    rest = np.zeros((len(MOTION_POINTS), 2))
+    assert np.array_equal(rig.render(rest), plain.render(rest))
+    assert not np.array_equal(rig.render(opening_motion()), plain.render(opening_motion()))
 
 
 def synthetic_windows(n: int, cfg: RefinerConfig, seed: int = 0) -> RefineWindows:
@@ -145,7 +160,7 @@ def synthetic_windows(n: int, cfg: RefinerConfig, seed: int = 0) -> RefineWindow
     real = warped.copy()
     teeth = (opening > 0) & (np.arange(h)[None, None, :, None] < h / 2)
     real[teeth] = 230
-    return RefineWindows(warped, real, opening, warped[:, 0].copy(), rng.normal(0, 1, (n, 13, 20)).astype(np.float32))
+    return RefineWindows(warped, real, opening, opening.copy(), warped[:, 0].copy(), rng.normal(0, 1, (n, 13, 20)).astype(np.float32))
 
 
 @pytest.fixture(scope="module")

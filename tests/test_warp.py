@@ -74,6 +74,20 @@ def test_identity_target_gives_the_input_exactly(still, warp):
     assert np.array_equal(out, picture)
 
 
+def test_render_painted_says_where_the_mouth_was_painted(still, warp):
+    picture, lm = still
+    assert warp.render_painted(lm[MOTION_POINTS])[1] is None  # nothing moved, nothing painted
+    target = open_mouth(close_mouth(lm), 0.35)[MOTION_POINTS]
+    out, painted = warp.render_painted(target)
+    assert np.array_equal(out, warp.render(target))
+    h, w = painted.alpha.shape
+    assert painted.alpha.dtype == np.float32 and 0 <= painted.alpha.min() and painted.alpha.max() <= 1
+    inside = polygon_mask(picture.shape, target[[MOTION_POINTS.index(i) for i in LIPS_INNER]])
+    ys, xs = np.nonzero(inside)
+    centre = int(ys.mean()) - painted.y0, int(xs.mean()) - painted.x0
+    assert 0 <= centre[0] < h and 0 <= centre[1] < w and painted.alpha[centre] > 0.9
+
+
 def test_opening_moves_only_the_lower_face_and_darkens_the_mouth(still, warp):
     picture, lm = still
     target = open_mouth(close_mouth(lm), 0.35)[MOTION_POINTS]

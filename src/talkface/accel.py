@@ -20,6 +20,10 @@ and runs them with OpenVINO (`openvino`) or ONNX Runtime (`onnx`), in chunks of 
 so that activations stay in cache; the GRUs stay in torch (small, and they carry the state).
 The `-int8` variants add static int8 quantisation of the convs and matrix products (per-channel
 weights, calibrated at load on synthetic faces speaking synthetic speech).
+
+The motion model (the default) has one network worth a graph: its mouth refiner. `MotionBackend`
+runs it as it is (`torch`) or exported whole to ONNX (`RefinerGraph`, float32) in OpenVINO or ONNX
+Runtime; the motion network and the warp stay as they are.
 """
 from __future__ import annotations
 

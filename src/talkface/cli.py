@@ -282,7 +282,7 @@ def build_parser() -> Parser:
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     g.add_argument("--device", default="auto")
-    g.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the generator (auto = torch; openvino and onnx, plain or -int8, run on the CPU)")
+    g.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the networks (auto = torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
@@ -315,7 +315,7 @@ def build_parser() -> Parser:
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
     v.add_argument("--port", type=whole(0, 65535), default=8000)
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
-    v.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the generator (auto = torch; openvino and onnx, plain or -int8, run on the CPU)")
+    v.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the networks (auto = torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)")
     v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload (photo, or photo + audio)")
     v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream")
     v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once")

@@ -4,9 +4,10 @@
 centred 0.1 of that distance below the mouth corners, upright in the face's frame (the lip-sync
 expert's mouth box, turned with the head). `opening_map` draws the new mouth opening into it.
 `Refinement` is made once per face (a photo, or a video frame when dubbing) and applied to every
-warped frame: the network redraws the crop, and only the change it makes inside the mouth and over
-the lips' inner edges (`mouth_region`), faded to nothing at the crop's edges, is added to the
-full-resolution frame, so the warped pixels' own detail stays and nothing outside the mouth changes.
+warped frame: the network redraws the crop, and only the change it makes where the warp had nothing
+of the photo's to show (the painted inside of a mouth opened wider than the photo's, `mouth_region`),
+faded to nothing at the crop's edges, is added to the full-resolution frame: the photo's own pixels
+(lips, skin, the teeth it shows) stay as the warp moved them.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from talkface.config import RefinerConfig
 from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
 from talkface.models.refiner import MouthRefiner
 from talkface.threads import one_thread
+from talkface.warp import Painted
 
 _CORNER_ROWS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 _INNER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_INNER]
 EDGE = 0.15  # share of the crop's height over which changes fade out toward its border
-LIP_MARGIN = 0.05  # the refiner changes the inside of the mouth and this share of the crop's width around it
+LIP_MARGIN = 0.05  # the refiner changes what the warp painted and this share of the crop's width around it
 
 
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
@@ -76,12 +78,22 @@ def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.nda
     return out.astype(np.float32) / 255
 
 
-def mouth_region(opening: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
-    """(height, width) float32 in [0, 1]: where the refiner may change the crop: the opening
-    (`opening_map`) grown by `LIP_MARGIN` of the crop's width over the lips' inner edges, with a soft
-    edge. The lips themselves, skin, nose and chin keep the warp's pixels; a closed mouth is left as it is."""
+def painted_map(painted: Painted | None, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: where the warp painted the inside of the mouth (`MouthWarp.render_painted`), in the crop."""
+    if painted is None:
+        return np.zeros((cfg.height, cfg.width), np.float32)
+    shift = M.copy()
+    shift[:, 2] += M[:, :2] @ np.array([painted.x0, painted.y0], np.float64)  # ROI pixels -> crop pixels
+    return cv2.warpAffine(painted.alpha, shift, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def mouth_region(painted: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: where the refiner may change the crop: what the warp painted
+    (`painted_map`: the photo had nothing to show there) grown by `LIP_MARGIN` of the crop's width,
+    with a soft edge. The photo's own pixels (its lips, and the teeth it shows) keep the warp's; a
+    mouth no wider open than the photo's is left as it is."""
     r = max(1, round(LIP_MARGIN * cfg.width / 2))
-    grown = cv2.dilate(opening, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    grown = cv2.dilate(painted, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     return cv2.GaussianBlur(grown, (0, 0), r / 2)
 
 
@@ -120,8 +132,11 @@ class Refinement:
         return mouth_matrix(np.asarray(points)[_CORNER_ROWS], self.u, self.iod, self.cfg)
 
     @torch.inference_mode()
-    def apply(self, frame: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2) -> the frame refined."""
+    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None) -> np.ndarray:
+        """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), and where its
+        warp painted the mouth -> the frame refined (as it is when nothing was painted)."""
+        if painted is None:
+            return frame
         cfg = self.cfg
         M = self.matrix(points)
         crop = crop_mouth(frame, M, cfg)
@@ -129,7 +144,7 @@ class Refinement:
         x = to_tensor(crop)[None].to(self.device)
         with self.threads():
             y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device))
-        where = self.fade * mouth_region(opening, cfg)
+        where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
         change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * where[..., None]
         return paste_change(frame, change, M)
 

@@ -43,5 +43,7 @@ class FaceRig:
     def render(self, motion: np.ndarray) -> np.ndarray:
         """The picture with its mouth and chin moved by `motion` (P, 2): (H, W, 3) uint8"""
         target = self.target(motion)
-        frame = self.warp.render(target)
-        return self.refinement.apply(frame, target) if self.refinement is not None else frame
+        if self.refinement is None:
+            return self.warp.render(target)
+        frame, painted = self.warp.render_painted(target)
+        return self.refinement.apply(frame, target, painted)

@@ -2,7 +2,7 @@
 
 Data: `data.refine` windows (a frame warped to the mouth shapes of 5 consecutive frames of the same
 clip, next to the real frames). Losses on the redrawn crops:
-- L1 to the real frames, weighted up inside the (dilated) mouth opening;
+- L1 to the real frames, weighted up inside the (dilated) mouth opening, and 1 - SSIM (luma);
 - the seed's frame discriminator (crop + the still's crop), non-saturating;
 - a lip-sync expert as a frozen loss on each 5-frame window with its speech (Wav2Lip's expert
   discriminator): it must not be the expert `evaluate` judges with, so that the judge stays
@@ -76,14 +76,15 @@ def augment(rng: np.random.Generator, images: list[np.ndarray], masks: list[np.n
 
 
 def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndarray) -> dict[str, torch.Tensor]:
-    """warped, real (B, F, 3, H, W) and still (B, 3, H, W) in [-1, 1]; opening, region (B, F, 1, H, W) in [0, 1]; mfcc (B, n, steps)."""
+    """warped, real (B, F, 3, H, W) and still (B, 3, H, W) in [-1, 1]; opening and region (where the refiner's
+    change is kept: `refine.mouth_region` of what the warp painted) (B, F, 1, H, W) in [0, 1]; mfcc (B, n, steps)."""
     rng = np.random.default_rng([cfg.seed, step])
     picks = rng.choice(pool, cfg.batch_size, replace=len(pool) < cfg.batch_size)
     warped, real, still, opening, region = [], [], [], [], []
     for i in picks:
-        (w, r, s), (o,) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i]])
-        o = o.astype(np.float32) / 255
-        warped.append(w), real.append(r), still.append(s), opening.append(o), region.append(np.stack([mouth_region(m, cfg) for m in o]))
+        (w, r, s), (o, p) = augment(rng, [data.warped[i], data.real[i], data.still[i]], [data.opening[i], data.painted[i]])
+        region.append(np.stack([mouth_region(m.astype(np.float32) / 255, cfg) for m in p]))
+        warped.append(w), real.append(r), still.append(s), opening.append(o.astype(np.float32) / 255)
     as_image = lambda x: to_tensor(np.stack(x))  # noqa: E731
     as_mask = lambda x: torch.from_numpy(np.ascontiguousarray(np.stack(x)))[:, :, None]  # noqa: E731
     return {
@@ -94,6 +95,17 @@ def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndar
         "region": as_mask(region),
         "mfcc": torch.from_numpy(data.mfcc[picks]).float(),
     }
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean SSIM of the luma of crops (N, 3, H, W) in [-1, 1], over `window` x `window` boxes."""
+    to_luma = lambda x: ((x * LUMA.to(x).view(1, 3, 1, 1)).sum(1, keepdim=True) + 1) / 2  # noqa: E731
+    x, y = to_luma(a), to_luma(b)
+    mean = lambda t: F.avg_pool2d(t, window, 1)  # noqa: E731
+    mx, my = mean(x), mean(y)
+    vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean()
 
 
 def gray_half(crops: torch.Tensor) -> torch.Tensor:
@@ -114,13 +126,13 @@ def losses(net: MouthRefiner, disc, expert, batch: dict[str, torch.Tensor], cfg:
     warped, real, opening = flat(batch["warped"]), flat(batch["real"]), flat(batch["opening"])
     out = refined(net, warped, opening, flat(batch["region"]))
     weight = 1 + cfg.mouth_weight * F.max_pool2d(opening, 7, 1, 3)  # the opening and a few pixels around it
-    parts = {"l1": ((out - real).abs() * weight).mean() / weight.mean()}
+    parts = {"l1": ((out - real).abs() * weight).mean() / weight.mean(), "ssim": 1 - ssim(out, real)}
     still = batch["still"][:, None].expand(-1, f, -1, -1, -1).flatten(0, 1)
     parts["adv"] = F.softplus(-disc(out, still)).mean()
     video = expert.embed_video(gray_half(out.view(b, f, *out.shape[1:])))
     audio = expert.embed_audio(batch["mfcc"])
     parts["sync"] = F.softplus(-expert.logits(video, audio).diagonal()).mean()
-    parts["total"] = cfg.l1 * parts["l1"] + cfg.adv * parts["adv"] + cfg.sync * parts["sync"]
+    parts["total"] = cfg.l1 * parts["l1"] + cfg.ssim * parts["ssim"] + cfg.adv * parts["adv"] + cfg.sync * parts["sync"]
     return parts, out.view(b, f, *out.shape[1:])
 
 
@@ -138,9 +150,9 @@ def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray, cfg: R
             idx = pool[i : i + 8]
             warped = to_tensor(data.warped[idx]).flatten(0, 1)
             real = to_tensor(data.real[idx]).flatten(0, 1)
-            masks = data.opening[idx].reshape(-1, *data.opening.shape[2:]).astype(np.float32) / 255
-            opening = torch.from_numpy(masks)[:, None]
-            region = torch.from_numpy(np.stack([mouth_region(m, cfg) for m in masks]))[:, None]
+            flat = lambda x: x.reshape(-1, *x.shape[2:]).astype(np.float32) / 255  # noqa: E731
+            opening = torch.from_numpy(flat(data.opening[idx]))[:, None]
+            region = torch.from_numpy(np.stack([mouth_region(m, cfg) for m in flat(data.painted[idx])]))[:, None]
             shown = refined(net, warped, opening, region)
             mouth = (F.max_pool2d(opening, 7, 1, 3) > 0.5).float()
             for name, x in (("warp", warped), ("refined", shown)):

@@ -32,6 +32,8 @@ apart sample a little inside themselves and meet on a soft dark seam.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
@@ -407,16 +409,20 @@ class MouthWarp:
 
     def render(self, target: np.ndarray) -> np.ndarray:
         """MOTION_POINTS target positions (53, 2) in pixels -> the picture (H, W, 3) uint8 with them moved there."""
+        return self.render_painted(target)[0]
+
+    def render_painted(self, target: np.ndarray) -> tuple[np.ndarray, Painted | None]:
+        """As `render`, and where the inside of the mouth was painted (the photo had nothing to show
+        there): None when nothing was."""
         src, tgt = self.controls(target)
         out = self.picture.copy()
         maps = sampling_maps(src, tgt, self.triangles, self.picture.shape[:2])
         if maps is None:
-            return out
+            return out, None
         map_x, map_y, (x0, y0, x1, y1) = maps
         out[y0:y1, x0:x1] = cv2.remap(self.picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         self._paint_seam(out, tgt[: len(MOTION_POINTS)])
-        self._paint_mouth(out, tgt[: len(MOTION_POINTS)])
-        return out
+        return out, self._paint_mouth(out, tgt[: len(MOTION_POINTS)])
 
     def _paint_seam(self, out: np.ndarray, target: np.ndarray) -> None:
         """Paints, in place, the soft dark line where lips that the photo shows apart close on each other."""
@@ -438,18 +444,18 @@ class MouthWarp:
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi + alpha[..., None] * (self.lip * 0.3 - roi) + 0.5, 0, 255).astype(np.uint8)
 
-    def _paint_mouth(self, out: np.ndarray, target: np.ndarray) -> None:
+    def _paint_mouth(self, out: np.ndarray, target: np.ndarray) -> Painted | None:
         """Paints, in place, a dark mouth inside the target's inner lips wherever the photo's own does
         not reach: deeper below the upper lip than the photo's opening, or in a thin gap of lips that
-        close over teeth."""
+        close over teeth. Returns where it painted (None: nowhere)."""
         gaps = _aperture(target)
         if gaps.max() <= 0.5:
-            return
+            return None
         loop = target[[_AT[i] for i in LIPS_INNER]]
         edge = max(0.5, 0.012 * self.width)  # a soft edge, just under the lips
         box = _box(loop, int(np.ceil(3 * edge)) + 1, out.shape)
         if box is None:
-            return
+            return None
         x0, y0, x1, y1 = box
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [np.round((loop - (x0, y0)) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
@@ -477,7 +483,7 @@ class MouthWarp:
         thin = (1 - _smoothstep(0.02 * self.width, 0.08 * self.width, gap)) * closing
         alpha = (mask / np.float32(255)) * np.maximum(deeper, thin)
         if alpha.max() <= 0:
-            return
+            return None
         alpha = cv2.GaussianBlur(alpha, (0, 0), edge, borderType=cv2.BORDER_CONSTANT)
 
         t = np.clip(below / gap, 0, 1)
@@ -494,3 +500,14 @@ class MouthWarp:
         colour += self.grain[np.ix_(np.arange(y0, y1) % GRAIN, np.arange(x0, x1) % GRAIN)][..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi + alpha[..., None] * (colour - roi) + 0.5, 0, 255).astype(np.uint8)
+        return Painted(x0, y0, alpha.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Painted:
+    """Where `MouthWarp` painted the inside of a mouth: `alpha` (h, w) float32 in [0, 1], its top-left
+    corner at picture pixel (x0, y0)."""
+
+    x0: int
+    y0: int
+    alpha: np.ndarray

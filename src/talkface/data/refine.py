@@ -20,22 +20,24 @@ from tqdm import tqdm
 from talkface.config import AudioConfig, RefinerConfig
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.refine import crop_mouth, face_frame, mouth_matrix, opening_map
+from talkface.refine import crop_mouth, face_frame, mouth_matrix, opening_map, painted_map
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
 _CORNER_ROWS = [MOTION_POINTS.index(61), MOTION_POINTS.index(291)]
-FIELDS = ("warped", "real", "opening", "still", "mfcc")
+FIELDS = ("warped", "real", "opening", "painted", "still", "mfcc")
 
 
 @dataclass
 class RefineWindows:
-    """warped, real: (N, window, H, W, 3) uint8; opening: (N, window, H, W) uint8 (0..255, the new mouth opening);
+    """warped, real: (N, window, H, W, 3) uint8; opening, painted: (N, window, H, W) uint8 (0..255: the new
+    mouth opening, and where the warp painted it: `refine.painted_map`);
     still: (N, H, W, 3) uint8; mfcc: (N, n_mfcc, AUDIO_STEPS) float32 (the middle frame's)."""
 
     warped: np.ndarray
     real: np.ndarray
     opening: np.ndarray
+    painted: np.ndarray
     still: np.ndarray
     mfcc: np.ndarray
 
@@ -75,13 +77,15 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
         warp = MouthWarp(frames[i], lms[i])
         u, iod = face_frame(lms[i])
         for j0 in rng.choice(starts, min(per_source, len(starts)), replace=False):
-            warped, real, opening = [], [], []
+            warped, real, opening, painted = [], [], [], []
             for j in range(j0, j0 + cfg.window):
                 S = similarity(lms[j][STABLE], lms[i][STABLE])  # frame j's pose -> frame i's
                 points = lms[j][MOTION_POINTS] @ S[:, :2].T + S[:, 2]
                 M = mouth_matrix(points[_CORNER_ROWS], u, iod, cfg)
                 h, w = frames[i].shape[:2]
-                warped.append(crop_mouth(warp.render(points), M, cfg))
+                frame, paint = warp.render_painted(points)
+                warped.append(crop_mouth(frame, M, cfg))
+                painted.append(np.round(painted_map(paint, M, cfg) * 255).astype(np.uint8))
                 real.append(crop_mouth(cv2.warpAffine(frames[j], S, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), M, cfg))
                 opening.append(np.round(opening_map(points, M, cfg) * 255).astype(np.uint8))
                 if j == j0 + cfg.window // 2:
@@ -90,6 +94,7 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
             out["warped"].append(np.stack(warped))
             out["real"].append(np.stack(real))
             out["opening"].append(np.stack(opening))
+            out["painted"].append(np.stack(painted))
     return RefineWindows(**{k: np.stack(v) for k, v in out.items()})
 
 
