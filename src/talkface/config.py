@@ -141,16 +141,16 @@ class RefinerConfig:
     disc_channels: tuple[int, ...] = (16, 32, 64, 128)  # the frame discriminator's 4 conv+pool layers
     # training (talkface train-refiner): GRID frame i warped to frame j's mouth -> the real frame j
     videos: int = 450  # training videos (8 windows each), spread over the training split
-    steps: int = 1500
+    steps: int = 2500
     batch_size: int = 6  # windows of `window` consecutive frames
     window: int = 5  # the sync expert's frames
     g_lr: float = 5e-4
     d_lr: float = 2e-4
     l1: float = 1.0
     mouth_weight: float = 4.0  # extra L1 weight inside the (dilated) mouth opening
-    ssim: float = 0.0  # weight of 1 - SSIM (luma, 7x7 windows) to the real crop
+    ssim: float = 1.0  # weight of 1 - SSIM (luma, 7x7 windows) to the real crop
     adv: float = 0.01
-    sync: float = 0.05
+    sync: float = 0.15
     seed: int = 0
     threads: int = 2
 
