@@ -176,18 +176,27 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits, batch_streams=args.batch_streams)
 
 
+def run_config(default, args: argparse.Namespace, weights: str, what: str):
+    """A training command's config (`default` with its --set overrides), refused before any work when
+    its --out already holds `weights` and --overwrite was not given."""
+    from talkface.config import override
+
+    try:
+        cfg = override(default, args.set)
+    except ValueError as e:
+        raise TalkfaceError(str(e)) from None
+    if os.path.exists(os.path.join(args.out, weights)) and not args.overwrite:
+        raise TalkfaceError(f"already holds {what} (pass --overwrite to replace it)", args.out)
+    return cfg
+
+
 def cmd_train_sync(args: argparse.Namespace) -> None:
     load_heavy("talkface.train_sync", "talkface.data.mouths", *(() if args.data == "synthetic" else ("mediapipe",)))
-    from talkface.config import SyncConfig, override
+    from talkface.config import SyncConfig
     from talkface.data.mouths import load_mouth_clips
     from talkface.train_sync import train_sync_expert
 
-    try:
-        cfg = override(SyncConfig(), args.set)
-    except ValueError as e:
-        raise TalkfaceError(str(e)) from None
-    if os.path.exists(os.path.join(args.out, "sync_expert.safetensors")) and not args.overwrite:
-        raise TalkfaceError("already holds a sync expert (pass --overwrite to replace it)", args.out)
+    cfg = run_config(SyncConfig(), args, "sync_expert.safetensors", "a sync expert")
     clips = load_mouth_clips(args.data, cfg, cache_dir=args.cache, progress=not args.quiet)
     report = train_sync_expert(cfg, clips, args.out, progress=not args.quiet)
     print(json.dumps(report, indent=2))
@@ -196,16 +205,11 @@ def cmd_train_sync(args: argparse.Namespace) -> None:
 
 def cmd_train_refiner(args: argparse.Namespace) -> None:
     load_heavy("talkface.train_refine", "talkface.data.refine", "mediapipe")
-    from talkface.config import RefinerConfig, override
+    from talkface.config import RefinerConfig
     from talkface.data.refine import build_windows, load_windows, save_windows, training_videos
     from talkface.train_refine import loss_expert, train_refiner
 
-    try:
-        cfg = override(RefinerConfig(), args.set)
-    except ValueError as e:
-        raise TalkfaceError(str(e)) from None
-    if os.path.exists(os.path.join(args.out, "generator.safetensors")) and not args.overwrite:
-        raise TalkfaceError("already holds a model (pass --overwrite to replace it)", args.out)
+    cfg = run_config(RefinerConfig(), args, "generator.safetensors", "a model")
     loss_expert(args.expert)  # refused early if it is evaluate's judge
     if args.cache and os.path.isfile(args.cache):
         windows = load_windows(args.cache)
