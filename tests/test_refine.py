@@ -176,7 +176,7 @@ def test_training_learns_what_the_warp_cannot_show(tmp_path, small_expert, motio
     cfg = RefinerConfig(height=32, width=64, channels=(8, 16, 32, 32, 32), dim=32, disc_channels=(8, 16, 16, 16),
                         steps=150, batch_size=4, g_lr=2e-3, threads=1)
     data = synthetic_windows(40, cfg)
-    report = train_refiner(motion_checkpoint, data, small_expert, cfg, tmp_path, progress=False, val_fraction=0.2)
+    report = train_refiner(motion_checkpoint, data, loss_expert(small_expert)[0], cfg, tmp_path, progress=False, val_fraction=0.2)
     # inside the mouth, the refined crops are much closer to the real ones than the warp is
     assert report["refined_mouth"] < 0.5 * report["warp_mouth"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

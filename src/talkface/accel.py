@@ -417,6 +417,15 @@ def runtime_available(runtime: str) -> bool:
     return True
 
 
+def motion_backend_problem(model: nn.Module, name: str) -> str | None:
+    """Why backend `name` cannot run a motion model (None: it can)."""
+    if name.endswith("-int8"):
+        return f"backend {name!r} quantises the seed's frame generator (--config paper); this model runs with torch, onnx or openvino"
+    if name not in ("auto", "torch") and model.refiner is None:
+        return f"backend {name!r} runs the mouth refiner, and this motion model has none; use torch"
+    return None
+
+
 def make_backend(generator: Generator, cfg: Config, name: str = "auto", streams: int = 1):
     """`auto` is the plain generator. The graph backends decode 1.8-2.9x faster in batches and need
     less CPU per live frame, but building one takes 2-3 s (about 5 s for int8), which a short clip
@@ -427,10 +436,9 @@ def make_backend(generator: Generator, cfg: Config, name: str = "auto", streams:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     on_cpu = next(generator.parameters()).device.type == "cpu"
     motion = cfg.kind == "motion"
-    if motion and name.endswith("-int8"):
-        raise ValueError(f"backend {name!r} quantises the seed's frame generator; the motion model runs with torch, onnx or openvino")
-    if motion and name not in ("auto", "torch") and generator.refiner is None:
-        raise ValueError(f"backend {name!r} runs the mouth refiner, and this motion model has none; use torch")
+    problem = motion_backend_problem(generator, name) if motion else None
+    if problem:
+        raise ValueError(problem)
     if name in ("auto", "torch"):
         return MotionBackend(generator, "torch") if motion else TorchBackend(generator)
     if not on_cpu:

@@ -210,14 +210,14 @@ def cmd_train_refiner(args: argparse.Namespace) -> None:
     from talkface.train_refine import loss_expert, train_refiner
 
     cfg = run_config(RefinerConfig(), args, "generator.safetensors", "a model")
-    loss_expert(args.expert)  # refused early if it is evaluate's judge
+    expert, _ = loss_expert(args.expert)  # refused before the windows are cut if it is evaluate's judge
     if args.cache and os.path.isfile(args.cache):
         windows = load_windows(args.cache)
     else:
         windows = build_windows(training_videos(args.data, cfg.videos), cfg, workers=args.workers, progress=not args.quiet, seed=cfg.seed)
         if args.cache:
             save_windows(args.cache, windows)
-    report = train_refiner(checkpoint_path(args.motion), windows, args.expert, cfg, args.out, progress=not args.quiet)
+    report = train_refiner(checkpoint_path(args.motion), windows, expert, cfg, args.out, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
 

@@ -32,7 +32,7 @@ from talkface.media.video import VideoWriter, iter_frames, iter_frames_pingpong,
 from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
-from talkface.accel import BACKENDS, make_backend
+from talkface.accel import BACKENDS, make_backend, motion_backend_problem
 from talkface.rig import FaceRig
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
@@ -119,10 +119,9 @@ class Animator:
         self.motion = self.cfg.kind == "motion"  # speech moves the photo's own pixels (else: the seed's frame generator)
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        if self.motion and backend.endswith("-int8"):
-            raise TalkfaceError(f"backend {backend!r} quantises the seed's frame generator (--config paper); this model runs with torch, onnx or openvino")
-        if self.motion and backend not in ("auto", "torch") and self.generator.refiner is None:
-            raise TalkfaceError(f"backend {backend!r} runs the mouth refiner, and this motion model has none; use torch")
+        problem = motion_backend_problem(self.generator, backend) if self.motion else None
+        if problem:  # found now, not when the backend is first built
+            raise TalkfaceError(problem)
         self.backend_name, self.streams = backend, streams  # streams: threads that will generate at once
         self._backend = None
         self._backend_lock = threading.Lock()  # threads asking at once must not export twice (torch's exporter is not thread-safe)

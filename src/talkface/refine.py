@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from talkface.config import RefinerConfig
-from talkface.media.face import EYE_CORNERS, IRIS_CENTRES, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
+from talkface.media.face import EYE_CORNERS, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
+from talkface.metrics.landmarks import inter_ocular
 from talkface.models.refiner import MouthRefiner
+from talkface.pixels import to_tensor
 from talkface.threads import one_thread
 from talkface.warp import Painted
 
@@ -34,11 +36,7 @@ def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     lm = np.asarray(landmarks, np.float64)
     left, right = lm[EYE_CORNERS[:2]].mean(0), lm[EYE_CORNERS[2:]].mean(0)
     u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
-    if len(lm) > max(IRIS_CENTRES):
-        iod = float(np.linalg.norm(lm[IRIS_CENTRES[0]] - lm[IRIS_CENTRES[1]]))
-    else:
-        iod = float(np.linalg.norm(right - left))
-    return u, iod
+    return u, float(inter_ocular(lm))
 
 
 def mouth_matrix(corners: np.ndarray, u: np.ndarray, iod: float, cfg: RefinerConfig) -> np.ndarray:
@@ -51,15 +49,33 @@ def mouth_matrix(corners: np.ndarray, u: np.ndarray, iod: float, cfg: RefinerCon
     return np.hstack([R, (np.array([cfg.width / 2, cfg.height / 2]) - R @ centre)[:, None]])
 
 
+def moved_mouth_matrix(points: np.ndarray, u: np.ndarray, iod: float, cfg: RefinerConfig) -> np.ndarray:
+    """`mouth_matrix` for a face whose MOTION_POINTS sit at `points` (53, 2): the crop follows the moved mouth's corners."""
+    return mouth_matrix(np.asarray(points)[_CORNER_ROWS], u, iod, cfg)
+
+
+def _offset(M: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """M (picture -> crop) for pixels of a region of the picture whose top-left corner is (x0, y0)."""
+    out = M.copy()
+    out[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)
+    return out
+
+
+def _covered(M: np.ndarray, size: tuple[int, int], shape: tuple[int, ...], before: int = 0, after: int = 0) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the picture pixels (of `shape`) that a crop of `size` (h, w) covers, grown by
+    `before` pixels up and left and `after` down and right, clipped."""
+    h, w = size
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ cv2.invertAffineTransform(M).T
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - before, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + after, (shape[1], shape[0]))
+    return int(x0), int(y0), int(x1), int(y1)
+
+
 def crop_mouth(picture: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
     """The mouth crop (height, width, 3) of a picture; a large face is shrunk by area first (no aliasing)."""
     scale = float(np.hypot(M[0, 0], M[0, 1]))
     if scale < 0.7:
-        inv = cv2.invertAffineTransform(M)
-        corners = np.array([[0, 0, 1], [cfg.width, 0, 1], [0, cfg.height, 1], [cfg.width, cfg.height, 1]], np.float64) @ inv.T
-        h, w = picture.shape[:2]
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (w, h))
+        x0, y0, x1, y1 = _covered(M, (cfg.height, cfg.width), picture.shape, before=2, after=2)
         if x1 > x0 and y1 > y0:
             roi = picture[y0:y1, x0:x1]
             small = cv2.resize(roi, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), interpolation=cv2.INTER_AREA)
@@ -82,9 +98,7 @@ def painted_map(painted: Painted | None, M: np.ndarray, cfg: RefinerConfig) -> n
     """(height, width) float32 in [0, 1]: where the warp painted the inside of the mouth (`MouthWarp.render_painted`), in the crop."""
     if painted is None:
         return np.zeros((cfg.height, cfg.width), np.float32)
-    shift = M.copy()
-    shift[:, 2] += M[:, :2] @ np.array([painted.x0, painted.y0], np.float64)  # ROI pixels -> crop pixels
-    return cv2.warpAffine(painted.alpha, shift, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(painted.alpha, _offset(M, painted.x0, painted.y0), (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def mouth_region(painted: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
@@ -109,12 +123,6 @@ def edge_fade(cfg: RefinerConfig) -> np.ndarray:
     return np.outer(ramp(cfg.height), ramp(cfg.width)).astype(np.float32)
 
 
-def to_tensor(crops: np.ndarray) -> torch.Tensor:
-    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [-1, 1]"""
-    t = torch.from_numpy(np.ascontiguousarray(crops)).float().div(127.5).sub(1)
-    return t.movedim(-1, -3)
-
-
 class Refinement:
     """A refiner ready for one face: `apply(frame, points)` redraws the mouth of a warped frame.
 
@@ -128,9 +136,6 @@ class Refinement:
         self.u, self.iod = face_frame(landmarks)
         self.fade = edge_fade(self.cfg)
 
-    def matrix(self, points: np.ndarray) -> np.ndarray:
-        return mouth_matrix(np.asarray(points)[_CORNER_ROWS], self.u, self.iod, self.cfg)
-
     @torch.inference_mode()
     def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None) -> np.ndarray:
         """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), and where its
@@ -138,7 +143,7 @@ class Refinement:
         if painted is None:
             return frame
         cfg = self.cfg
-        M = self.matrix(points)
+        M = moved_mouth_matrix(points, self.u, self.iod, cfg)
         crop = crop_mouth(frame, M, cfg)
         opening = opening_map(points, M, cfg)
         x = to_tensor(crop)[None].to(self.device)
@@ -152,17 +157,10 @@ class Refinement:
 def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray) -> np.ndarray:
     """frame (H, W, 3) uint8 plus a change (h, w, 3) float32 made in crop pixels (M: picture -> crop);
     only the pixels the crop covers can change."""
-    h, w = change.shape[:2]
-    inv = cv2.invertAffineTransform(M)
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ inv.T
-    H, W = frame.shape[:2]
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (W, H))
+    x0, y0, x1, y1 = _covered(M, change.shape[:2], frame.shape, after=1)
     if x1 <= x0 or y1 <= y0:
         return frame
-    shift = M.copy()
-    shift[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # ROI pixels -> crop pixels
-    delta = cv2.warpAffine(change, shift, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    delta = cv2.warpAffine(change, _offset(M, x0, y0), (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     out = frame.copy()
     roi = out[y0:y1, x0:x1].astype(np.float32) + delta
     out[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)

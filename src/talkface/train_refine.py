@@ -26,11 +26,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from talkface.checkpoint import build_generator, default_sync_expert, load_generator, load_sync_expert, save_release
-from talkface.config import RefinerConfig
+from talkface.config import RefinerConfig, SyncConfig
 from talkface.data.refine import RefineWindows
 from talkface.errors import TalkfaceError
 from talkface.models.refiner import MouthRefiner, mouth_discriminator
-from talkface.refine import mouth_region, to_tensor
+from talkface.models.sync_expert import SyncExpert
+from talkface.pixels import to_tensor
+from talkface.refine import mouth_region
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -40,7 +42,7 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def loss_expert(path: str | os.PathLike):
+def loss_expert(path: str | os.PathLike) -> tuple[SyncExpert, SyncConfig]:
     """The lip-sync expert used as a loss, frozen; refused if it is the one `evaluate` judges with."""
     path = os.fspath(path)
     if os.path.isfile(path) and _digest(path) == _digest(default_sync_expert()):
@@ -164,10 +166,11 @@ def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray, cfg: R
     return {f"{name}_{part}": round(v[k] / max(count[k], 1), 3) for name, v in sums.items() for k, part in enumerate(("crop", "mouth"))}
 
 
-def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert_path: str | os.PathLike, cfg: RefinerConfig,
+def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert: SyncExpert, cfg: RefinerConfig,
                   out: str | os.PathLike, progress: bool = True, val_fraction: float = 0.05) -> dict:
-    """Train a refiner for the motion model in `motion`; writes `out`/generator.safetensors (the motion
-    model with its refiner), config.json, metrics.jsonl and report.json. Returns the report."""
+    """Train a refiner for the motion model in `motion`, with `expert` (from `loss_expert`) as the sync
+    loss; writes `out`/generator.safetensors (the motion model with its refiner), config.json,
+    metrics.jsonl and report.json. Returns the report."""
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     generator, full = load_generator(motion)
@@ -175,7 +178,6 @@ def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert_path: s
         raise TalkfaceError("is not a motion model (the refiner draws over its warp)", motion)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    expert, _ = loss_expert(expert_path)
     net, disc = MouthRefiner(cfg), mouth_discriminator(cfg)
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))

@@ -20,11 +20,10 @@ from tqdm import tqdm
 from talkface.config import AudioConfig, RefinerConfig
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.refine import crop_mouth, face_frame, mouth_matrix, opening_map, painted_map
+from talkface.refine import crop_mouth, face_frame, moved_mouth_matrix, opening_map, painted_map
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
-_CORNER_ROWS = [MOTION_POINTS.index(61), MOTION_POINTS.index(291)]
 FIELDS = ("warped", "real", "opening", "painted", "still", "mfcc")
 
 
@@ -76,13 +75,13 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
     for i in rng.choice(np.flatnonzero(found), min(sources, int(found.sum())), replace=False):
         warp = MouthWarp(frames[i], lms[i])
         u, iod = face_frame(lms[i])
+        h, w = frames[i].shape[:2]
         for j0 in rng.choice(starts, min(per_source, len(starts)), replace=False):
             warped, real, opening, painted = [], [], [], []
             for j in range(j0, j0 + cfg.window):
                 S = similarity(lms[j][STABLE], lms[i][STABLE])  # frame j's pose -> frame i's
                 points = lms[j][MOTION_POINTS] @ S[:, :2].T + S[:, 2]
-                M = mouth_matrix(points[_CORNER_ROWS], u, iod, cfg)
-                h, w = frames[i].shape[:2]
+                M = moved_mouth_matrix(points, u, iod, cfg)
                 frame, paint = warp.render_painted(points)
                 warped.append(crop_mouth(frame, M, cfg))
                 painted.append(np.round(painted_map(paint, M, cfg) * 255).astype(np.uint8))
