@@ -74,14 +74,14 @@ def test_streamed_motion_equals_offline(cfg):
     torch.manual_seed(0)
     model = MotionModel(cfg).eval()
     audio = np.random.default_rng(2).normal(0, 0.1, 16000 * 2).astype(np.float32)
-    whole = np.stack(list(MotionStream(model, cfg, seed=3).run([audio])))
+    whole = np.stack([m for m, _ in MotionStream(model, cfg, seed=3).run([audio])])
     stream = MotionStream(model, cfg, seed=3)
     parts = []
     for i in range(0, len(audio), 1234):
         parts += stream.push(audio[i : i + 1234])
     parts += stream.flush()
     assert whole.shape == (50, len(MOTION_POINTS), 2)
-    np.testing.assert_allclose(np.stack(parts), whole, atol=1e-5)
+    np.testing.assert_allclose(np.stack([m for m, _ in parts]), whole, atol=1e-5)
 
 
 def test_release_round_trip(cfg, tmp_path):
@@ -144,7 +144,7 @@ def test_bundled_model_opens_the_mouth_with_speech_and_rests_in_silence():
 
     model, cfg = load_generator(asset(BUNDLED_MODEL))
     audio = load_audio(asset(EXAMPLE_SPEECH))
-    motion = np.stack(list(MotionStream(model, cfg).run([audio])))
+    motion = np.stack([m for m, _ in MotionStream(model, cfg).run([audio])])
     upper = [MOTION_POINTS.index(u) for u in (81, 82, 13, 312, 311)]
     lower = [MOTION_POINTS.index(lo) for lo in (178, 87, 14, 317, 402)]
     gap = motion[:, lower, 1].mean(1) - motion[:, upper, 1].mean(1)  # in rest mouth widths

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from talkface.checkpoint import default_sync_expert, load_generator, save_release, save_sync_expert
-from talkface.config import RefinerConfig, SyncConfig, preset
+from talkface.config import AudioConfig, RefinerConfig, SyncConfig, preset
 from talkface.data.refine import RefineWindows
 from talkface.errors import TalkfaceError
 from talkface.media.face import LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS, detect_faces
@@ -24,6 +24,7 @@ from talkface.warp import close_mouth, open_mouth
 
 CORNERS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 NOSE_TIP = 1
+SPEECH = np.random.default_rng(0).normal(0, 1, (AudioConfig.n_mfcc, AudioConfig().steps)).astype(np.float32)  # a frame's MFCC window
 
 
 def opening_motion(amount: float = 0.25) -> np.ndarray:
@@ -109,7 +110,7 @@ def test_an_untrained_refiner_keeps_the_warp(face_image, face):
     torch.manual_seed(0)
     plain, refined = FaceRig(face_image, face), FaceRig(face_image, face, refiner=MouthRefiner(cfg).eval())
     motion = opening_motion()
-    a, b = plain.render(motion), refined.render(motion)
+    a, b = plain.render(motion, SPEECH), refined.render(motion, SPEECH)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
@@ -117,7 +118,7 @@ def test_refiner_changes_only_the_mouth_box_below_the_nose(face_image, face):
     rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
     plain = FaceRig(face_image, face)
     motion = opening_motion()
-    a, b = plain.render(motion), rig.render(motion)
+    a, b = plain.render(motion, SPEECH), rig.render(motion, SPEECH)
     changed = np.any(a != b, axis=2)
     assert changed.sum() > 150  # the opening of a mouth about 90 px wide
     ys, xs = np.nonzero(changed)
@@ -132,13 +133,21 @@ def test_refiner_changes_only_the_mouth_box_below_the_nose(face_image, face):
     assert not (changed & ~near).any()
 
 
+def test_what_the_refiner_draws_follows_the_speech(face_image, face):
+    rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
+    motion = opening_motion()
+    a, b = rig.render(motion, SPEECH), rig.render(motion, -SPEECH)
+    assert np.any(a != b)
+    assert np.array_equal(a, rig.render(motion, SPEECH.copy()))
+
+
 def test_a_mouth_the_photo_can_show_is_left_to_the_warp(face_image, face):
     """At rest (the example's mouth is closed): nothing was painted, so the refiner changes nothing."""
     rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
     plain = FaceRig(face_image, face)
     rest = np.zeros((len(MOTION_POINTS), 2))
-    assert np.array_equal(rig.render(rest), plain.render(rest))
-    assert not np.array_equal(rig.render(opening_motion()), plain.render(opening_motion()))
+    assert np.array_equal(rig.render(rest, SPEECH), plain.render(rest, SPEECH))
+    assert not np.array_equal(rig.render(opening_motion(), SPEECH), plain.render(opening_motion(), SPEECH))
 
 
 def synthetic_windows(n: int, cfg: RefinerConfig, seed: int = 0) -> RefineWindows:
@@ -160,7 +169,8 @@ def synthetic_windows(n: int, cfg: RefinerConfig, seed: int = 0) -> RefineWindow
     real = warped.copy()
     teeth = (opening > 0) & (np.arange(h)[None, None, :, None] < h / 2)
     real[teeth] = 230
-    return RefineWindows(warped, real, opening, opening.copy(), warped[:, 0].copy(), rng.normal(0, 1, (n, 13, 20)).astype(np.float32))
+    speech = rng.normal(0, 1, (n, f, 13, cfg.audio_steps)).astype(np.float32)
+    return RefineWindows(warped, real, opening, opening.copy(), warped[:, 0].copy(), speech, rng.normal(0, 1, (n, 13, 20)).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +233,30 @@ def test_graph_backends_run_the_refiner_like_torch(refined_checkpoint, face_imag
     assert len(frames[backend]) == len(frames["torch"]) == len(plain) > 10
     diffs = [np.abs(a.astype(int) - b).max() for a, b in zip(frames["torch"], frames[backend])]
     assert max(diffs) <= 2
+
+
+def test_dub_runs_the_refiner_graph_like_torch(refined_checkpoint, speech_wav, tmp_path):
+    from conftest import write_face_video
+
+    from talkface.pipeline import Animator
+
+    write_face_video(tmp_path / "clip.mp4", 20)
+    frames = {name: list(Animator(refined_checkpoint, backend=name).dub(tmp_path / "clip.mp4", speech_wav, fit="cut", seed=1)) for name in ("torch", "onnx")}
+    assert len(frames["onnx"]) == len(frames["torch"]) == 20
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(frames["torch"], frames["onnx"])) <= 2
+
+
+def test_the_seeds_generator_refuses_a_graph_backend_for_dub_in_one_line(tiny_checkpoint, speech_wav, tmp_path, capsys):
+    from conftest import write_face_video
+
+    from talkface.cli import main
+
+    write_face_video(tmp_path / "clip.mp4", 10)
+    code = main(["dub", "--checkpoint", str(tiny_checkpoint), "--video", str(tmp_path / "clip.mp4"), "--audio", speech_wav,
+                 "--out", str(tmp_path / "out.mp4"), "--backend", "onnx"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "dubs with torch only" in err[0]
+    assert not (tmp_path / "out.mp4").exists()
 
 
 def test_int8_backends_are_refused_for_the_motion_model(refined_checkpoint):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkface.config import Config
+from talkface.config import AudioConfig, Config
 from talkface.models import Generator, GeneratorState
 from talkface.models.frame_decoder import FrameDecoder, inverse_tanh
 
@@ -382,17 +382,18 @@ class GraphBackend:
 
 class RefinerGraph:
     """The motion model's mouth refiner exported to ONNX and run by OpenVINO or ONNX Runtime (float32),
-    one crop per call: called like the module, (crop, opening) tensors -> the refined crop."""
+    one crop per call: called like the module, (crop, opening, speech) tensors -> the refined crop."""
 
     def __init__(self, refiner: nn.Module, runtime: str, threads: int = 1, streams: int = 1):
         self.cfg = refiner.cfg
         h, w = self.cfg.height, self.cfg.width
+        inputs = (torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w), torch.zeros(1, AudioConfig.n_mfcc, self.cfg.audio_steps))
         with torch.inference_mode():
-            model = _export(refiner.cpu().eval(), (torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)), ["crop", "opening"])
-        self.graph = RUNTIMES[runtime](model, ["crop", "opening"], threads, 1, streams)
+            model = _export(refiner.cpu().eval(), inputs, ["crop", "opening", "speech"])
+        self.graph = RUNTIMES[runtime](model, ["crop", "opening", "speech"], threads, 1, streams)
 
-    def __call__(self, crop: torch.Tensor, opening: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.graph(crop.cpu().float().numpy(), opening.cpu().float().numpy()))
+    def __call__(self, crop: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.graph(*(x.cpu().float().numpy() for x in (crop, opening, speech))))
 
 
 class MotionBackend:

@@ -15,6 +15,7 @@ from talkface.errors import TalkfaceError
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
 
 
+BACKEND_HELP = "what runs the networks (auto = torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)"
 CHECKPOINT_HELP = "weights (.safetensors) or a training checkpoint (.pt), or a bundled model: motion (the default) or paper (the seed's direct generator)"
 
 
@@ -154,7 +155,7 @@ def cmd_dub(args: argparse.Namespace) -> None:
     load_heavy("talkface.pipeline", "mediapipe")
     from talkface.pipeline import Animator
 
-    path = Animator(args.checkpoint, device=args.device).dub(
+    path = Animator(args.checkpoint, device=args.device, backend=args.backend).dub(
         args.video,
         args.audio,
         args.out,
@@ -286,7 +287,7 @@ def build_parser() -> Parser:
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     g.add_argument("--device", default="auto")
-    g.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the networks (auto = torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)")
+    g.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
@@ -311,6 +312,7 @@ def build_parser() -> Parser:
     d.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     d.add_argument("--device", default="auto")
+    d.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the mouth refiner (auto = torch; openvino and onnx run it on the CPU); the seed's generator dubs with torch only")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
 
@@ -319,7 +321,7 @@ def build_parser() -> Parser:
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
     v.add_argument("--port", type=whole(0, 65535), default=8000)
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
-    v.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the networks (auto = torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)")
+    v.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload (photo, or photo + audio)")
     v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream")
     v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once")

@@ -128,8 +128,10 @@ class RefinerConfig:
 
     It sees a mouth crop of the warped frame: a box `box_width` inter-ocular distances wide and half as
     high, centred 0.1 of that distance below the mouth corners, upright in the face's frame, resampled to
-    (height, width), plus a map of the new mouth opening. The seed's identity encoder and frame decoder
-    (sized by `channels`, `dim`) give a corrected crop; its change is pasted back with soft edges.
+    (height, width), plus a map of the new mouth opening, and the `audio_steps` MFCC columns around the
+    frame. The seed's identity encoder and frame decoder (sized by `channels`, `dim`) and its audio
+    window encoder (`audio_channels`, `audio_dim`) give a corrected crop; its change is pasted back with
+    soft edges.
     """
 
     enabled: bool = False
@@ -138,6 +140,9 @@ class RefinerConfig:
     box_width: float = 1.4
     channels: tuple[int, ...] = (16, 32, 64, 96, 128)  # the identity encoder's 5 conv layers
     dim: int = 64
+    audio_steps: int = 20  # MFCC columns (10 ms each) centred on the frame
+    audio_channels: tuple[int, ...] = (16, 32, 64, 64, 64)  # the audio window encoder's 5 conv layers
+    audio_dim: int = 32
     disc_channels: tuple[int, ...] = (16, 32, 64, 128)  # the frame discriminator's 4 conv+pool layers
     # training (talkface train-refiner): GRID frame i warped to frame j's mouth -> the real frame j
     videos: int = 450  # training videos (8 windows each), spread over the training split

@@ -242,6 +242,8 @@ class Animator:
             raise TalkfaceError(f"--fit must be one of {', '.join(FITS)}, not {fit!r}")
         if reference not in REFERENCES:
             raise TalkfaceError(f"--reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
+        if not self.motion and self.backend_name not in ("auto", "torch"):
+            raise TalkfaceError(f"the seed's frame generator dubs with torch only, not {self.backend_name} (use --backend torch)")
         out = prepare_output(out, overwrite, inputs=(video, audio)) if out is not None else None
         info = video_info(check_readable(video, "video"))
         frames = iter_frames(video)
@@ -362,8 +364,8 @@ class _MotionDubber:
         chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
         motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
         tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
-        for (frame, face), motion in zip(tracked, motions):
-            yield FaceRig(frame, face, self.cfg.motion.gain, self.refiner).render(motion) if face is not None else frame
+        for (frame, face), (motion, speech) in zip(tracked, motions):
+            yield FaceRig(frame, face, self.cfg.motion.gain, self.refiner).render(motion, speech) if face is not None else frame
         for _ in tracked:  # the tracker's verdict on a video where the face never showed
             pass
 

@@ -2,7 +2,8 @@
 
 `mouth_matrix` places the crop: a box `box_width` inter-ocular distances wide and half as high,
 centred 0.1 of that distance below the mouth corners, upright in the face's frame (the lip-sync
-expert's mouth box, turned with the head). `opening_map` draws the new mouth opening into it.
+expert's mouth box, turned with the head). `opening_map` draws the new mouth opening into it, and
+`speech_slice` cuts the frame's speech (the MFCC columns around it) from the motion model's window.
 `Refinement` is made once per face (a photo, or a video frame when dubbing) and applied to every
 warped frame: the network redraws the crop, and only the change it makes where the warp had nothing
 of the photo's to show (the painted inside of a mouth opened wider than the photo's, `mouth_region`),
@@ -20,6 +21,7 @@ import torch
 from talkface.config import RefinerConfig
 from talkface.media.face import EYE_CORNERS, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
 from talkface.metrics.landmarks import inter_ocular
+from talkface.metrics.sync import audio_slice
 from talkface.models.refiner import MouthRefiner
 from talkface.pixels import to_tensor
 from talkface.threads import one_thread
@@ -94,6 +96,11 @@ def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.nda
     return out.astype(np.float32) / 255
 
 
+def speech_slice(window: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
+    """A frame's MFCC window (n_mfcc, steps), as the motion model gets it -> the refiner's (n_mfcc, audio_steps) around the frame."""
+    return audio_slice(window, cfg.audio_steps)
+
+
 def painted_map(painted: Painted | None, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
     """(height, width) float32 in [0, 1]: where the warp painted the inside of the mouth (`MouthWarp.render_painted`), in the crop."""
     if painted is None:
@@ -137,9 +144,10 @@ class Refinement:
         self.fade = edge_fade(self.cfg)
 
     @torch.inference_mode()
-    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None) -> np.ndarray:
-        """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), and where its
-        warp painted the mouth -> the frame refined (as it is when nothing was painted)."""
+    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
+        """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), where its warp
+        painted the mouth, and the frame's MFCC window (n_mfcc, steps) -> the frame refined (as it is
+        when nothing was painted)."""
         if painted is None:
             return frame
         cfg = self.cfg
@@ -148,7 +156,7 @@ class Refinement:
         opening = opening_map(points, M, cfg)
         x = to_tensor(crop)[None].to(self.device)
         with self.threads():
-            y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device))
+            y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device), torch.from_numpy(speech_slice(speech, cfg)).float()[None].to(self.device))
         where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
         change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * where[..., None]
         return paste_change(frame, change, M)

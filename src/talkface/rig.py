@@ -40,10 +40,11 @@ class FaceRig:
         """motion (P, 2) in rest mouth widths -> positions (P, 2) of MOTION_POINTS in picture pixels"""
         return self.rest + np.asarray(motion, np.float64) @ self.unit
 
-    def render(self, motion: np.ndarray) -> np.ndarray:
-        """The picture with its mouth and chin moved by `motion` (P, 2): (H, W, 3) uint8"""
+    def render(self, motion: np.ndarray, speech: np.ndarray) -> np.ndarray:
+        """The picture with its mouth and chin moved by `motion` (P, 2), and the inside of the mouth drawn
+        for the frame's speech (its MFCC window (n_mfcc, steps), as the motion model got it): (H, W, 3) uint8"""
         target = self.target(motion)
         if self.refinement is None:
             return self.warp.render(target)
         frame, painted = self.warp.render_painted(target)
-        return self.refinement.apply(frame, target, painted)
+        return self.refinement.apply(frame, target, painted, speech)

@@ -92,8 +92,9 @@ class FaceStream(_AudioStream):
 
 
 class MotionStream(_AudioStream):
-    """Push 16 kHz mono samples, get the mouth motion (P, 2) float32 of every frame whose audio is
-    complete: the motion model's counterpart of `FaceStream` (a `FaceRig` renders it)."""
+    """Push 16 kHz mono samples, get (the mouth motion (P, 2) float32, the MFCC window (n_mfcc, steps)
+    it came from) for every frame whose audio is complete: the motion model's counterpart of
+    `FaceStream` (`FaceRig.render` draws such a pair)."""
 
     def __init__(self, model: MotionModel, cfg: Config, seed: int = 0, max_batch: int = 32):
         super().__init__(cfg, seed, max_batch)
@@ -105,7 +106,7 @@ class MotionStream(_AudioStream):
         z = self.model.noise.sample(1, mfcc.shape[1], generator=self.noise_rng)
         with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
             motion, self.state = self.model.decode(mfcc.to(self.device), z.to(self.device), self.state)
-        yield from motion[0].float().cpu().numpy()
+        yield from zip(motion[0].float().cpu().numpy(), mfcc[0].numpy())
 
 
 class PreparedPhoto:
@@ -158,7 +159,8 @@ class PhotoStream:
         self.render = photo.paste
         if crops is None and isinstance(model, MotionModel):
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
-            self.render = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner).render
+            rig = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner)
+            self.render = lambda frame: rig.render(*frame)  # (motion, speech)
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))

@@ -79,7 +79,8 @@ def augment(rng: np.random.Generator, images: list[np.ndarray], masks: list[np.n
 
 def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndarray) -> dict[str, torch.Tensor]:
     """warped, real (B, F, 3, H, W) and still (B, 3, H, W) in [-1, 1]; opening and region (where the refiner's
-    change is kept: `refine.mouth_region` of what the warp painted) (B, F, 1, H, W) in [0, 1]; mfcc (B, n, steps)."""
+    change is kept: `refine.mouth_region` of what the warp painted) (B, F, 1, H, W) in [0, 1]; speech
+    (B, F, n_mfcc, audio_steps), each frame's; mfcc (B, n_mfcc, steps), the middle frame's for the expert."""
     rng = np.random.default_rng([cfg.seed, step])
     picks = rng.choice(pool, cfg.batch_size, replace=len(pool) < cfg.batch_size)
     warped, real, still, opening, region = [], [], [], [], []
@@ -95,6 +96,7 @@ def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndar
         "still": as_image(still),
         "opening": as_mask(opening),
         "region": as_mask(region),
+        "speech": torch.from_numpy(data.speech[picks]).float(),
         "mfcc": torch.from_numpy(data.mfcc[picks]).float(),
     }
 
@@ -116,9 +118,9 @@ def gray_half(crops: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(luma, 2)
 
 
-def refined(net: MouthRefiner, warped: torch.Tensor, opening: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+def refined(net: MouthRefiner, warped: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """The crops as they are shown: the refiner's change kept only in the mouth region (as `refine.Refinement` does)."""
-    return warped + region * (net(warped, opening) - warped)
+    return warped + region * (net(warped, opening, speech) - warped)
 
 
 def losses(net: MouthRefiner, disc, expert, batch: dict[str, torch.Tensor], cfg: RefinerConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -126,7 +128,7 @@ def losses(net: MouthRefiner, disc, expert, batch: dict[str, torch.Tensor], cfg:
     b, f = batch["warped"].shape[:2]
     flat = lambda x: x.flatten(0, 1)  # noqa: E731
     warped, real, opening = flat(batch["warped"]), flat(batch["real"]), flat(batch["opening"])
-    out = refined(net, warped, opening, flat(batch["region"]))
+    out = refined(net, warped, opening, flat(batch["speech"]), flat(batch["region"]))
     weight = 1 + cfg.mouth_weight * F.max_pool2d(opening, 7, 1, 3)  # the opening and a few pixels around it
     parts = {"l1": ((out - real).abs() * weight).mean() / weight.mean(), "ssim": 1 - ssim(out, real)}
     still = batch["still"][:, None].expand(-1, f, -1, -1, -1).flatten(0, 1)
@@ -155,7 +157,8 @@ def held_out_l1(net: MouthRefiner, data: RefineWindows, pool: np.ndarray, cfg: R
             flat = lambda x: x.reshape(-1, *x.shape[2:]).astype(np.float32) / 255  # noqa: E731
             opening = torch.from_numpy(flat(data.opening[idx]))[:, None]
             region = torch.from_numpy(np.stack([mouth_region(m, cfg) for m in flat(data.painted[idx])]))[:, None]
-            shown = refined(net, warped, opening, region)
+            speech = torch.from_numpy(data.speech[idx]).float().flatten(0, 1)
+            shown = refined(net, warped, opening, speech, region)
             mouth = (F.max_pool2d(opening, 7, 1, 3) > 0.5).float()
             for name, x in (("warp", warped), ("refined", shown)):
                 err = (x - real).abs().mean(1, keepdim=True) * 127.5

@@ -4,8 +4,9 @@ A window: a source frame i of a clip, warped (talkface.warp, as the product warp
 mouth shapes of `window` consecutive frames j of the same clip, next to those real frames, all
 in the refiner's mouth crop (talkface.refine). Frame j is first brought into frame i's head pose (a
 similarity on points speech does not move), so that the warp and the real frame differ only where
-the mouth does. The still (frame i's own crop) conditions the discriminator; the MFCC window of the
-middle frame feeds the lip-sync expert used as a loss.
+the mouth does. The still (frame i's own crop) conditions the discriminator; each frame's speech (the
+MFCC columns around it) conditions the refiner, and the MFCC window of the middle frame feeds the
+lip-sync expert used as a loss.
 """
 from __future__ import annotations
 
@@ -20,24 +21,26 @@ from tqdm import tqdm
 from talkface.config import AudioConfig, RefinerConfig
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.refine import crop_mouth, face_frame, moved_mouth_matrix, opening_map, painted_map
+from talkface.refine import crop_mouth, face_frame, moved_mouth_matrix, opening_map, painted_map, speech_slice
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
-FIELDS = ("warped", "real", "opening", "painted", "still", "mfcc")
+FIELDS = ("warped", "real", "opening", "painted", "still", "speech", "mfcc")
 
 
 @dataclass
 class RefineWindows:
     """warped, real: (N, window, H, W, 3) uint8; opening, painted: (N, window, H, W) uint8 (0..255: the new
     mouth opening, and where the warp painted it: `refine.painted_map`);
-    still: (N, H, W, 3) uint8; mfcc: (N, n_mfcc, AUDIO_STEPS) float32 (the middle frame's)."""
+    still: (N, H, W, 3) uint8; speech: (N, window, n_mfcc, cfg.audio_steps) float32 (each frame's MFCC
+    columns, `refine.speech_slice`); mfcc: (N, n_mfcc, AUDIO_STEPS) float32 (the middle frame's, for the expert)."""
 
     warped: np.ndarray
     real: np.ndarray
     opening: np.ndarray
     painted: np.ndarray
     still: np.ndarray
+    speech: np.ndarray
     mfcc: np.ndarray
 
     def __len__(self) -> int:
@@ -77,7 +80,7 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
         u, iod = face_frame(lms[i])
         h, w = frames[i].shape[:2]
         for j0 in rng.choice(starts, min(per_source, len(starts)), replace=False):
-            warped, real, opening, painted = [], [], [], []
+            warped, real, opening, painted, speech = [], [], [], [], []
             for j in range(j0, j0 + cfg.window):
                 S = similarity(lms[j][STABLE], lms[i][STABLE])  # frame j's pose -> frame i's
                 points = lms[j][MOTION_POINTS] @ S[:, :2].T + S[:, 2]
@@ -87,6 +90,7 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
                 painted.append(np.round(painted_map(paint, M, cfg) * 255).astype(np.uint8))
                 real.append(crop_mouth(cv2.warpAffine(frames[j], S, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), M, cfg))
                 opening.append(np.round(opening_map(points, M, cfg) * 255).astype(np.uint8))
+                speech.append(speech_slice(mfcc[j], cfg).astype(np.float32))
                 if j == j0 + cfg.window // 2:
                     out["still"].append(crop_mouth(frames[i], M, cfg))
                     out["mfcc"].append(audio_slice(mfcc[j], AUDIO_STEPS).astype(np.float32))
@@ -94,6 +98,7 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
             out["real"].append(np.stack(real))
             out["opening"].append(np.stack(opening))
             out["painted"].append(np.stack(painted))
+            out["speech"].append(np.stack(speech))
     return RefineWindows(**{k: np.stack(v) for k, v in out.items()})
 
 

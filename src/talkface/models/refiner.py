@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from talkface.config import FrameDiscriminatorConfig, IdentityEncoderConfig, ModelConfig, RefinerConfig
+from talkface.config import AudioConfig, AudioEncoderConfig, FrameDiscriminatorConfig, IdentityEncoderConfig, ModelConfig, RefinerConfig
+from talkface.models.audio_encoder import WindowEncoder
 from talkface.models.discriminators import FrameDiscriminator
 from talkface.models.frame_decoder import FrameDecoder
 from talkface.models.identity_encoder import IdentityEncoder
@@ -20,11 +21,13 @@ def _layout(cfg: RefinerConfig) -> ModelConfig:
 
 
 class MouthRefiner(nn.Module):
-    """Warped mouth crop + opening map -> the crop with what the warp could not show.
+    """Warped mouth crop + opening map + the frame's speech -> the crop with what the warp could not show.
 
     The identity encoder (6 layers, U-Net skips from the first 4) encodes the crop and the map; the
-    frame decoder (6 transposed + 4 convs) starts from the warped crop itself (its output is added to
-    the crop in tanh's space), so an untrained refiner changes almost nothing.
+    seed's audio window encoder (5 conv + 2 FC, smaller) encodes the MFCC columns around the frame, so
+    what the inside shows (teeth, tongue) can follow the sound and not only the opening's shape. The
+    frame decoder (6 transposed + 4 convs) gets both codes and starts from the warped crop itself (its
+    output is added to the crop in tanh's space), so an untrained refiner changes almost nothing.
     """
 
     def __init__(self, cfg: RefinerConfig):
@@ -32,14 +35,17 @@ class MouthRefiner(nn.Module):
         self.cfg = cfg
         layout = _layout(cfg)
         self.encoder = IdentityEncoder(layout.identity, cfg.height, cfg.width, in_channels=4)
-        self.decoder = FrameDecoder(layout, cfg.dim, self.encoder.bottleneck)
+        steps = AudioConfig(window_ms=cfg.audio_steps * AudioConfig.hop_ms)
+        self.speech = WindowEncoder(steps, AudioEncoderConfig(channels=tuple(cfg.audio_channels), fc=cfg.audio_dim * 2, dim=cfg.audio_dim))
+        self.decoder = FrameDecoder(layout, cfg.dim + cfg.audio_dim, self.encoder.bottleneck)
         nn.init.zeros_(self.decoder.t6.weight)
         nn.init.zeros_(self.decoder.t6.bias)
 
-    def forward(self, crop: torch.Tensor, opening: torch.Tensor) -> torch.Tensor:
-        """crop: (N, 3, H, W) in [-1, 1], opening: (N, 1, H, W) in [0, 1] -> (N, 3, H, W) in [-1, 1]"""
+    def forward(self, crop: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+        """crop: (N, 3, H, W) in [-1, 1], opening: (N, 1, H, W) in [0, 1], speech: (N, n_mfcc, audio_steps)
+        -> (N, 3, H, W) in [-1, 1]"""
         code, skips = self.encoder(torch.cat([crop, opening * 2 - 1], 1))
-        return self.decoder(code, skips, base=crop)
+        return self.decoder(torch.cat([code, self.speech(speech)], 1), skips, base=crop)
 
 
 def mouth_discriminator(cfg: RefinerConfig) -> FrameDiscriminator:
