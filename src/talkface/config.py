@@ -153,9 +153,9 @@ class RefinerConfig:
     d_lr: float = 2e-4
     l1: float = 1.0
     mouth_weight: float = 4.0  # extra L1 weight inside the (dilated) mouth opening
-    ssim: float = 1.0  # weight of 1 - SSIM (luma, 7x7 windows) to the real crop
+    ssim: float = 3.0  # weight of 1 - SSIM (luma, 7x7 windows) to the real crop
     adv: float = 0.01
-    sync: float = 0.15
+    sync: float = 0.05
     seed: int = 0
     threads: int = 2
 
