@@ -196,6 +196,17 @@ def test_training_learns_what_the_warp_cannot_show(tmp_path, small_expert, motio
     assert dataclasses.replace(full.motion.refiner, enabled=False) == cfg
 
 
+def test_a_windows_cache_of_another_version_is_refused_by_name(tmp_path):
+    from talkface.data.refine import FIELDS, load_windows, save_windows
+
+    data = synthetic_windows(3, RefinerConfig(height=16, width=32))
+    save_windows(str(tmp_path / "w.npz"), data)
+    assert np.array_equal(load_windows(str(tmp_path / "w.npz")).speech, data.speech)
+    np.savez(tmp_path / "old.npz", **{k: getattr(data, k) for k in FIELDS if k != "speech"})
+    with pytest.raises(TalkfaceError, match="without speech"):
+        load_windows(str(tmp_path / "old.npz"))
+
+
 def test_the_judge_cannot_be_the_training_loss():
     with pytest.raises(TalkfaceError, match="judges"):
         loss_expert(default_sync_expert())

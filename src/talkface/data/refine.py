@@ -142,4 +142,7 @@ def save_windows(path: str, data: RefineWindows) -> None:
 
 def load_windows(path: str) -> RefineWindows:
     with np.load(path) as z:
+        missing = [k for k in FIELDS if k not in z.files]
+        if missing:
+            raise TalkfaceError(f"is a windows cache without {', '.join(missing)} (made by another version); delete it to cut the windows again", path)
         return RefineWindows(**{k: z[k] for k in FIELDS})
