@@ -133,6 +133,19 @@ def test_refiner_changes_only_the_mouth_box_below_the_nose(face_image, face):
     assert not (changed & ~near).any()
 
 
+def test_the_refiner_draws_light_and_shade_in_the_hue_of_the_faces_light(face_image, face):
+    rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
+    motion = opening_motion()
+    change = rig.render(motion, SPEECH).astype(float) - FaceRig(face_image, face).render(motion, SPEECH)
+    strong = np.abs(change).max(-1) > 20
+    assert strong.sum() > 20
+    tint = rig.warp.skin / (rig.warp.skin @ [0.299, 0.587, 0.114])
+    assert tint[0] > tint[2]  # the example's skin is warm
+    # every changed pixel moves along the skin's hue: the change over the tint is the same in R, G and B
+    along = change[strong] / tint
+    assert np.abs(along - along.mean(-1, keepdims=True)).max() < 0.1 * np.abs(along).mean() + 2
+
+
 def test_what_the_refiner_draws_follows_the_speech(face_image, face):
     rig = FaceRig(face_image, face, refiner=noisy_refiner(RefinerConfig(enabled=True)))
     motion = opening_motion()

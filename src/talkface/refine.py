@@ -29,6 +29,7 @@ from talkface.warp import Painted
 
 _CORNER_ROWS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 _INNER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_INNER]
+LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601
 EDGE = 0.15  # share of the crop's height over which changes fade out toward its border
 LIP_MARGIN = 0.05  # the refiner changes what the warp painted and this share of the crop's width around it
 
@@ -96,6 +97,13 @@ def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.nda
     return out.astype(np.float32) / 255
 
 
+def grey(change: torch.Tensor) -> torch.Tensor:
+    """A change (N, 3, H, W) of the crop -> its luma, the same in every channel: the refiner learns light
+    and shade (teeth, the shadow of a tongue), not one man's colours; in use it takes the hue of the
+    photo's light (`Refinement`)."""
+    return (change * LUMA.to(change).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(change)
+
+
 def speech_slice(window: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
     """A frame's MFCC window (n_mfcc, steps), as the motion model gets it -> the refiner's (n_mfcc, audio_steps) around the frame."""
     return audio_slice(window, cfg.audio_steps)
@@ -133,15 +141,20 @@ def edge_fade(cfg: RefinerConfig) -> np.ndarray:
 class Refinement:
     """A refiner ready for one face: `apply(frame, points)` redraws the mouth of a warped frame.
 
-    landmarks: (478, 2) the face's mesh in the picture (its axes and size place the crop).
+    landmarks: (478, 2) the face's mesh in the picture (its axes and size place the crop); skin: the RGB
+    colour of the face's cheeks (`warp.MouthWarp.skin`): the refiner draws light and shade (`grey`),
+    given the hue of the light the photo was taken in at the same luma, so drawn teeth are lit like the
+    face (a neutral grey reads blue next to warm lips).
     """
 
-    def __init__(self, net: MouthRefiner, landmarks: np.ndarray):
+    def __init__(self, net: MouthRefiner, landmarks: np.ndarray, skin: np.ndarray):
         self.net, self.cfg = net, net.cfg  # or anything called like it (accel.RefinerGraph)
         self.device = next(net.parameters()).device if isinstance(net, torch.nn.Module) else torch.device("cpu")
         self.threads = one_thread if isinstance(net, torch.nn.Module) and self.device.type == "cpu" else contextlib.nullcontext
         self.u, self.iod = face_frame(landmarks)
         self.fade = edge_fade(self.cfg)
+        skin = np.maximum(np.asarray(skin, np.float32), 1.0)
+        self.tint = skin / float(skin @ LUMA.numpy())  # luma 1
 
     @torch.inference_mode()
     def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
@@ -158,7 +171,7 @@ class Refinement:
         with self.threads():
             y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device), torch.from_numpy(speech_slice(speech, cfg)).float()[None].to(self.device))
         where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
-        change = (y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * where[..., None]
+        change = grey(y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.tint * where[..., None]
         return paste_change(frame, change, M)
 
 

@@ -27,7 +27,7 @@ class FaceRig:
     def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None):
         self.face = face
         self.warp = MouthWarp(picture, face.landmarks)
-        self.refinement = Refinement(refiner, face.landmarks) if refiner is not None else None
+        self.refinement = Refinement(refiner, face.landmarks, self.warp.skin) if refiner is not None else None
         rest = close_mouth(face.landmarks)
         self.rest = rest[MOTION_POINTS].astype(np.float64)  # (P, 2) picture pixels
         width = float(np.linalg.norm(rest[MOUTH_CORNERS[0]] - rest[MOUTH_CORNERS[1]]))

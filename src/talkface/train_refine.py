@@ -32,9 +32,7 @@ from talkface.errors import TalkfaceError
 from talkface.models.refiner import MouthRefiner, mouth_discriminator
 from talkface.models.sync_expert import SyncExpert
 from talkface.pixels import to_tensor
-from talkface.refine import mouth_region
-
-LUMA = torch.tensor([0.299, 0.587, 0.114])
+from talkface.refine import LUMA, grey, mouth_region
 
 
 def _digest(path: str) -> str:
@@ -119,8 +117,8 @@ def gray_half(crops: torch.Tensor) -> torch.Tensor:
 
 
 def refined(net: MouthRefiner, warped: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """The crops as they are shown: the refiner's change kept only in the mouth region (as `refine.Refinement` does)."""
-    return warped + region * (net(warped, opening, speech) - warped)
+    """The crops as they are shown: the refiner's change, in luma, kept only in the mouth region (as `refine.Refinement` does)."""
+    return warped + region * grey(net(warped, opening, speech) - warped)
 
 
 def losses(net: MouthRefiner, disc, expert, batch: dict[str, torch.Tensor], cfg: RefinerConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
