@@ -139,7 +139,7 @@ def edge_fade(cfg: RefinerConfig) -> np.ndarray:
 
 
 class Refinement:
-    """A refiner ready for one face: `apply(frame, points)` redraws the mouth of a warped frame.
+    """A refiner ready for one face: `apply(frame, points, painted, speech)` redraws the mouth of a warped frame.
 
     landmarks: (478, 2) the face's mesh in the picture (its axes and size place the crop); skin: the RGB
     colour of the face's cheeks (`warp.MouthWarp.skin`): the refiner draws light and shade (`grey`),
@@ -166,10 +166,11 @@ class Refinement:
         cfg = self.cfg
         M = moved_mouth_matrix(points, self.u, self.iod, cfg)
         crop = crop_mouth(frame, M, cfg)
-        opening = opening_map(points, M, cfg)
         x = to_tensor(crop)[None].to(self.device)
+        opening = torch.from_numpy(opening_map(points, M, cfg))[None, None].to(self.device)
+        sound = torch.from_numpy(speech_slice(speech, cfg)).float()[None].to(self.device)
         with self.threads():
-            y = self.net(x, torch.from_numpy(opening)[None, None].to(self.device), torch.from_numpy(speech_slice(speech, cfg)).float()[None].to(self.device))
+            y = self.net(x, opening, sound)
         where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
         change = grey(y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.tint * where[..., None]
         return paste_change(frame, change, M)

@@ -361,7 +361,7 @@ class MouthWarp:
             cv2.circle(skin, (int(c[0]), int(c[1])), r, 1, -1)
         skin = _median_colour(self.picture[c0[1] : c1[1], c0[0] : c1[0]], skin)
         light = float(np.clip(skin.mean() / 160.0, 0.45, 1.1))
-        self.skin = skin
+        self.skin = skin  # the cheeks' colour: the hue of the light the face is lit by (refine.Refinement)
         self.teeth = 0.25 * skin + 0.75 * np.array([232.0, 228.0, 218.0], np.float32) * light
         grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY).astype(np.float32)
         fine = grey - cv2.GaussianBlur(grey, (0, 0), 1.5)
