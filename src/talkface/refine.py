@@ -97,11 +97,16 @@ def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.nda
     return out.astype(np.float32) / 255
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB -> (..., 1, H, W), BT.601 weights."""
+    return (images * LUMA.to(images).view(3, 1, 1)).sum(-3, keepdim=True)
+
+
 def grey(change: torch.Tensor) -> torch.Tensor:
     """A change (N, 3, H, W) of the crop -> its luma, the same in every channel: the refiner learns light
     and shade (teeth, the shadow of a tongue), not one man's colours; in use it takes the hue of the
     photo's light (`Refinement`)."""
-    return (change * LUMA.to(change).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(change)
+    return luma(change).expand_as(change)
 
 
 def speech_slice(window: np.ndarray, cfg: RefinerConfig) -> np.ndarray:

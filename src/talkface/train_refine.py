@@ -32,7 +32,7 @@ from talkface.errors import TalkfaceError
 from talkface.models.refiner import MouthRefiner, mouth_discriminator
 from talkface.models.sync_expert import SyncExpert
 from talkface.pixels import to_tensor
-from talkface.refine import LUMA, grey, mouth_region
+from talkface.refine import grey, luma, mouth_region
 
 
 def _digest(path: str) -> str:
@@ -101,8 +101,7 @@ def draw_batch(data: RefineWindows, cfg: RefinerConfig, step: int, pool: np.ndar
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Mean SSIM of the luma of crops (N, 3, H, W) in [-1, 1], over `window` x `window` boxes."""
-    to_luma = lambda x: ((x * LUMA.to(x).view(1, 3, 1, 1)).sum(1, keepdim=True) + 1) / 2  # noqa: E731
-    x, y = to_luma(a), to_luma(b)
+    x, y = (luma(a) + 1) / 2, (luma(b) + 1) / 2
     mean = lambda t: F.avg_pool2d(t, window, 1)  # noqa: E731
     mx, my = mean(x), mean(y)
     vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
@@ -112,8 +111,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
 
 def gray_half(crops: torch.Tensor) -> torch.Tensor:
     """(B, F, 3, H, W) in [-1, 1] -> the expert's input (B, F, H/2, W/2): luma, halved by area."""
-    luma = (crops * LUMA.to(crops).view(1, 1, 3, 1, 1)).sum(2)
-    return F.avg_pool2d(luma, 2)
+    return F.avg_pool2d(luma(crops)[:, :, 0], 2)
 
 
 def refined(net: MouthRefiner, warped: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
