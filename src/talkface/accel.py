@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkface.config import AudioConfig, Config
+from talkface.config import Config
 from talkface.models import Generator, GeneratorState
 from talkface.models.frame_decoder import FrameDecoder, inverse_tanh
 
@@ -387,7 +387,7 @@ class RefinerGraph:
     def __init__(self, refiner: nn.Module, runtime: str, threads: int = 1, streams: int = 1):
         self.cfg = refiner.cfg
         h, w = self.cfg.height, self.cfg.width
-        inputs = (torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w), torch.zeros(1, AudioConfig.n_mfcc, self.cfg.audio_steps))
+        inputs = (torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w), torch.zeros(1, *refiner.speech_shape))
         with torch.inference_mode():
             model = _export(refiner.cpu().eval(), inputs, ["crop", "opening", "speech"])
         self.graph = RUNTIMES[runtime](model, ["crop", "opening", "speech"], threads, 1, streams)

@@ -177,7 +177,9 @@ def train_refiner(motion: str | os.PathLike, data: RefineWindows, expert: SyncEx
         raise TalkfaceError("is not a motion model (the refiner draws over its warp)", motion)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    net, disc = MouthRefiner(cfg), mouth_discriminator(cfg)
+    net, disc = MouthRefiner(cfg, full.audio), mouth_discriminator(cfg)
+    if data.speech.shape[2:] != net.speech_shape:
+        raise TalkfaceError(f"has MFCC settings the training windows were not cut with ({net.speech_shape} per frame, windows {data.speech.shape[2:]})", motion)
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.g_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     warm = lambda s: min(1.0, (s + 1) / 100)  # noqa: E731

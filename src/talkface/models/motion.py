@@ -37,7 +37,7 @@ class MotionModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(m.audio.dim + m.noise.dim, m.hidden), nn.LeakyReLU(0.2), nn.Linear(m.hidden, m.points * 2))
         nn.init.zeros_(self.head[-1].bias)  # untrained, the mouth stays at rest
         # what the warp of the photo's pixels cannot show, drawn over the warped mouth (talkface.refine)
-        self.refiner = MouthRefiner(m.refiner) if m.refiner.enabled else None
+        self.refiner = MouthRefiner(m.refiner, cfg.audio) if m.refiner.enabled else None
 
     def decode(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None) -> tuple[torch.Tensor, GeneratorState]:
         """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) -> motion (B, T, P, 2), new state"""

@@ -1,4 +1,6 @@
 """The mouth refiner: the seed's identity encoder and frame decoder, redrawing a warped mouth crop."""
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -30,12 +32,15 @@ class MouthRefiner(nn.Module):
     output is added to the crop in tanh's space), so an untrained refiner changes almost nothing.
     """
 
-    def __init__(self, cfg: RefinerConfig):
+    def __init__(self, cfg: RefinerConfig, audio: AudioConfig | None = None):
+        """audio: the motion model's MFCC settings (the refiner hears `cfg.audio_steps` of its columns)."""
         super().__init__()
+        audio = audio or AudioConfig()
         self.cfg = cfg
+        self.speech_shape = (audio.n_mfcc, cfg.audio_steps)
         layout = _layout(cfg)
         self.encoder = IdentityEncoder(layout.identity, cfg.height, cfg.width, in_channels=4)
-        steps = AudioConfig(window_ms=cfg.audio_steps * AudioConfig.hop_ms)
+        steps = dataclasses.replace(audio, window_ms=cfg.audio_steps * audio.hop_ms)
         self.speech = WindowEncoder(steps, AudioEncoderConfig(channels=tuple(cfg.audio_channels), fc=cfg.audio_dim * 2, dim=cfg.audio_dim))
         self.decoder = FrameDecoder(layout, cfg.dim + cfg.audio_dim, self.encoder.bottleneck)
         nn.init.zeros_(self.decoder.t6.weight)
