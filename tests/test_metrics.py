@@ -68,6 +68,17 @@ def test_sync_curve_finds_the_offset_of_known_embeddings():
     assert np.isnan(c.distances[0, 0]) and np.isfinite(c.distances[20]).all()  # runs off the clip's start / fits
 
 
+def test_sync_curve_ignores_far_offsets_that_few_windows_reach():
+    rng = np.random.default_rng(3)
+    audio = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(21, 16))).float(), dim=-1)
+    video = torch.nn.functional.normalize(audio[2:19] + 0.8 * torch.from_numpy(rng.normal(size=(17, 16))).float(), dim=-1)
+    video[:4] = audio[2 + 12 : 2 + 16]  # 4 windows match audio 12 frames later: a perfect match of too few
+    distances = offset_distances(video, audio, centre=2, max_offset=15)
+    assert np.nanargmin(np.nanmean(distances, 0)) == 15 + 12  # a plain mean over what exists picks them
+    c = curve_scores(distances, 15)
+    assert c.offset == 0 and np.isnan(c.mean[15 + 12]) and np.isfinite(c.mean[15 - 6 : 15 + 7]).all()
+
+
 def test_speech_envelope_and_silence():
     audio = np.zeros(10 * FRAME_SAMPLES, np.float32)
     audio[3 * FRAME_SAMPLES : 6 * FRAME_SAMPLES] = 0.5 * np.sin(np.arange(3 * FRAME_SAMPLES) / 5)  # 509 Hz
