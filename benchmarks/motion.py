@@ -1,7 +1,8 @@
 """How well a motion model's mouth follows held-out speech, at the landmark level (no rendering).
 
 For each validation clip of a preprocessed folder, the model hears the clip's audio (as recorded,
-and in other voices: played faster or slower, which moves pitch and formants) and its predicted
+and in other voices: played faster or slower, which moves pitch and formants; or pitch and formants
+moved at the same tempo) and its predicted
 lower-lip drop and inner-lip gap are compared with the real ones: Pearson r over time, and the
 amplitude ratio (std of predicted over std of real). Prints a table.
 
@@ -13,10 +14,11 @@ import argparse
 
 import numpy as np
 import torch
+from scipy import signal
 
 from talkface.checkpoint import load_generator
 from talkface.config import AugmentConfig
-from talkface.data.motion import augment, read_audio_motion, resample_motion
+from talkface.data.motion import augment, read_audio_motion, resample_motion, time_stretch
 from talkface.media.audio import mfcc_windows
 from talkface.media.face import INNER_LIP_PAIRS, MOTION_POINTS
 
@@ -46,16 +48,19 @@ def main() -> None:
     model, cfg = load_generator(args.checkpoint)
     audio, motion = read_audio_motion(args.data, "val", cfg)
     audio, motion = audio[: args.limit], motion[: args.limit]
-    voices = {"as recorded": None, "x0.85 (lower)": 0.85, "x1.15 (higher)": 1.15, "x1.3 (higher)": 1.3}
+    voices = {"as recorded": (1.0, False), "x0.85 (lower)": (0.85, False), "x1.15 (higher)": (1.15, False), "x1.3 (higher)": (1.3, False),
+              "x0.85 pitch, same tempo": (0.85, True), "x1.2 pitch, same tempo": (1.2, True)}
     print(f"{len(audio)} held-out clips; gap = inner-lip gap change, in rest mouth widths")
     print("| voice | r(gap) | amplitude ratio | silence gap (pred / real) |")
     print("|---|---|---|---|")
-    for name, speed in voices.items():
+    for name, (speed, same_tempo) in voices.items():
         rs, ratios, rest_pred, rest_real = [], [], [], []
         for i, a in enumerate(audio):
             real = motion[i]
-            if speed is not None:  # only the speed: no noise, reverb or gain
-                aug = AugmentConfig(speed=(speed, speed), gain_db=(0, 0), noise_p=0, reverb_p=0, band_p=0)
+            if same_tempo:  # pitch and formants moved by resampling, the tempo put back by a phase vocoder
+                a = time_stretch(signal.resample_poly(a, 100, round(100 * speed)), 100 / round(100 * speed))
+            elif speed != 1.0:  # only the speed: no noise, reverb or gain
+                aug = AugmentConfig(speed=(speed, speed), pitch_p=0, gain_db=(0, 0), noise_p=0, reverb_p=0, band_p=0)
                 a, s = augment(a, np.random.default_rng(i), aug, cfg.audio.sample_rate)
                 real = resample_motion(real, s, int(len(real) / s))
             pred = predict(model, cfg, a, i)

@@ -8,7 +8,7 @@ import torch
 
 from talkface.checkpoint import load_generator, save_release
 from talkface.config import AugmentConfig, override, preset
-from talkface.data.motion import augment, motion_targets, openness, resample_motion
+from talkface.data.motion import augment, motion_targets, openness, resample_motion, time_stretch
 from talkface.data.synthetic import synthetic_motion_clips
 from talkface.media.face import LIPS_INNER, LIPS_OUTER, MOTION_POINTS
 from talkface.models.motion import MotionDiscriminator, MotionModel
@@ -62,6 +62,30 @@ def test_voice_augmentation_changes_speed_and_keeps_the_signal_sane():
         assert 0.8 <= speed <= 1.3
         assert abs(len(out) - len(audio) / speed) <= 2
         assert np.isfinite(out).all() and np.abs(out).max() <= 1.0 and out.std() > 0
+
+
+def test_time_stretch_keeps_the_pitch_and_the_level():
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    for rate in (0.8, 1.25):
+        out = time_stretch(tone, rate)
+        assert len(out) == round(16000 / rate)
+        spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+        assert np.argmax(spectrum) * 16000 / len(out) == pytest.approx(440, abs=2)
+        assert out[2000:-2000].std() == pytest.approx(tone.std(), rel=0.15)  # no cancellation between frames
+
+
+def test_voice_augmentation_draws_the_tempo_apart_from_the_pitch():
+    rng = np.random.default_rng(4)
+    audio = (0.3 * np.sin(2 * np.pi * 150 * np.arange(16000) / 16000)).astype(np.float32)
+    cfg = AugmentConfig(speed=(0.8, 1.25), pitch_p=1.0, gain_db=(0, 0), noise_p=0, reverb_p=0, band_p=0)
+    pitches, speeds = [], []
+    for _ in range(6):
+        out, speed = augment(audio, rng, cfg, 16000)
+        spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+        pitches.append(np.argmax(spectrum) * 16000 / len(out) / 150)
+        speeds.append(speed)
+        assert len(out) == pytest.approx(len(audio) / speed, abs=1)
+    assert np.ptp(np.array(pitches) - np.array(speeds)) > 0.1  # not a tape played faster
 
 
 def test_resampled_motion_follows_the_audio_speed():

@@ -166,11 +166,13 @@ class AugmentConfig:
 
     Each clip gets `variants` augmented copies besides the original, drawn once when the data set is
     loaded: played faster or slower (pitch, formants and tempo together; the landmarks are resampled
-    in time to match), louder or softer, with noise, reverberation and band-limiting.
+    in time to match), half of them at a tempo of their own (pitch and tempo drawn apart), louder or
+    softer, with noise, reverberation and band-limiting.
     """
 
     variants: int = 4
-    speed: tuple[float, float] = (0.8, 1.3)
+    speed: tuple[float, float] = (0.8, 1.3)  # pitch (and formants) and tempo, each in this range
+    pitch_p: float = 0.5  # the tempo drawn apart from the pitch
     gain_db: tuple[float, float] = (-20.0, 10.0)
     snr_db: tuple[float, float] = (10.0, 40.0)
     noise_p: float = 0.5

@@ -40,13 +40,35 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-9)
 
 
+def time_stretch(audio: np.ndarray, rate: float, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+    """`audio` played `rate` times faster at the same pitch (a phase vocoder): len(audio) / rate samples."""
+    _, _, spec = signal.stft(audio, nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros")
+    steps = np.arange(0, spec.shape[1] - 1, rate)
+    expected = 2 * np.pi * hop * np.arange(spec.shape[0]) / n_fft  # phase advance per hop of each bin
+    phase, out = np.angle(spec[:, 0]), np.empty((spec.shape[0], len(steps)), np.complex128)
+    for j, t in enumerate(steps):
+        i, a = int(t), t - int(t)
+        out[:, j] = ((1 - a) * np.abs(spec[:, i]) + a * np.abs(spec[:, i + 1])) * np.exp(1j * phase)
+        advance = np.angle(spec[:, i + 1]) - np.angle(spec[:, i]) - expected
+        phase = phase + expected + np.angle(np.exp(1j * advance))  # wrapped to (-pi, pi]
+    _, y = signal.istft(out, nperseg=n_fft, noverlap=n_fft - hop, boundary=True)
+    n = int(round(len(audio) / rate))
+    return np.pad(y, (0, max(0, n - len(y))))[:n]
+
+
 def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, sample_rate: int) -> tuple[np.ndarray, float]:
-    """One random voice variant of 16 kHz mono `audio`: (new audio, speed). Speed r plays the audio r
-    times faster (pitch and formants x r, duration / r); then reverberation, band-limiting, noise, gain."""
-    speed = float(np.exp(rng.uniform(*np.log(cfg.speed))))
-    up, down = 100, int(round(100 * speed))
-    speed = down / up  # the speed actually applied
+    """One random voice variant of 16 kHz mono `audio`: (new audio, speed). Pitch and formants are
+    moved by p, by resampling; with probability `cfg.pitch_p` the tempo is then drawn on its own
+    (a phase vocoder plays it at speed r), otherwise it follows the pitch (r = p, as a tape played
+    faster); duration / r. Then reverberation, band-limiting, noise, gain."""
+    pitch = float(np.exp(rng.uniform(*np.log(cfg.speed))))
+    up, down = 100, int(round(100 * pitch))
     out = signal.resample_poly(audio, up, down).astype(np.float64) if down != up else audio.astype(np.float64)
+    speed = down / up  # the speed actually applied
+    if rng.random() < cfg.pitch_p:
+        tempo = float(np.exp(rng.uniform(*np.log(cfg.speed))))
+        out = time_stretch(out, tempo / speed)
+        speed = len(audio) / max(len(out), 1)
     level = _rms(out)
     if rng.random() < cfg.reverb_p:
         rt60 = rng.uniform(*cfg.reverb_s)
