@@ -2,9 +2,9 @@
 
 For each validation clip of a preprocessed folder, the model hears the clip's audio (as recorded,
 and in other voices: played faster or slower, which moves pitch and formants; or pitch and formants
-moved at the same tempo) and its predicted
-lower-lip drop and inner-lip gap are compared with the real ones: Pearson r over time, and the
-amplitude ratio (std of predicted over std of real). Prints a table.
+moved at the same tempo) and its predicted lower-lip drop and inner-lip gap are compared with the
+real ones: Pearson r over time, and the amplitude ratio (std of predicted over std of real). Prints
+a table.
 
     python benchmarks/motion.py --checkpoint runs/motion/generator.safetensors --data shards/grid_s1
 """
