@@ -4,6 +4,7 @@ import pytest
 from conftest import speech_like, write_audio, write_face_video
 
 from talkface.cli import main
+from talkface.errors import TalkfaceError
 from talkface.media.face import detect_faces
 from talkface.media.video import iter_frames, video_info
 from talkface.pipeline import Animator
@@ -34,6 +35,18 @@ def test_photo_pixels_move_only_in_the_lower_face(animator, face_image, speech):
     changed = (frames != face_image).any(-1).any(0)
     assert changed.sum() > 100, "the mouth never moved"
     assert not (changed & ~lower_face(face_image)).any(), "pixels outside the lower face changed"
+
+
+def test_mouth_scale_moves_the_mouth_further_and_checks_its_value(motion_checkpoint, face_image, speech, tmp_path):
+    moved = {}
+    for scale in (0.5, 1.0, 1.6):
+        frames = np.stack(list(Animator(motion_checkpoint, device="cpu", mouth_scale=scale).generate(face_image, speech)))
+        moved[scale] = np.abs(frames.astype(int) - face_image).mean()
+    assert moved[0.5] < moved[1.0] < moved[1.6]
+    with pytest.raises(TalkfaceError, match="at most 2"):
+        Animator(motion_checkpoint, mouth_scale=2.5)
+    with pytest.raises(TalkfaceError, match="above 0"):
+        Animator(motion_checkpoint, mouth_scale=0)
 
 
 def test_live_stream_equals_offline_generate(animator, face_image, speech):

@@ -10,6 +10,7 @@ import sys
 
 from talkface import __version__
 from talkface.bundled import BUNDLED_MODEL, checkpoint_path
+from talkface.config import MAX_MOUTH_SCALE
 from talkface.errors import TalkfaceError
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
@@ -57,6 +58,9 @@ def number(accept, allowed: str):
 
 positive = number(lambda v: 0 < v < float("inf"), "above 0")
 fraction = number(lambda v: 0 <= v < 1, "from 0 to below 1")
+MOUTH_SCALE = number(lambda v: 0 < v <= MAX_MOUTH_SCALE, f"above 0 and at most {MAX_MOUTH_SCALE:g}")
+MOUTH_SCALE_HELP = ("how far the lips and chin move (motion model): 1 = as the model predicts (default), "
+                    f"e.g. 1.3 for an expressive speaker, 0.7 for a subtle one; at most {MAX_MOUTH_SCALE:g}")
 
 
 INDEX = whole(0)
@@ -137,7 +141,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     load_heavy("talkface.pipeline", *(() if args.crop else ("mediapipe",)))
     from talkface.pipeline import Animator
 
-    path = Animator(args.checkpoint, device=args.device, backend=args.backend).generate(
+    path = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale).generate(
         image,
         audio,
         args.out,
@@ -155,7 +159,7 @@ def cmd_dub(args: argparse.Namespace) -> None:
     load_heavy("talkface.pipeline", "mediapipe")
     from talkface.pipeline import Animator
 
-    path = Animator(args.checkpoint, device=args.device, backend=args.backend).dub(
+    path = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale).dub(
         args.video,
         args.audio,
         args.out,
@@ -174,7 +178,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from talkface.serve import Limits, serve
 
     limits = Limits(max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds, max_streams=args.max_streams, max_jobs=args.max_jobs)
-    serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits, batch_streams=args.batch_streams)
+    serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits, batch_streams=args.batch_streams,
+          mouth_scale=args.mouth_scale)
 
 
 def run_config(default, args: argparse.Namespace, weights: str, what: str):
@@ -286,6 +291,7 @@ def build_parser() -> Parser:
     g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
+    g.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
     g.add_argument("--device", default="auto")
     g.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -311,6 +317,7 @@ def build_parser() -> Parser:
     )
     d.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
+    d.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
     d.add_argument("--device", default="auto")
     d.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the mouth refiner (auto = torch; openvino and onnx run it on the CPU); the seed's generator dubs with torch only")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -322,6 +329,7 @@ def build_parser() -> Parser:
     v.add_argument("--port", type=whole(0, 65535), default=8000)
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
     v.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    v.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
     v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload (photo, or photo + audio)")
     v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream")
     v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once")

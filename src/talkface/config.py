@@ -105,6 +105,9 @@ class MotionDiscriminatorConfig:
     fc: int = 128
 
 
+MAX_MOUTH_SCALE = 2.0  # the most a user may scale the predicted motion: beyond it lips part further than any mouth does
+
+
 @dataclass
 class MotionConfig:
     """Speech -> displacement of the mouth and chin points (media.face.MOTION_POINTS) from the mouth at rest.
