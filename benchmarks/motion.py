@@ -58,7 +58,8 @@ def main() -> None:
         for i, a in enumerate(audio):
             real = motion[i]
             if same_tempo:  # pitch and formants moved by resampling, the tempo put back by a phase vocoder
-                a = time_stretch(signal.resample_poly(a, 100, round(100 * speed)), 100 / round(100 * speed))
+                down = round(100 * speed)
+                a = time_stretch(signal.resample_poly(a, 100, down), 100 / down)
             elif speed != 1.0:  # only the speed: no noise, reverb or gain
                 aug = AugmentConfig(speed=(speed, speed), pitch_p=0, gain_db=(0, 0), noise_p=0, reverb_p=0, band_p=0)
                 a, s = augment(a, np.random.default_rng(i), aug, cfg.audio.sample_rate)

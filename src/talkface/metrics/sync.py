@@ -117,10 +117,11 @@ def lse(frames: np.ndarray, audio: np.ndarray, expert: SyncExpert | None = None,
 
     Every 5-frame window of mouth crops is embedded by the expert's video tower, and the speech of
     the window's span (20 MFCC columns, 200 ms) by its audio tower, at every offset from -15 to +15
-    frames (fewer on clips under 1.2 s, see `curve_scores`). lse_d: mean over windows of the smallest distance over offsets (unit-length embeddings,
-    euclidean distance in [0, 2]; lower is better). lse_c: confidence, the median minus the minimum
-    of the distance curve averaged over windows (higher is better). sync_offset: the offset in
-    frames at that minimum (0 is in sync; positive means the audio is late).
+    frames (fewer on clips under 1.2 s, see `curve_scores`). lse_d: mean over windows of the
+    smallest distance over offsets (unit-length embeddings, euclidean distance in [0, 2]; lower is
+    better). lse_c: confidence, the median minus the minimum of the distance curve averaged over
+    windows (higher is better). sync_offset: the offset in frames at that minimum (0 is in sync;
+    positive means the audio is late).
     """
     c = sync_curve(frames, audio, expert, landmarks)
     return {"lse_d": c.lse_d, "lse_c": c.lse_c, "sync_offset": float(c.offset)}
