@@ -10,7 +10,7 @@ import sys
 
 from talkface import __version__
 from talkface.bundled import BUNDLED_MODEL, checkpoint_path
-from talkface.config import MAX_MOUTH_SCALE
+from talkface.config import MAX_HEAD_MOTION, MAX_MOUTH_SCALE
 from talkface.errors import TalkfaceError
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
@@ -61,6 +61,16 @@ fraction = number(lambda v: 0 <= v < 1, "from 0 to below 1")
 MOUTH_SCALE = number(lambda v: 0 < v <= MAX_MOUTH_SCALE, f"above 0 and at most {MAX_MOUTH_SCALE:g}")
 MOUTH_SCALE_HELP = ("how far the lips and chin move (motion model): 1 = as the model predicts (default), "
                     f"e.g. 1.3 for an expressive speaker, 0.7 for a subtle one; at most {MAX_MOUTH_SCALE:g}")
+HEAD_MOTION = number(lambda v: 0 <= v <= MAX_HEAD_MOTION, f"from 0 to {MAX_HEAD_MOTION:g}")
+
+
+def expression_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the face around the mouth (blinks, brows, head motion), for commands that animate a photo."""
+    p.add_argument("--still", action="store_true", help="move only the mouth and chin: no blinks, brows or head motion")
+    p.add_argument("--head-motion", type=HEAD_MOTION, default=1.0, metavar="S",
+                   help="how much the head turns, nods and tilts (motion model): 1 = default, about 3.5 / 2.2 / 1.6 degrees of "
+                        f"standard deviation in yaw / pitch / roll; 0 = a still head (the eyes still blink); at most {MAX_HEAD_MOTION:g}")
+    p.add_argument("--no-blink", action="store_true", help="the eyes do not blink (motion model)")
 
 
 INDEX = whole(0)
@@ -141,7 +151,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     load_heavy("talkface.pipeline", *(() if args.crop else ("mediapipe",)))
     from talkface.pipeline import Animator
 
-    path = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale).generate(
+    path = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale, still=args.still,
+                    head_motion=args.head_motion, blinks=not args.no_blink).generate(
         image,
         audio,
         args.out,
@@ -179,7 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     limits = Limits(max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds, max_streams=args.max_streams, max_jobs=args.max_jobs)
     serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits, batch_streams=args.batch_streams,
-          mouth_scale=args.mouth_scale)
+          mouth_scale=args.mouth_scale, still=args.still, head_motion=args.head_motion, blinks=not args.no_blink)
 
 
 def run_config(default, args: argparse.Namespace, weights: str, what: str):
@@ -290,8 +301,9 @@ def build_parser() -> Parser:
     g.add_argument("--face-index", type=INDEX, default=None, metavar="N", help="which face when there are several: 0 = the largest")
     g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
+    g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator and of blinks and head motion: the same seed makes the same video (default 0)")
     g.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
+    expression_flags(g)
     g.add_argument("--device", default="auto")
     g.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -330,6 +342,7 @@ def build_parser() -> Parser:
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
     v.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     v.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
+    expression_flags(v)
     v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload (photo, or photo + audio)")
     v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream")
     v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once")

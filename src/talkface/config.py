@@ -106,6 +106,38 @@ class MotionDiscriminatorConfig:
 
 
 MAX_MOUTH_SCALE = 2.0  # the most a user may scale the predicted motion: beyond it lips part further than any mouth does
+MAX_HEAD_MOTION = 2.0  # the most a user may scale the head's motion: beyond it the warp of a turned head folds
+
+
+@dataclass
+class ExpressionConfig:
+    """Blinks, brows and head motion around the speech's mouth motion (talkface.expression).
+
+    Spontaneous motion is temporally coherent noise: blinks come at gamma-distributed intervals
+    (`blink_rate` a minute on average, `blink_regularity` the shape: 1 is a Poisson process), each
+    closing and opening the lids along `blink_profile` (the closure every 40 ms, close fast and open
+    slowly: GRID s1's median blink, `scripts/expression_stats.py`); the head turns, nods and tilts
+    as white noise through a critically damped low-pass filter (corner `head_hz`), scaled to `yaw`,
+    `pitch`, `roll` degrees of standard deviation and `shift` face sizes of drift. Speech-linked
+    motion: the head moves `speech_gain` more while speaking, and a phrase that starts after a pause
+    may raise the brows (`brow`, in face sizes) and nod the head (`nod` degrees).
+    """
+
+    enabled: bool = True  # False: only the mouth and chin move (--still)
+    blinks: bool = True
+    blink_rate: float = 20.0  # a minute: conversation's range is 10.5-32.5 (s1 blinks ~46 while reading GRID's sentences)
+    blink_regularity: float = 2.0
+    blink_profile: tuple[float, ...] = (0.55, 1.0, 0.8, 0.45, 0.22, 0.1, 0.04)
+    head: float = 1.0  # scale of all head motion (0: none)
+    yaw: float = 3.5
+    pitch: float = 2.2
+    roll: float = 1.6
+    shift: float = 0.015
+    head_hz: float = 0.3
+    speech_gain: float = 0.25
+    brow: float = 0.03
+    nod: float = 1.5
+    emphasis_p: float = 0.6  # chance that a phrase after a pause raises the brows and nods
 
 
 @dataclass
@@ -123,6 +155,7 @@ class MotionConfig:
     gain: float = 1.0
     seq_disc: MotionDiscriminatorConfig = field(default_factory=MotionDiscriminatorConfig)
     refiner: RefinerConfig = field(default_factory=lambda: RefinerConfig())
+    expression: ExpressionConfig = field(default_factory=ExpressionConfig)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from talkface.bundled import checkpoint_path
 from talkface.checkpoint import load_generator
-from talkface.config import MAX_MOUTH_SCALE, Config
+from talkface.config import MAX_HEAD_MOTION, MAX_MOUTH_SCALE, Config
 from talkface.errors import TalkfaceError
 from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
 from talkface.media.face import MIN_FACE_SIZE, Face, FaceTracker, align, detect_faces, paste_back, pick_face
@@ -112,20 +112,32 @@ class Animator:
 
     Without `out`, both return an iterator of frames (H, W, 3) uint8 instead of writing a file.
     `mouth_scale` (motion model only) scales how far the lips and chin move: 1 as the model predicts,
-    above 1 for a more expressive speaker, below 1 for a subtler one.
+    above 1 for a more expressive speaker, below 1 for a subtler one. A photo also blinks, raises its
+    brows and moves its head (`talkface.expression`): `still=True` moves only the mouth and chin,
+    `head_motion` scales the head's motion (0: a still head), `blinks=False` keeps the eyes open.
+    A dubbed video keeps its own head motion and blinks.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, backend: str = "auto", streams: int = 1,
-                 mouth_scale: float = 1.0):
+                 mouth_scale: float = 1.0, still: bool = False, head_motion: float = 1.0, blinks: bool = True):
         if not 0 < mouth_scale <= MAX_MOUTH_SCALE:
             raise TalkfaceError(f"the mouth scale must be above 0 and at most {MAX_MOUTH_SCALE:g}, not {mouth_scale:g}")
+        if not 0 <= head_motion <= MAX_HEAD_MOTION:
+            raise TalkfaceError(f"the head motion must be from 0 to {MAX_HEAD_MOTION:g}, not {head_motion:g}")
         self.device = pick_device(device)
         self.generator, self.cfg = load_generator(checkpoint_path(checkpoint), self.device)
         self.motion = self.cfg.kind == "motion"  # speech moves the photo's own pixels (else: the seed's frame generator)
         if mouth_scale != 1 and not self.motion:
             raise TalkfaceError("is the seed's generator, which draws the mouth itself: a mouth scale (--mouth-scale) needs the motion model",
                                 checkpoint_path(checkpoint))
+        if (head_motion != 1 or not blinks) and not self.motion:
+            raise TalkfaceError("is the seed's generator, which moves no head and no eyes: --head-motion and --no-blink need the motion model",
+                                checkpoint_path(checkpoint))
         self.cfg.motion.gain *= mouth_scale
+        expression = self.cfg.motion.expression
+        expression.enabled = expression.enabled and not still
+        expression.head *= head_motion
+        expression.blinks = expression.blinks and blinks
         if backend not in BACKENDS:
             raise TalkfaceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         problem = motion_backend_problem(self.generator, backend) if self.motion else None

@@ -24,6 +24,7 @@ import torch
 
 from talkface.accel import TorchBackend
 from talkface.config import Config
+from talkface.expression import Expressions
 from talkface.media.audio import FeatureStream
 from talkface.media.face import Face, align, detect_faces, paste_back, pick_face
 from talkface.models import Generator, GeneratorState
@@ -160,7 +161,9 @@ class PhotoStream:
         if crops is None and isinstance(model, MotionModel):
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
             rig = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner)
-            self.render = lambda frame: rig.render(*frame)  # (motion, speech)
+            expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
+            # frame: (motion, speech); blinks, brows and head motion follow the same seed and speech
+            self.render = lambda frame: rig.render(*frame, expressions.step(frame[1]) if expressions else None)
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))

@@ -83,15 +83,22 @@ class Face:
     landmarks: np.ndarray  # (478, 2) float32, pixels (x, y)
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the landmarks (x1, y1 exclusive)
     size: float  # pixels from the centre of the eyes to the centre of the mouth
+    depth: np.ndarray | None = None  # (478,) float32: each landmark's depth in pixels (larger: farther), when the mesh gave it
 
     @classmethod
-    def from_landmarks(cls, landmarks: np.ndarray) -> "Face":
+    def from_landmarks(cls, landmarks: np.ndarray, depth: np.ndarray | None = None) -> "Face":
         lm = np.asarray(landmarks, np.float32)
         assert lm.shape == (NUM_LANDMARKS, 2), f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}"
         x0, y0 = np.floor(lm.min(0)).astype(int)
         x1, y1 = np.ceil(lm.max(0)).astype(int) + 1
         eyes, mouth = lm[EYE_CORNERS].mean(0), lm[MOUTH_CORNERS].mean(0)
-        return cls(lm, (int(x0), int(y0), int(x1), int(y1)), float(np.linalg.norm(mouth - eyes)))
+        depth = None if depth is None else np.asarray(depth, np.float32)
+        return cls(lm, (int(x0), int(y0), int(x1), int(y1)), float(np.linalg.norm(mouth - eyes)), depth)
+
+    @property
+    def points(self) -> np.ndarray | None:
+        """(478, 3) landmarks with their depth (x, y, depth in pixels), or None without depth."""
+        return None if self.depth is None else np.concatenate([self.landmarks, self.depth[:, None]], 1)
 
     @property
     def centre(self) -> np.ndarray:
@@ -142,8 +149,8 @@ def _faces(result, shape: tuple[int, ...]) -> list[Face]:
     h, w = shape[:2]
     faces = []
     for f in result.multi_face_landmarks or []:
-        lm = np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
-        faces.append(Face.from_landmarks(lm))
+        lm = np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32)  # mediapipe's depth has x's scale
+        faces.append(Face.from_landmarks(lm[:, :2], lm[:, 2]))
     return sorted(faces, key=lambda f: -f.size)
 
 
@@ -203,7 +210,7 @@ class OneEuro:
             return x
         dx = (x - self.x) / dt
         self.dx = self.dx + self._alpha(self.d_cutoff, dt) * (dx - self.dx)
-        speed = np.linalg.norm(self.dx, axis=-1, keepdims=True)
+        speed = np.linalg.norm(self.dx[..., :2], axis=-1, keepdims=True)  # a point's speed in the picture (not its depth)
         a = self._alpha(self.min_cutoff + self.beta * speed, dt)
         self.x = self.x + a * (x - self.x)
         return self.x
@@ -234,8 +241,9 @@ class FaceTracker:
             self.filter.reset()
             return None
         scale = face.size
-        smooth = self.filter(face.landmarks / scale, self.dt) * scale
-        self.last = Face.from_landmarks(smooth)
+        points = face.points if face.depth is not None else face.landmarks
+        smooth = self.filter(points / scale, self.dt) * scale
+        self.last = Face.from_landmarks(smooth[:, :2], smooth[:, 2] if face.depth is not None else None)
         return self.last
 
     def _follow(self, faces: list[Face]) -> Face | None:

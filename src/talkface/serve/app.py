@@ -456,12 +456,15 @@ def serve(
     limits: Limits | None = None,
     batch_streams: bool | None = None,
     mouth_scale: float = 1.0,
+    still: bool = False,
+    head_motion: float = 1.0,
+    blinks: bool = True,
 ) -> None:
     """Run the service until interrupted. Off loopback an access token is required: one is made when not given.
 
     `batch_streams`: make all live streams' frames in shared generator calls (`StreamBatch`);
     None: when the generator runs on a GPU (on a CPU a worker per stream is faster: README, "Batching across streams").
-    `mouth_scale`: how far every face's lips and chin move (`Animator`).
+    `mouth_scale`: how far every face's lips and chin move; `still`, `head_motion`, `blinks`: the rest of the face (`Animator`).
     """
     import torch
 
@@ -472,7 +475,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
     # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
     animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
-                        mouth_scale=mouth_scale)
+                        mouth_scale=mouth_scale, still=still, head_motion=head_motion, blinks=blinks)
     if batch_streams is None:
         batch_streams = not animator.motion and animator.backend.name == "torch" and animator.device.type == "cuda"
     app = make_app(animator, limits, token, batch_streams=batch_streams)

@@ -1,0 +1,122 @@
+"""The head warp: the photo's head turned, nodded and tilted in 3-D, its pixels moved by a piecewise-affine warp.
+
+The face mesh's own 3-D points (x, y and mediapipe's depth) are rotated in the face's own frame
+(`talkface.geometry.face_axes`) about a pivot behind the neck, and projected back onto the picture
+(orthographically: a head is shallow next to its distance from the camera), so that near parts
+(the nose) move more than far ones (the cheeks' edge) when the head turns. Around the face oval,
+rings carry what surrounds the face: at `RINGS[0]` times the oval's size (hair, ears, the neck)
+with the head, at `RINGS[1]` half as far, and at `RINGS[2]` not at all: from there outward the
+picture stays exactly the photo's.
+
+The maps of a large head are computed at half resolution and enlarged: a piecewise-affine map is
+linear inside each triangle, so the enlarged map differs from the exact one by a fraction of a pixel.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from talkface.geometry import FACE_OVAL, face_axes, rotation
+from talkface.media.face import Face
+from talkface.warp import _area, sampling_maps
+
+RINGS = (1.3, 1.65, 2.0)  # moving with the head, moving half as much, fixed: sizes relative to the oval
+PIVOT = (1.5, 1.0)  # the pivot below the face's centre and behind it, in face sizes
+INTERIOR_STEP = 5  # every 5th mesh point inside the oval carries the face's depth
+HALF_RES_PIXELS = 120_000  # boxes larger than this get their maps at half resolution
+
+
+class HeadWarp:
+    """One picture's head, ready to move: made once, reused for every frame.
+
+    `render(frame, pose, shift)` gives `frame` (a picture of this face, (H, W, 3) uint8) with the head
+    rotated by `pose` (yaw, pitch, roll degrees, `talkface.geometry`) and shifted by `shift` (across,
+    down) in face sizes. A face without depth (`Face.depth` None) turns as if it were flat.
+    """
+
+    def __init__(self, face: Face, shape: tuple[int, int]):
+        lm = np.asarray(face.landmarks, np.float64)
+        depth = np.zeros(len(lm)) if face.depth is None else np.asarray(face.depth, np.float64)
+        points = np.concatenate([lm, depth[:, None]], 1)
+        self.shape = shape
+        self.size = float(face.size)
+        self.axes = face_axes(points)
+        oval = points[FACE_OVAL]
+        centre = oval.mean(0)
+        interior = [i for i in range(0, 468, INTERIOR_STEP) if i not in FACE_OVAL]
+        rings = [np.concatenate([centre[:2] + k * (oval[:, :2] - centre[:2]), oval[:, 2:]], 1) for k in RINGS]
+        self.points = np.concatenate([points[FACE_OVAL + interior], *rings])  # (N, 3)
+        n = len(FACE_OVAL) + len(interior)
+        self.groups = (slice(0, n + len(FACE_OVAL)), slice(n + len(FACE_OVAL), n + 2 * len(FACE_OVAL)), slice(n + 2 * len(FACE_OVAL), None))
+        mid = points[[33, 263, 61, 291]].mean(0)
+        self.pivot = mid + self.size * (PIVOT[0] * self.axes[1] + PIVOT[1] * self.axes[2])
+        self.source = self.points[:, :2].copy()
+        tris = Delaunay(self.source).simplices.astype(np.int32)
+        flip = _area(self.source, tris) < 0
+        tris[flip] = tris[flip][:, ::-1]
+        self.triangles = tris
+
+    def _moved(self, points: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        R = self.axes.T @ rotation(*pose) @ self.axes  # the rotation in the face's frame, in picture coordinates
+        out = self.pivot + (points - self.pivot) @ R.T
+        out[:, :2] += self.size * (shift[0] * self.axes[0, :2] + shift[1] * self.axes[1, :2])
+        return out[:, :2]
+
+    def target(self, pose, shift=(0.0, 0.0)) -> np.ndarray:
+        """(N, 2) control points for a head rotated by `pose` (3,) degrees and shifted by `shift` (2,) face sizes."""
+        pose, shift = np.asarray(pose, np.float64), np.asarray(shift, np.float64)
+        tgt = self.source.copy()
+        rigid, half, _ = self.groups
+        tgt[rigid] = self._moved(self.points[rigid], pose, shift)
+        tgt[half] = self._moved(self.points[half], pose / 2, shift / 2)
+        return tgt
+
+    def folded(self, pose, shift=(0.0, 0.0)) -> int:
+        """How many triangles the pose turns over (0: the warp neither folds nor tears)."""
+        return int((_area(self.target(pose, shift), self.triangles) < 0).sum())
+
+    def render(self, frame: np.ndarray, pose, shift=(0.0, 0.0)) -> np.ndarray:
+        """`frame` (H, W, 3) uint8 with the head moved; pixels beyond the outer ring stay exactly."""
+        tgt = self.target(pose, shift)
+        if np.abs(tgt - self.source).max() < 1e-3:
+            return frame
+        box = _bounds(tgt[self.groups[1].start:], frame.shape)
+        if box is None:
+            return frame
+        x0, y0, x1, y1 = box
+        if (x1 - x0) * (y1 - y0) > HALF_RES_PIXELS:
+            maps = self._half_maps(tgt, box)
+        else:
+            maps = sampling_maps(self.source, tgt, self.triangles, frame.shape[:2])
+            if maps is None:
+                return frame
+        map_x, map_y, (x0, y0, x1, y1) = maps
+        out = frame.copy()
+        out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out
+
+    def _half_maps(self, tgt: np.ndarray, box: tuple[int, int, int, int]):
+        """`sampling_maps` over `box`, computed at half resolution and enlarged to it."""
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0
+        half = ((h + 1) // 2, (w + 1) // 2)
+        # half-resolution pixel i is full-resolution pixel 2 i + 0.5 of the box, where cv2.resize puts it
+        origin = np.array([x0 + 0.5, y0 + 0.5])
+        maps = sampling_maps((self.source - origin) / 2, (tgt - origin) / 2, self.triangles, half)
+        small_x = np.arange(half[1], dtype=np.float32)[None].repeat(half[0], 0)
+        small_y = np.arange(half[0], dtype=np.float32)[:, None].repeat(half[1], 1)
+        if maps is not None:
+            hx, hy, (a0, b0, a1, b1) = maps
+            small_x[b0:b1, a0:a1], small_y[b0:b1, a0:a1] = hx, hy
+        map_x = cv2.resize(small_x, (w, h), interpolation=cv2.INTER_LINEAR) * 2 + np.float32(origin[0])
+        map_y = cv2.resize(small_y, (w, h), interpolation=cv2.INTER_LINEAR) * 2 + np.float32(origin[1])
+        return map_x, map_y, box
+
+
+def _bounds(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 (exclusive) of points (K, 2), clipped to a picture of `shape`; None when outside it."""
+    h, w = shape[:2]
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + 1, (w, h))
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
