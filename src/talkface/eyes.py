@@ -9,7 +9,7 @@ then per eye, ring to ring: the eyeball between the margins, the lower lid, the 
 and lash row, and last the lash band between lash row and margin, so that a closing lid covers
 the eyeball. A blink moves the upper margin down onto a line just above the lower one (which rises
 a little to meet it); the lash band moves with the margin as it is, so the lashes stay sharp; the
-crease follows a quarter of the way and the lid's skin between them stretches. Brows rise with the
+crease follows most of the way, so that the skin under the brow (not the shadow of the lid fold) covers the eye. Brows rise with the
 fold under them; the forehead's frame stays. A photo whose eyes are half closed blinks from there.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from talkface.warp import _area, _strip, sampling_maps
 
 LASH = 0.15  # the lash row: this share of the way from the upper margin to the crease
 MEET = 0.05  # closed lids meet this share of the eye's opening above the lower margin
-CREASE = 0.25  # the crease follows this share of the margin's movement
+CREASE = 0.75  # the crease follows this share of the margin's movement: the lid that covers the eye is the skin under the brow
 FRAME_MARGIN = 0.35  # the fixed frame's distance from the brows and eye rings, in face sizes
 SIDES = ("left", "right")
 

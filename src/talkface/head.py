@@ -44,7 +44,9 @@ class HeadWarp:
         self.axes = face_axes(points)
         oval = points[FACE_OVAL]
         centre = oval.mean(0)
-        interior = [i for i in range(0, 468, INTERIOR_STEP) if i not in FACE_OVAL]
+        # inner points near the oval would make slivers there, which the smallest turn folds
+        near = np.linalg.norm(points[:, None, :2] - oval[None, :, :2], axis=-1).min(1) < 0.15 * face.size
+        interior = [i for i in range(0, 468, INTERIOR_STEP) if i not in FACE_OVAL and not near[i]]
         rings = [np.concatenate([centre[:2] + k * (oval[:, :2] - centre[:2]), oval[:, 2:]], 1) for k in RINGS]
         self.points = np.concatenate([points[FACE_OVAL + interior], *rings])  # (N, 3)
         n = len(FACE_OVAL) + len(interior)
