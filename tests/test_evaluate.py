@@ -115,7 +115,7 @@ def test_evaluate_a_checkpoint_against_real_videos(tmp_path, capsys):
     assert clip["name"] == "a"
     assert {"psnr", "ssim", "psnr_mouth", "ssim_mouth", "lse_d", "aperture_corr"} <= set(clip["generated"])
     # an untrained generator's lower face, pasted into the photo: the mouth is far from the real one
-    assert clip["generated"]["psnr_mouth"] < 25 and clip["generated"]["psnr_mouth"] < clip["generated"]["psnr"]
+    assert clip["generated"]["psnr_mouth"] < 25
     assert "psnr" not in clip["real"] and abs(clip["real"]["sync_offset"]) <= 1
     assert set(doc["mean"]) == {"generated", "real"}
 
@@ -131,17 +131,21 @@ def test_evaluate_without_a_checkpoint_scores_the_bundled_model(tmp_path, capsys
     doc = check_report(out)
     assert doc["checkpoint"] == asset(BUNDLED_MODEL) and doc["eval_size"] == list(EVAL_SIZE)
     assert {"lse_d", "aperture_corr", "psnr_mouth", "lmd_mouth", "mouth_sharpness_ratio"} <= set(doc["clips"][0]["generated"])
+    for row in ("generated", "real"):  # blinks and head motion, measured alike for the model and the real video
+        assert {"blinks_per_min", "blink_ms", "yaw_std", "pitch_std", "roll_std", "head_jump"} <= set(doc["clips"][0][row])
+    assert doc["clips"][0]["generated"]["yaw_std"] > doc["clips"][0]["real"]["yaw_std"]  # GRID s1's head is still; the default's moves
+    assert "eye openness and head pose over time" in (out / "report.html").read_text()
 
 
 @need_grid
-def test_score_clip_aligns_made_frames_where_the_still_is(tmp_path):
+def test_score_clip_tracks_made_frames_like_real_ones(tmp_path):
     video = str(grid_excerpt(tmp_path / "a.mp4"))
     clip = score_clip(video, {"still": still_source}, size=(128, 96), samples=4)
     assert list(clip.scores) == ["still", "real"] and list(clip.strips) == ["real", "still"]
     real, still = clip.strips["real"], clip.strips["still"]
     assert real.shape == still.shape == (4, 128, 96, 3)
-    assert np.array_equal(still[0], real[0])  # frame 0 is the still: one alignment for both
-    assert (still == still[0]).all() and not (real == real[0]).all()
+    assert np.abs(still[0].astype(int) - real[0]).mean() < 1  # frame 0 is the still, tracked alike
+    assert np.abs(still.astype(int) - still[0]).mean() < 2 and np.abs(real.astype(int) - real[0]).mean() > 2
     assert clip.previews["still"].shape == clip.previews["real"].shape == (4, 288, 360, 3)
     assert np.isfinite(clip.scores["still"]["psnr"])  # the identical first frame is left out of the mean
     assert clip.scores["still"]["landmark_jitter"] < clip.scores["real"]["landmark_jitter"]

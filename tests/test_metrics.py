@@ -28,7 +28,7 @@ def grid_clip():
 
 
 def test_registry_lists_every_metric_and_checks_inputs():
-    assert set(list_metrics()) == {"lse", "aperture", "psnr", "ssim", "lmd", "identity", "jitter", "sharpness"}
+    assert set(list_metrics()) == {"lse", "aperture", "psnr", "ssim", "lmd", "identity", "jitter", "sharpness", "blinks", "head_motion"}
     assert requirements("psnr")[0] == {"frames", "real"}
     with pytest.raises(KeyError, match="unknown metric"):
         compute("fid", frames=np.zeros((3, 8, 8, 3), np.uint8))
@@ -148,3 +148,29 @@ def test_ground_truth_metrics_of_a_real_clip_with_itself(grid_clip):
     ident = compute("identity", frames=f, still=f[0], landmarks=lm)["upper_face_ssim"]
     assert 0.6 < ident < 1
     assert compute("jitter", frames=f, landmarks=lm)["landmark_jitter"] < 0.05
+
+
+def test_blinks_are_counted_timed_and_sized():
+    from talkface.metrics.expression import blink_events
+
+    openness = np.full(250, 0.3)  # 10 s open, then three blinks: 3 frames below half depth each, the deepest at 0.2 of open
+    for start in (40, 120, 200):
+        openness[start : start + 5] = 0.3 * np.array([0.7, 0.35, 0.2, 0.45, 0.8])
+    openness[60] = np.nan  # a frame without a face is not a blink
+    events = blink_events(openness)
+    assert [e[0] for e in events] == [42, 122, 202]
+    assert all(e[1] == 3 and e[2] == pytest.approx(0.2) for e in events)
+
+
+def test_head_motion_reads_spread_jumps_and_speech_against_pauses():
+    from talkface.metrics import compute
+
+    t = np.arange(500) / 25.0
+    poses = np.stack([4 * np.sin(t), 2 * np.sin(0.7 * t), np.zeros_like(t)], 1)
+    poses[100] = np.nan
+    audio = np.zeros(20 * 16000, np.float32)
+    audio[: 10 * 16000] = 0.1 * np.sin(2 * np.pi * 500 * np.arange(10 * 16000) / 16000)  # speech, then silence
+    out = compute("head_motion", audio=audio, poses=poses)
+    assert out["yaw_std"] == pytest.approx(4 / np.sqrt(2), rel=0.1) and out["roll_std"] == 0
+    assert out["head_jump"] == pytest.approx(4 / 25, rel=0.05)
+    assert 0.5 < out["head_speed_ratio"] < 2

@@ -25,6 +25,7 @@ from talkface import __version__
 from talkface.errors import TalkfaceError
 from talkface.media.face import Face
 from talkface.metrics import applicable, compute, describe, list_metrics
+from talkface.geometry import eye_openness, head_pose
 from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
 from talkface.metrics.sync import FPS, SAMPLE_RATE, SyncCurve, speech_envelope, sync_curve
 
@@ -53,17 +54,20 @@ class ClipScore:
     curves: dict[str, SyncCurve] = field(default_factory=dict)
     strips: dict[str, np.ndarray] = field(default_factory=dict)  # per row: (n, H, W, 3) sample frames
     previews: dict[str, np.ndarray] = field(default_factory=dict)  # per row: the full frames the strips were cut from
+    eyes: dict[str, np.ndarray] = field(default_factory=dict)  # per row: (T,) eye openness (lid gap / eye width, both eyes)
+    poses: dict[str, np.ndarray] = field(default_factory=dict)  # per row: (T, 3) head yaw, pitch, roll in degrees
 
 
 def score(frames: np.ndarray, audio: np.ndarray, *, real: np.ndarray | None = None, still: np.ndarray | None = None,
           expert=None, landmarks: np.ndarray | None = None, real_landmarks: np.ndarray | None = None,
-          names: list[str] | None = None) -> tuple[dict[str, float], SyncCurve | None, np.ndarray]:
+          names: list[str] | None = None, poses: np.ndarray | None = None) -> tuple[dict[str, float], SyncCurve | None, np.ndarray]:
     """Every applicable registered metric (or `names`) on one clip; also its sync curve and aperture series."""
     if landmarks is None:
         landmarks = detect_landmarks(frames)
     if real is not None and real_landmarks is None:
         real_landmarks = detect_landmarks(real)
-    inputs = {"frames": frames, "audio": audio, "real": real, "still": still, "expert": expert, "landmarks": landmarks, "real_landmarks": real_landmarks}
+    inputs = {"frames": frames, "audio": audio, "real": real, "still": still, "expert": expert, "landmarks": landmarks,
+              "real_landmarks": real_landmarks, "poses": poses}
     available = {k for k, v in inputs.items() if v is not None}
     out: dict[str, float] = {}
     curve = None
@@ -138,22 +142,27 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
     if n < 5:
         raise TalkfaceError("overlaps the video by less than 5 frames", audio)
     frames = frames[:n]
-    scores, curve, ap = score(frames, speech, still=frames[0], expert=expert)
+    with_depth = detect_landmarks(frames, depth=True)
+    scores, curve, ap = score(frames, speech, still=frames[0], expert=expert, landmarks=with_depth[..., :2], poses=head_pose(with_depth))
     clip = ClipScore(os.path.basename(os.fspath(video)), {"video": scores}, speech_envelope(speech, n), {"video": ap},
-                     {"video": curve} if curve else {}, {"video": _strip(frames)})
+                     {"video": curve} if curve else {}, {"video": _strip(frames)},
+                     eyes={"video": eye_openness(with_depth[..., :2]).mean(-1)}, poses={"video": head_pose(with_depth)})
     meta = {"mode": "video", "video": os.path.abspath(video), "audio": os.path.abspath(audio), "frames": n, "source_fps": fps, "cut_at_seconds": max_seconds}
     return meta, [clip]
 
 
-def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float = 25.0) -> tuple[np.ndarray, Face]:
-    """Every frame's face aligned to the (H, W) template (media.face, tracked and smoothed), and the
-    face as found in the first frame. Frames where the face is lost reuse its last position; a
-    first frame without a face is a TalkfaceError (it is the still everything is made from)."""
+def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float = 25.0,
+               keep: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, Face, np.ndarray]:
+    """Every frame's face aligned to the (H, W) template (media.face, tracked and smoothed), the face
+    as found in the first frame, and the head's pose in every full frame ((T, 3) degrees, NaN where
+    the face is lost). Frames where the face is lost reuse its last position; a first frame without
+    a face is a TalkfaceError (it is the still everything is made from). `keep(i, frame)` sees every
+    full frame as it streams by."""
     from talkface.media.face import FaceTracker, align
 
-    crops, first, last = [], None, None
+    crops, poses, first, last = [], [], None, None
     with FaceTracker(fps) as tracker:
-        for frame in frames:
+        for i, frame in enumerate(frames):
             face = tracker(frame)
             if first is None:
                 if face is None:
@@ -161,9 +170,12 @@ def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float =
                 first = face
             last = face or last
             crops.append(align(frame, last, size)[0])
+            poses.append(head_pose(face.points[None])[0] if face is not None and face.depth is not None else np.full(3, np.nan))
+            if keep is not None:
+                keep(i, frame)
     if first is None:
         raise TalkfaceError("has no video frames")
-    return np.stack(crops), first
+    return np.stack(crops), first, np.stack(poses)
 
 
 def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> np.ndarray:
@@ -198,19 +210,15 @@ def model_source(animator: Animator, seed: int = 0) -> FrameSource:
     return frames
 
 
-def _made(frames: Iterable[np.ndarray], face: Face, size: tuple[int, int], count: int, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` frames of a source aligned with the still's face (count, H, W, 3), and the
-    full frames at `picks`; the other full frames are let go as they stream by."""
-    from talkface.media.face import align
-
-    crops, kept, picked = [], [], set(picks.tolist())
-    for i, frame in enumerate(itertools.islice(frames, count)):
-        crops.append(align(frame, face, size)[0])
-        if i in picked:
-            kept.append(frame)
+def _made(frames: Iterable[np.ndarray], size: tuple[int, int], count: int, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first `count` frames of a source, their face tracked and aligned as the real video's is
+    (count, H, W, 3), the full frames at `picks`, and the head's pose per frame (count, 3); the
+    other full frames are let go as they stream by."""
+    kept, picked = [], set(picks.tolist())
+    crops, _, poses = face_crops(itertools.islice(frames, count), size, keep=lambda i, f: kept.append(f) if i in picked else None)
     if len(crops) < count:
         raise TalkfaceError(f"only {len(crops)} frames were made for {count} frames of speech")
-    return np.stack(crops), np.stack(kept)
+    return crops, np.stack(kept), poses
 
 
 def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: tuple[int, int] = EVAL_SIZE, expert=None,
@@ -218,14 +226,11 @@ def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: t
     """One real talking video against frames made from its first frame and its own audio.
 
     Each source is given the video's first full frame (the still) and the video's path (its audio)
-    and makes full-resolution frames. The real video's face is tracked through every frame (the
-    head moves) and aligned to the evaluation template at `size`. Made frames are aligned with the
-    still's face position, fixed for the clip: a still animated in place keeps its head where the
-    still has it, so this is exactly where its face is, and whatever shake or drift a model adds
-    stays in view (landmark_jitter, upper_face_ssim) instead of being tracked away (a model that
-    moves the head on purpose pays for it in the fidelity measures too); tracking made frames
-    would also cost a face-mesh pass per frame. Every source's crops are scored against the
-    real crops, then the real crops alone (the reference). Rows of `scores`: the sources in order,
+    and makes full-resolution frames. The face is tracked through every frame, real and made alike,
+    and aligned to the evaluation template at `size`: a head that moves (on purpose, as the default
+    model's does, or as the real speaker's does) does not count against the mouth's fidelity
+    measures, and the head's pose in the full frames is measured for both. Every source's crops are
+    scored against the real crops, then the real crops alone (the reference). Rows of `scores`: the sources in order,
     then "real"; `strips` (crops) and `previews` (full frames), `samples` per row, start with "real".
     """
     from talkface.media.audio import check_readable, load_audio
@@ -234,32 +239,36 @@ def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: t
     path = os.fspath(path)
     try:
         fps = video_info(check_readable(path, "video"))["fps"]
-        crops, face = face_crops(iter_frames(path), size, fps)
+        crops, _, real_poses = face_crops(iter_frames(path), size, fps)
         shown = resample_indices(len(crops), fps)
         speech = load_audio(path, SAMPLE_RATE)
         n = min(len(shown), int(len(speech) * FPS / SAMPLE_RATE))
         if n < 5:
             raise TalkfaceError("is too short to score (fewer than 5 frames with audio)")
-        real = crops[shown[:n]]
+        real, real_poses = crops[shown[:n]], real_poses[shown[:n]]
         del crops
         picks = sample_indices(n, samples)
         still, *previews = frames_at(path, [0, *shown[picks]])
         real_lms = detect_landmarks(real)
-        scores, apertures, curves = {}, {}, {}
+        scores, apertures, curves, eyes, head = {}, {}, {}, {}, {}
         strips, full = {"real": real[picks]}, {"real": np.stack(previews)}
         for row, source in sources.items():
-            made, full[row] = _made(source(still, path), face, size, n, picks)
-            scores[row], curve, apertures[row] = score(made, speech, real=real, still=real[0], expert=expert, real_landmarks=real_lms)
+            made, full[row], head[row] = _made(source(still, path), size, n, picks)
+            lms = detect_landmarks(made)
+            eyes[row] = eye_openness(lms).mean(-1)
+            scores[row], curve, apertures[row] = score(made, speech, real=real, still=real[0], expert=expert, landmarks=lms,
+                                                       real_landmarks=real_lms, poses=head[row])
             strips[row] = made[picks]
             if curve is not None:
                 curves[row] = curve
     except TalkfaceError as e:
         raise TalkfaceError(e.problem, e.path or path) from None
-    scores["real"], curve, apertures["real"] = score(real, speech, still=real[0], expert=expert, landmarks=real_lms)
+    scores["real"], curve, apertures["real"] = score(real, speech, still=real[0], expert=expert, landmarks=real_lms, poses=real_poses)
+    eyes["real"], head["real"] = eye_openness(real_lms).mean(-1), real_poses
     if curve is not None:
         curves["real"] = curve
     name = os.path.splitext(os.path.basename(path))[0]
-    return ClipScore(name, scores, speech_envelope(speech, n), apertures, curves, strips, full)
+    return ClipScore(name, scores, speech_envelope(speech, n), apertures, curves, strips, full, eyes, head)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike | None, data: str | os.PathLike, limit: int | None = None, expert=None,

@@ -46,6 +46,29 @@ def aperture_plot(clip) -> str:
     return _png(fig)
 
 
+def expression_plot(clip) -> str:
+    """Eye openness and the head's yaw, pitch and roll over time, one colour per row (generated, real, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (eyes, head) = plt.subplots(2, 1, figsize=(7, 3.8), sharex=True)
+    for row, o in clip.eyes.items():
+        eyes.plot(np.arange(len(o)) / 25.0, o, color=COLOURS.get(row), label=row)
+    eyes.set_ylabel("eye openness")
+    eyes.legend(fontsize=7, loc="lower right")
+    for row, p in clip.poses.items():
+        t = np.arange(len(p)) / 25.0
+        for k, (name, style) in enumerate((("yaw", "-"), ("pitch", "--"), ("roll", ":"))):
+            head.plot(t, p[:, k] - np.nanmedian(p[:, k]) if np.isfinite(p[:, k]).any() else p[:, k], style, color=COLOURS.get(row),
+                      label=f"{name} ({row})")
+    head.set_ylabel("head, degrees from median")
+    head.set_xlabel("seconds")
+    head.legend(fontsize=6, loc="upper right", ncol=2)
+    return _png(fig)
+
+
 def offset_plot(clip) -> str:
     import matplotlib
 
@@ -112,6 +135,8 @@ def render_html(doc: dict, clips: list) -> str:
         parts.append(_img(aperture_plot(clip), "mouth aperture and speech envelope"))
         if clip.curves:
             parts.append(_img(offset_plot(clip), "sync offset curve"))
+        if clip.eyes or clip.poses:
+            parts.append(_img(expression_plot(clip), "eye openness and head pose over time"))
         parts.append(f"<p>Frames ({', '.join(clip.strips)}, top to bottom):</p>")
         parts.append(_img(strip_png(clip.strips), "sample frames"))
         if clip.previews:
