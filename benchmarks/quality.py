@@ -7,7 +7,9 @@ evaluation crop and scored by `talkface.evaluate.score_clip`, the code behind `t
 
     PYTHONPATH=src python benchmarks/quality.py FOLDER [FOLDER ...] [--checkpoint NAME=PATH ...] [--limit N] [--out DIR]
 
-Without --checkpoint: paper = the GRID s1 direct generator, default = the bundled model. Writes,
+Without --checkpoint: paper = the GRID s1 direct generator, default = the bundled model;
+`--with-still` adds each motion model with `--still` (the mouth alone). Blinks and head motion are
+scored for every row alike (the face is tracked in made frames as in real ones). Writes,
 per folder, to DIR/<folder name>/: quality.md (the tables printed), metrics.json and report.html
 (every value of every clip, as `talkface evaluate` writes them), and strips/<clip>.png (evaluation
 crops, ~8 frames across the clip, one labelled row per source: real, still, each checkpoint) with
@@ -31,7 +33,8 @@ from talkface.bundled import BUNDLED_MODEL, PAPER_MODEL, asset
 from talkface.pipeline import Animator
 
 COLUMNS = ("speech_aperture", "silence_aperture", "aperture_corr", "lse_c", "lse_d", "sync_offset", "sync_within_1", "lmd_mouth",
-           "psnr_mouth", "ssim_mouth", "mouth_sharpness", "mouth_sharpness_ratio", "upper_face_ssim", "landmark_jitter")
+           "psnr_mouth", "ssim_mouth", "mouth_sharpness", "mouth_sharpness_ratio", "upper_face_ssim", "landmark_jitter",
+           "blinks_per_min", "blink_ms", "blink_depth", "yaw_std", "pitch_std", "roll_std", "head_jump", "head_speed_ratio")
 LABEL_WIDTH = 96  # pixels left of each strip row for its name
 
 
@@ -133,12 +136,16 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "talkface-quality"), help="output folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--with-still", action="store_true", help="also each motion checkpoint with --still (the mouth alone, no blinks or head motion)")
     args = p.parse_args()
     checkpoints = parse_checkpoints(args.checkpoint)
     start = time.time()
     sources: dict[str, FrameSource] = {"still": still_source}
     for name, path in checkpoints.items():
-        sources[name] = model_source(Animator(path, device=args.device), args.seed)
+        animator = Animator(path, device=args.device)
+        sources[name] = model_source(animator, args.seed)
+        if args.with_still and animator.motion:
+            sources[f"{name} --still"] = model_source(Animator(path, device=args.device, still=True), args.seed)
     meta = {"checkpoints": {k: os.path.abspath(v) for k, v in checkpoints.items()}, "eval_size": list(EVAL_SIZE), "seed": args.seed}
     names: set[str] = set()
     for folder in args.folders:

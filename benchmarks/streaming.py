@@ -118,8 +118,9 @@ def large_photo(photo: PreparedPhoto, side: int = 512) -> np.ndarray:
 
 def motion_live(model, cfg: Config, photo: PreparedPhoto, args) -> None:
     """The motion model: a live step (MFCC + motion model + warp of the photo's pixels + the mouth
-    refiner, when the model has one, run by each backend that can) at the example's 360x288 and on a
-    512x512 photo."""
+    refiner, when the model has one, run by each backend that can, + blinks, brows and head motion)
+    at the example's 360x288 and on a 512x512 photo; with torch also `--still` (the mouth alone)."""
+    import copy
     size = (cfg.model.height, cfg.model.width)
     print(f"motion model on {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
     result = {"benchmark": "streaming", "kind": "motion", "torch_threads": torch.get_num_threads(), "load_average_1min_start": round(os.getloadavg()[0], 2), "live": {}}
@@ -130,12 +131,15 @@ def motion_live(model, cfg: Config, photo: PreparedPhoto, args) -> None:
     what = "MFCC + motion + warp" + (" + refiner" if model.refiner is not None else "")
     for name, picture in (("example", photo.picture), ("512x512", large_photo(photo))):
         prepared = PreparedPhoto(picture, size)
-        for backend_name, backend in backends.items():
-            stream = PhotoStream(model, cfg, prepared, refiner=backend.refiner)
-            r = live_step(stream, cfg, args.steps, args.warmup)
+        still = copy.deepcopy(cfg)
+        still.motion.expression.enabled = False
+        runs = [(n, b, cfg, " + expressions") for n, b in backends.items()] + [("torch --still", backends["torch"], still, "")]
+        for backend_name, backend, run_cfg, extra in runs:
+            stream = PhotoStream(model, run_cfg, prepared, refiner=backend.refiner)
+            r = live_step(stream, run_cfg, args.steps, args.warmup)
             result["live"][f"{name} {backend_name}"] = r
             print(
-                f"  live step ({r['frame_shape'][1]}x{r['frame_shape'][0]}, {backend_name}: {what}): p50 {r['step_ms_p50']} ms, "
+                f"  live step ({r['frame_shape'][1]}x{r['frame_shape'][0]}, {backend_name}: {what}{extra}): p50 {r['step_ms_p50']} ms, "
                 f"p90 {r['step_ms_p90']} ms, max {r['step_ms_max']} ms over {r['steps']}, CPU {r['cpu_ms_mean']} ms a step; + JPEG {r['jpeg_ms_p50']} ms"
             )
     print(json.dumps(result))

@@ -152,15 +152,15 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
 
 
 def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float = 25.0,
-               keep: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, Face, np.ndarray]:
+               keep: Callable[[int, np.ndarray], None] | None = None, start: Face | None = None) -> tuple[np.ndarray, Face, np.ndarray]:
     """Every frame's face aligned to the (H, W) template (media.face, tracked and smoothed), the face
     as found in the first frame, and the head's pose in every full frame ((T, 3) degrees, NaN where
     the face is lost). Frames where the face is lost reuse its last position; a first frame without
-    a face is a TalkfaceError (it is the still everything is made from). `keep(i, frame)` sees every
-    full frame as it streams by."""
+    a face is a TalkfaceError (it is the still everything is made from), unless `start` says where
+    the face is until the tracker finds it. `keep(i, frame)` sees every full frame as it streams by."""
     from talkface.media.face import FaceTracker, align
 
-    crops, poses, first, last = [], [], None, None
+    crops, poses, first, last = [], [], start, start
     with FaceTracker(fps) as tracker:
         for i, frame in enumerate(frames):
             face = tracker(frame)
@@ -210,12 +210,13 @@ def model_source(animator: Animator, seed: int = 0) -> FrameSource:
     return frames
 
 
-def _made(frames: Iterable[np.ndarray], size: tuple[int, int], count: int, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _made(frames: Iterable[np.ndarray], face: Face, size: tuple[int, int], count: int, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first `count` frames of a source, their face tracked and aligned as the real video's is
     (count, H, W, 3), the full frames at `picks`, and the head's pose per frame (count, 3); the
-    other full frames are let go as they stream by."""
+    other full frames are let go as they stream by. Until the tracker finds the face, it is where
+    the still's `face` is."""
     kept, picked = [], set(picks.tolist())
-    crops, _, poses = face_crops(itertools.islice(frames, count), size, keep=lambda i, f: kept.append(f) if i in picked else None)
+    crops, _, poses = face_crops(itertools.islice(frames, count), size, keep=lambda i, f: kept.append(f) if i in picked else None, start=face)
     if len(crops) < count:
         raise TalkfaceError(f"only {len(crops)} frames were made for {count} frames of speech")
     return crops, np.stack(kept), poses
@@ -239,7 +240,7 @@ def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: t
     path = os.fspath(path)
     try:
         fps = video_info(check_readable(path, "video"))["fps"]
-        crops, _, real_poses = face_crops(iter_frames(path), size, fps)
+        crops, face, real_poses = face_crops(iter_frames(path), size, fps)
         shown = resample_indices(len(crops), fps)
         speech = load_audio(path, SAMPLE_RATE)
         n = min(len(shown), int(len(speech) * FPS / SAMPLE_RATE))
@@ -253,7 +254,7 @@ def score_clip(path: str | os.PathLike, sources: dict[str, FrameSource], size: t
         scores, apertures, curves, eyes, head = {}, {}, {}, {}, {}
         strips, full = {"real": real[picks]}, {"real": np.stack(previews)}
         for row, source in sources.items():
-            made, full[row], head[row] = _made(source(still, path), size, n, picks)
+            made, full[row], head[row] = _made(source(still, path), face, size, n, picks)
             lms = detect_landmarks(made)
             eyes[row] = eye_openness(lms).mean(-1)
             scores[row], curve, apertures[row] = score(made, speech, real=real, still=real[0], expert=expert, landmarks=lms,
