@@ -24,7 +24,7 @@ import numpy as np
 
 from talkface.media.face import MOTION_POINTS, detect_faces
 from talkface.media.image import load_image
-from talkface.warp import MouthWarp, close_mouth, open_mouth
+from talkface.render.mouth import MouthWarp, close_mouth, open_mouth
 
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "src", "talkface", "assets")
 EXAMPLE = os.path.join(ASSETS, "example_face.png")

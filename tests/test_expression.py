@@ -9,9 +9,9 @@ from talkface.cli import main
 from talkface.config import AudioConfig, ExpressionConfig
 from talkface.errors import TalkfaceError
 from talkface.expression import Expressions
-from talkface.eyes import EyeWarp
+from talkface.render.eyes import EyeWarp
 from talkface.geometry import angles, eye_openness, face_axes, head_pose, rotation
-from talkface.head import HeadWarp
+from talkface.render.head import HeadWarp
 from talkface.media.audio import mfcc_windows
 from talkface.media.face import detect_faces
 from talkface.pipeline import Animator

@@ -59,8 +59,10 @@ def test_live_stream_equals_offline_generate(animator, face_image, speech):
         streamed += live.push(audio[i : i + 700])
     streamed += live.flush()
     assert len(streamed) == len(offline)
+    # the network runs in other batches (float rounding moves a mouth pixel by a level or two), and
+    # the head's warp resamples that frame once more (one more rounding)
     for a, b in zip(streamed, offline):
-        assert np.abs(a.astype(int) - b).max() <= 2
+        assert np.abs(a.astype(int) - b).max() <= 3 and np.abs(a.astype(int) - b).mean() < 0.01
 
 
 def test_dub_moves_each_frames_own_mouth(animator, tmp_path, speech):

@@ -17,10 +17,10 @@ from talkface.media.face import LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS, detect
 from talkface.models.motion import MotionModel
 from talkface.models.refiner import MouthRefiner
 from talkface.models.sync_expert import SyncExpert
-from talkface.refine import Refinement, crop_mouth, edge_fade, face_frame, mouth_matrix, opening_map, paste_change
-from talkface.rig import FaceRig
+from talkface.render.refine import Refinement, crop_mouth, edge_fade, face_frame, mouth_matrix, opening_map, paste_change
+from talkface.render.rig import FaceRig
 from talkface.train_refine import loss_expert, train_refiner
-from talkface.warp import close_mouth, open_mouth
+from talkface.render.mouth import close_mouth, open_mouth
 
 CORNERS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 NOSE_TIP = 1

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from talkface.media.face import INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face, detect_faces
-from talkface.warp import UPPER_SHARE, MouthWarp, close_mouth, open_mouth, sampling_maps
+from talkface.render.mouth import UPPER_SHARE, MouthWarp, close_mouth, open_mouth, sampling_maps
 
 NOSE_TIP = 1
 EYES = [33, 133, 145, 159, 263, 362, 374, 386]  # corners and lids

@@ -160,7 +160,7 @@ class MotionConfig:
 
 @dataclass
 class RefinerConfig:
-    """The mouth refiner (talkface.refine): what a warp cannot show, drawn over the warped mouth.
+    """The mouth refiner (talkface.render.refine): what a warp cannot show, drawn over the warped mouth.
 
     It sees a mouth crop of the warped frame: a box `box_width` inter-ocular distances wide and half as
     high, centred 0.1 of that distance below the mouth corners, upright in the face's frame, resampled to
@@ -259,7 +259,7 @@ KINDS = ("frames", "motion")
 class Config:
     name: str = "paper"
     # "frames": the seed's direct generator draws the face crop; "motion": speech moves the mouth's
-    # landmarks and a warp moves the photo's own pixels (talkface.warp)
+    # landmarks and a warp moves the photo's own pixels (talkface.render.mouth)
     kind: str = "frames"
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -1,5 +1,6 @@
 """Face geometry shared by the warps, the expressions and the metrics: named landmark sets, the face's
-own 3-D frame, head pose angles and eye openness.
+axes in the picture and its own 3-D frame, head pose angles, eye openness, piecewise-affine meshes
+(triangle strips, signed areas, the sampling maps of a warp) and crops by an affine map.
 
 Landmarks are mediapipe face-mesh indices. Each eye's sets run from its outer corner to its inner
 one, so that the same position in two sets faces the same way across the eye:
@@ -18,7 +19,10 @@ left-right axis (positive: the chin goes down), roll in the picture's plane (pos
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from talkface.media.face import EYE_CORNERS
 
 EYES = {
     "left": {  # the eye on the picture's left
@@ -102,3 +106,115 @@ def head_pose(points: np.ndarray) -> np.ndarray:
         if not np.isnan(frame).any():
             out[t] = angles(face_axes(frame))
     return out
+
+
+def axes_between(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors u (from left to right) and v (u turned a quarter, down the face in pictures)."""
+    u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
+    return u, np.array([-u[1], u[0]])
+
+
+def eye_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A face's unit vectors in the picture: u along the line through its eyes (left to right), v down the face."""
+    lm = np.asarray(landmarks, np.float64)
+    return axes_between(lm[EYE_CORNERS[:2]].mean(0), lm[EYE_CORNERS[2:]].mean(0))
+
+
+def signed_area(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(T,) signed areas of triangles (T, 3) over points (N, 2): a triangle turned over changes sign."""
+    a, b, c = (points[triangles[:, k]] for k in range(3))
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def strip_triangles(top: list[int], bottom: list[int]) -> list[tuple[int, int, int]]:
+    """Triangles between two rows of control points, left to right (a shared first or last point
+    gives a single triangle there)."""
+    tris = []
+    for i in range(len(top) - 1):
+        a, b, c, d = top[i], top[i + 1], bottom[i + 1], bottom[i]
+        tris += [(a, b, c), (a, c, d)] if a != d else [(a, b, c)]
+    return [t for t in tris if len(set(t)) == 3]
+
+
+def sampling_maps(
+    source: np.ndarray, target: np.ndarray, triangles: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None:
+    """Where each output pixel of a piecewise-affine warp samples the picture.
+
+    source, target: (N, 2) control points in picture pixels (x, y); triangles: (T, 3) indices into
+    them, painted in order (a later one covers an earlier one where they overlap); shape: (H, W).
+    Returns map_x, map_y: (h, w) float32 source coordinates for the output pixels of
+    box = (x0, y0, x1, y1) (x1, y1 exclusive), the bounding box of the triangles that moved, or None
+    when none moved. A pixel of the box outside every moved triangle maps exactly onto itself.
+    torch's grid_sample(align_corners=True) samples the same with
+    grid = stack(map_x / (W - 1), map_y / (H - 1), -1) * 2 - 1.
+
+    Each pixel takes the barycentric coordinates of its triangle, clamped to the triangle: a pixel
+    that rasterising gives to a sliver it lies just outside of samples that sliver's edge, not a
+    point far beyond it.
+    """
+    h, w = shape
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    moved = (np.abs(target - source) > 1e-6).any(1)[triangles].any(1)
+    tris = triangles[moved]
+    tris = tris[np.abs(signed_area(target, tris)) > 1e-6]  # a collapsed triangle covers no pixel
+    if len(tris) == 0:
+        return None
+    tgt, src = target[tris], source[tris]  # (M, 3, 2)
+    x0, y0 = np.maximum(np.floor(tgt.reshape(-1, 2).min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(tgt.reshape(-1, 2).max(0)).astype(int) + 1, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    corner = np.array([x0, y0], np.float64)
+    # per triangle: the coefficients giving barycentric coordinates b1, b2 of box pixels from (x, y, 1), and its source corners
+    p = tgt - corner
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]  # (M, 2)
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * p[:, 0, 1] - e2[:, 1] * p[:, 0, 0]], 1) / det[:, None]
+    b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * p[:, 0, 0] - e1[:, 0] * p[:, 0, 1]], 1) / det[:, None]
+    s0 = src[:, 0]
+    table = np.concatenate([b1, b2, s0, src[:, 1] - s0, src[:, 2] - s0], 1)
+    # the last row, for pixels outside every moved triangle: b1 = x, b2 = y, which this maps onto themselves
+    table = np.concatenate([table, [[1, 0, 0, 0, 1, 0, x0, y0, 1, 0, 0, 1]]]).T.astype(np.float32)
+
+    ids = np.full((y1 - y0, x1 - x0), len(tris), np.int32)
+    for k, t in enumerate(np.round((tgt - corner) * 16).astype(np.int32)):
+        cv2.fillConvexPoly(ids, t, k, lineType=cv2.LINE_8, shift=4)
+    c = table[:, ids]  # (12, h, w)
+    xs = np.arange(x1 - x0, dtype=np.float32)[None, :]
+    ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
+    b1 = c[0] * xs + c[1] * ys + c[2]
+    b2 = c[3] * xs + c[4] * ys + c[5]
+    map_x = c[6] + b1 * c[8] + b2 * c[10]
+    map_y = c[7] + b1 * c[9] + b2 * c[11]
+    # pixels that rasterising gives to a triangle they lie just outside of: clamped onto it
+    out = ((b1 < 0) | (b2 < 0) | (b1 + b2 > 1)) & (ids < len(tris))
+    if out.any():
+        b1, b2, c = b1[out], b2[out], c[:, out]
+        b0 = np.maximum(1 - b1 - b2, 0)
+        b1, b2 = np.maximum(b1, 0), np.maximum(b2, 0)
+        norm = b0 + b1 + b2
+        b1, b2 = b1 / norm, b2 / norm
+        map_x[out] = c[6] + b1 * c[8] + b2 * c[10]
+        map_y[out] = c[7] + b1 * c[9] + b2 * c[11]
+    return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
+
+
+def affine_crop(image: np.ndarray, M: np.ndarray, size: tuple[int, int], shrink_below: float, factor: float = 1.0) -> np.ndarray:
+    """`image` warped by M (2, 3), picture -> crop pixels, into a crop of `size` (h, w). Where M shrinks
+    the picture below `shrink_below`, the region the crop covers is first shrunk by area averaging to
+    `factor` times M's scale (no aliasing), so a 4K picture costs about as much as a small one."""
+    h, w = size
+    scale = float(np.hypot(M[0, 0], M[0, 1]))
+    A, src = M, image
+    if scale < shrink_below:
+        corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ cv2.invertAffineTransform(M).T
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (image.shape[1], image.shape[0]))
+        if x1 > x0 and y1 > y0:
+            f = factor * scale
+            rw, rh = max(1, int(round((x1 - x0) * f))), max(1, int(round((y1 - y0) * f)))
+            src = cv2.resize(image[y0:y1, x0:x1], (rw, rh), interpolation=cv2.INTER_AREA)
+            sx, sy = rw / (x1 - x0), rh / (y1 - y0)
+            A = M @ np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])  # shrunk region -> picture -> crop
+    return cv2.warpAffine(src, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

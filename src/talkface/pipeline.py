@@ -33,7 +33,7 @@ from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
 from talkface.accel import BACKENDS, make_backend, motion_backend_problem
-from talkface.rig import FaceRig
+from talkface.render.rig import FaceRig
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS

@@ -31,7 +31,7 @@ from talkface.models import Generator, GeneratorState
 from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
-from talkface.rig import FaceRig
+from talkface.render.rig import FaceRig
 from talkface.threads import one_thread
 
 

@@ -32,7 +32,7 @@ from talkface.errors import TalkfaceError
 from talkface.models.refiner import MouthRefiner, mouth_discriminator
 from talkface.models.sync_expert import SyncExpert
 from talkface.pixels import to_tensor
-from talkface.refine import grey, luma, mouth_region
+from talkface.render.refine import grey, luma, mouth_region
 
 
 def _digest(path: str) -> str:

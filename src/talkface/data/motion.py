@@ -3,7 +3,7 @@
 Motion targets come from the face-mesh landmarks that `talkface preprocess` stores with every clip
 (aligned crop pixels). Per clip, the mouth at rest is the mean shape of its most closed frames, and
 each frame's `MOTION_POINTS` are expressed relative to it, in units of the rest mouth's width (the
-crop is already upright). The same units move a photo's mouth at inference (talkface.rig).
+crop is already upright). The same units move a photo's mouth at inference (talkface.render.rig).
 
 Voices: each clip also gets `cfg.augment.variants` augmented copies of its audio (see `augment`),
 drawn once from a seed, so that a model trained on one man's voice moves the mouth for others too.

@@ -1,8 +1,8 @@
 """Training windows for the mouth refiner, cut from talking videos at their own resolution.
 
-A window: a source frame i of a clip, warped (talkface.warp, as the product warps a photo) to the
+A window: a source frame i of a clip, warped (talkface.render.mouth, as the product warps a photo) to the
 mouth shapes of `window` consecutive frames j of the same clip, next to those real frames, all
-in the refiner's mouth crop (talkface.refine). Frame j is first brought into frame i's head pose (a
+in the refiner's mouth crop (talkface.render.refine). Frame j is first brought into frame i's head pose (a
 similarity on points speech does not move), so that the warp and the real frame differ only where
 the mouth does. The still (frame i's own crop) conditions the discriminator; each frame's speech (the
 MFCC columns around it) conditions the refiner, and the MFCC window of the middle frame feeds the
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from talkface.config import AudioConfig, RefinerConfig
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.refine import crop_mouth, face_frame, moved_mouth_matrix, opening_map, painted_map, speech_slice
+from talkface.render.refine import crop_mouth, face_frame, moved_mouth_matrix, opening_map, painted_map, speech_slice
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
@@ -57,7 +57,7 @@ def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: i
     from talkface.media.video import iter_frames
     from talkface.metrics.landmarks import detect_landmarks
     from talkface.metrics.sync import audio_slice
-    from talkface.warp import MouthWarp
+    from talkface.render.mouth import MouthWarp
 
     try:
         frames = list(iter_frames(path))

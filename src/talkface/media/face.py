@@ -309,25 +309,10 @@ def align(image: np.ndarray, face: Face, size: tuple[int, int] = (128, 96)) -> t
     A face much larger than the crop is first shrunk with area averaging (no aliasing), and only the
     region the crop needs is touched, so a 4K photo costs about as much as a small one.
     """
-    h, w = size
+    from talkface.geometry import affine_crop  # geometry names its landmarks from here
+
     M = align_matrix(face, size)
-    scale = float(np.hypot(M[0, 0], M[0, 1]))
-    A = M
-    src = image
-    if scale < 0.5:
-        corners = cv2.invertAffineTransform(M) @ np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64).T
-        x0, y0 = np.maximum(np.floor(corners.min(1)).astype(int) - 2, 0)
-        x1, y1 = np.ceil(corners.max(1)).astype(int) + 2
-        x1, y1 = min(x1, image.shape[1]), min(y1, image.shape[0])
-        if x1 > x0 and y1 > y0:
-            f = 2 * scale  # shrink so the final warp still enlarges a little (sharp, not aliased)
-            roi = image[y0:y1, x0:x1]
-            rw, rh = max(1, int(round((x1 - x0) * f))), max(1, int(round((y1 - y0) * f)))
-            src = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
-            sx, sy = rw / (x1 - x0), rh / (y1 - y0)
-            from_roi = np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])  # shrunk region -> picture pixels
-            A = M @ from_roi
-    crop = cv2.warpAffine(src, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    crop = affine_crop(image, M, size, shrink_below=0.5, factor=2.0)  # the final warp still enlarges a little: sharp, not aliased
     return crop, M
 
 

@@ -13,10 +13,9 @@ import cv2
 import numpy as np
 
 from talkface.config import SyncConfig
-from talkface.media.face import APERTURE_PAIRS, MOUTH_CORNERS, NUM_LANDMARKS, FaceMesh
+from talkface.media.face import APERTURE_PAIRS, EYE_CORNERS, MOUTH_CORNERS, NUM_LANDMARKS, FaceMesh
 from talkface.media.face import IRIS_CENTRES as IRIS
 
-EYE_CORNERS = ((33, 133), (362, 263))  # used when the iris points are missing
 FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
 MIN_DETECT_SIDE = 256  # small frames (e.g. 128x96 crops) are enlarged before detection
 
@@ -52,7 +51,7 @@ def eye_centres(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(..., 2) each: the iris centres, or the eye-corner midpoints when irises are missing."""
     if lm.shape[-2] > max(IRIS):
         return lm[..., IRIS[0], :], lm[..., IRIS[1], :]
-    (a, b), (c, d) = EYE_CORNERS
+    a, b, c, d = EYE_CORNERS  # when the iris points are missing
     return (lm[..., a, :] + lm[..., b, :]) / 2, (lm[..., c, :] + lm[..., d, :]) / 2
 
 

@@ -3,8 +3,8 @@
 The seed's audio encoder (5 conv + 2 FC per MFCC window, a 2-layer GRU over time) and noise
 generator (a 2-layer GRU over N(0, 0.77^2) noise) feed a small head that predicts, per video
 frame, where each point of `media.face.MOTION_POINTS` sits relative to the mouth at rest. The
-pixels are then moved by `talkface.warp`; an optional mouth refiner (`models.refiner`, run by
-`talkface.refine`) draws only what the warp cannot show: the inside of the mouth.
+pixels are then moved by `talkface.render.mouth`; an optional mouth refiner (`models.refiner`, run by
+`talkface.render.refine`) draws only what the warp cannot show: the inside of the mouth.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class MotionModel(nn.Module):
         self.points = m.points
         self.head = nn.Sequential(nn.Linear(m.audio.dim + m.noise.dim, m.hidden), nn.LeakyReLU(0.2), nn.Linear(m.hidden, m.points * 2))
         nn.init.zeros_(self.head[-1].bias)  # untrained, the mouth stays at rest
-        # what the warp of the photo's pixels cannot show, drawn over the warped mouth (talkface.refine)
+        # what the warp of the photo's pixels cannot show, drawn over the warped mouth (talkface.render.refine)
         self.refiner = MouthRefiner(m.refiner, cfg.audio) if m.refiner.enabled else None
 
     def decode(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None) -> tuple[torch.Tensor, GeneratorState]:

@@ -18,8 +18,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import EYES
-from talkface.warp import _area, _strip, sampling_maps
+from talkface.geometry import EYES, eye_axes, sampling_maps, signed_area, strip_triangles
 
 LASH = 0.15  # the lash row: this share of the way from the upper margin to the crease
 MEET = 0.05  # closed lids meet this share of the eye's opening above the lower margin
@@ -51,10 +50,7 @@ class EyeWarp:
 
     def __init__(self, landmarks: np.ndarray, size: float):
         lm = np.asarray(landmarks, np.float64)
-        eyes = lm[[33, 133, 362, 263]]
-        across = eyes[2:].mean(0) - eyes[:2].mean(0)
-        self.u = across / max(float(np.linalg.norm(across)), 1e-9)
-        self.v = np.array([-self.u[1], self.u[0]])  # down the face
+        self.u, self.v = eye_axes(lm)  # across and down the face
         self.size = float(size)
         rows: dict[str, dict[str, np.ndarray]] = {}
         points: list[np.ndarray] = []
@@ -92,13 +88,13 @@ class EyeWarp:
         tris = [tri[keep]]
         for side in SIDES:
             r = rows[side]
-            strips = _strip(list(r["ring3_upper"]), list(r["crease"])) + _strip(list(r["ring2_lower"]), list(r["ring3_lower"]))
-            strips += _strip(list(r["upper"]), list(r["lower"]))  # the eyeball, under everything that follows
-            strips += _strip(list(r["lower"]), list(r["ring2_lower"]))
-            strips += _strip(list(r["crease"]), list(r["lash"])) + _strip(list(r["lash"]), list(r["upper"]))
+            strips = strip_triangles(list(r["ring3_upper"]), list(r["crease"])) + strip_triangles(list(r["ring2_lower"]), list(r["ring3_lower"]))
+            strips += strip_triangles(list(r["upper"]), list(r["lower"]))  # the eyeball, under everything that follows
+            strips += strip_triangles(list(r["lower"]), list(r["ring2_lower"]))
+            strips += strip_triangles(list(r["crease"]), list(r["lash"])) + strip_triangles(list(r["lash"]), list(r["upper"]))
             tris.append(np.array(strips))
         tris = np.concatenate(tris).astype(np.int32)
-        flip = _area(self.source, tris) < 0
+        flip = signed_area(self.source, tris) < 0
         tris[flip] = tris[flip][:, ::-1]
         self.triangles = tris
 

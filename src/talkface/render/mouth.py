@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.media.face import CHIN, EYE_CORNERS, INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face
+from talkface.geometry import axes_between, eye_axes, sampling_maps, signed_area, strip_triangles
+from talkface.media.face import CHIN, INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face
 
 UPPER_SHARE = 0.3  # share of a change in lip gap taken by the upper lip; the lower lip and jaw take the rest
 # Across the nose's base and the upper cheeks, ear to ear: points speech does not move.
@@ -65,16 +66,6 @@ UPPER_OUTER, LOWER_OUTER = _halves(LIPS_OUTER)  # 11 points each, corners 61 and
 assert [(u, l) for u, l in zip(UPPER_INNER[1:-1], LOWER_INNER[1:-1])] == list(INNER_LIP_PAIRS)
 
 
-def _axes(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors u (from left to right) and v (u turned a quarter, down the face in pictures)."""
-    u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
-    return u, np.array([-u[1], u[0]])
-
-
-def _face_axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return _axes(lm[EYE_CORNERS[:2]].mean(0), lm[EYE_CORNERS[2:]].mean(0))
-
-
 def _follow(x: np.ndarray, xp: np.ndarray, dp: np.ndarray) -> np.ndarray:
     """Displacements (K, 2) at positions x (K,) interpolated from displacements dp (P, 2) at xp (P,)."""
     order = np.argsort(xp)
@@ -93,7 +84,7 @@ def open_mouth(landmarks: np.ndarray, opening: float) -> np.ndarray:
     lm = np.asarray(landmarks, np.float64)
     assert lm.shape == (NUM_LANDMARKS, 2), f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}"
     out = lm.copy()
-    u, v = _face_axes(lm)
+    u, v = eye_axes(lm)
     left, right = lm[LIPS_INNER[0]], lm[UPPER_INNER[-1]]
     centre = (left + right) / 2
     width = float(np.linalg.norm(lm[LIPS_OUTER[0]] - lm[UPPER_OUTER[-1]]))
@@ -140,7 +131,7 @@ def _frame(lm: np.ndarray, size: float) -> np.ndarray:
     It is not clipped to the picture: a face at the picture's edge keeps room to move (what comes
     in from beyond the edge repeats the edge's pixels) and its triangles do not fold.
     """
-    u, v = _face_axes(lm)
+    u, v = eye_axes(lm)
     centre = lm[[LIPS_OUTER[0], UPPER_OUTER[-1]]].mean(0)
     uv = (lm - centre) @ np.stack([u, v], 1)
     m = FRAME_MARGIN * size
@@ -152,22 +143,6 @@ def _frame(lm: np.ndarray, size: float) -> np.ndarray:
         n = max(1, int(np.ceil(np.linalg.norm(b - a) / (FRAME_STEP * size))))
         pts.append(a + (b - a) * np.arange(n)[:, None] / n)
     return centre + np.concatenate(pts) @ np.stack([u, v])
-
-
-def _area(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(T,) signed areas of triangles (T, 3) over points (N, 2): a triangle turned over changes sign."""
-    a, b, c = (points[triangles[:, k]] for k in range(3))
-    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
-
-
-def _strip(top: list[int], bottom: list[int]) -> list[tuple[int, int, int]]:
-    """Triangles between two rows of control points, left to right (a shared first or last point
-    gives a single triangle there)."""
-    tris = []
-    for i in range(len(top) - 1):
-        a, b, c, d = top[i], top[i + 1], bottom[i + 1], bottom[i]
-        tris += [(a, b, c), (a, c, d)] if a != d else [(a, b, c)]
-    return [t for t in tris if len(set(t)) == 3]
 
 
 def _triangles(canonical: np.ndarray, outside: list[int], inside: tuple[list[int], list[int]]) -> tuple[np.ndarray, slice]:
@@ -189,82 +164,18 @@ def _triangles(canonical: np.ndarray, outside: list[int], inside: tuple[list[int
     missing = [(a, b) for a, b in zip(ring, ring[1:] + ring[:1]) if frozenset((a, b)) not in edges]
     assert not missing, f"the mesh around the lips has a gap at {missing}"
 
-    mouth = _strip(*inside)
-    lips = _strip(pos(UPPER_OUTER), pos(UPPER_INNER)) + _strip(pos(LOWER_INNER), pos(LOWER_OUTER))
+    mouth = strip_triangles(*inside)
+    lips = strip_triangles(pos(UPPER_OUTER), pos(UPPER_INNER)) + strip_triangles(pos(LOWER_INNER), pos(LOWER_OUTER))
     tris = np.concatenate([tri, np.array(mouth + lips)]).astype(np.int32)
-    flip = _area(canonical, tris) < 0
+    flip = signed_area(canonical, tris) < 0
     tris[flip] = tris[flip][:, ::-1]
     return tris, slice(len(tri), len(tri) + len(mouth))
-
-
-def sampling_maps(
-    source: np.ndarray, target: np.ndarray, triangles: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None:
-    """Where each output pixel of a piecewise-affine warp samples the picture.
-
-    source, target: (N, 2) control points in picture pixels (x, y); triangles: (T, 3) indices into
-    them, painted in order (a later one covers an earlier one where they overlap); shape: (H, W).
-    Returns map_x, map_y: (h, w) float32 source coordinates for the output pixels of
-    box = (x0, y0, x1, y1) (x1, y1 exclusive), the bounding box of the triangles that moved, or None
-    when none moved. A pixel of the box outside every moved triangle maps exactly onto itself.
-    torch's grid_sample(align_corners=True) samples the same with
-    grid = stack(map_x / (W - 1), map_y / (H - 1), -1) * 2 - 1.
-
-    Each pixel takes the barycentric coordinates of its triangle, clamped to the triangle: a pixel
-    that rasterising gives to a sliver it lies just outside of samples that sliver's edge, not a
-    point far beyond it.
-    """
-    h, w = shape
-    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
-    moved = (np.abs(target - source) > 1e-6).any(1)[triangles].any(1)
-    tris = triangles[moved]
-    tris = tris[np.abs(_area(target, tris)) > 1e-6]  # a collapsed triangle covers no pixel
-    if len(tris) == 0:
-        return None
-    tgt, src = target[tris], source[tris]  # (M, 3, 2)
-    x0, y0 = np.maximum(np.floor(tgt.reshape(-1, 2).min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(tgt.reshape(-1, 2).max(0)).astype(int) + 1, (w, h))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    corner = np.array([x0, y0], np.float64)
-    # per triangle: the coefficients giving barycentric coordinates b1, b2 of box pixels from (x, y, 1), and its source corners
-    p = tgt - corner
-    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]  # (M, 2)
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * p[:, 0, 1] - e2[:, 1] * p[:, 0, 0]], 1) / det[:, None]
-    b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * p[:, 0, 0] - e1[:, 0] * p[:, 0, 1]], 1) / det[:, None]
-    s0 = src[:, 0]
-    table = np.concatenate([b1, b2, s0, src[:, 1] - s0, src[:, 2] - s0], 1)
-    # the last row, for pixels outside every moved triangle: b1 = x, b2 = y, which this maps onto themselves
-    table = np.concatenate([table, [[1, 0, 0, 0, 1, 0, x0, y0, 1, 0, 0, 1]]]).T.astype(np.float32)
-
-    ids = np.full((y1 - y0, x1 - x0), len(tris), np.int32)
-    for k, t in enumerate(np.round((tgt - corner) * 16).astype(np.int32)):
-        cv2.fillConvexPoly(ids, t, k, lineType=cv2.LINE_8, shift=4)
-    c = table[:, ids]  # (12, h, w)
-    xs = np.arange(x1 - x0, dtype=np.float32)[None, :]
-    ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
-    b1 = c[0] * xs + c[1] * ys + c[2]
-    b2 = c[3] * xs + c[4] * ys + c[5]
-    map_x = c[6] + b1 * c[8] + b2 * c[10]
-    map_y = c[7] + b1 * c[9] + b2 * c[11]
-    # pixels that rasterising gives to a triangle they lie just outside of: clamped onto it
-    out = ((b1 < 0) | (b2 < 0) | (b1 + b2 > 1)) & (ids < len(tris))
-    if out.any():
-        b1, b2, c = b1[out], b2[out], c[:, out]
-        b0 = np.maximum(1 - b1 - b2, 0)
-        b1, b2 = np.maximum(b1, 0), np.maximum(b2, 0)
-        norm = b0 + b1 + b2
-        b1, b2 = b1 / norm, b2 / norm
-        map_x[out] = c[6] + b1 * c[8] + b2 * c[10]
-        map_y[out] = c[7] + b1 * c[9] + b2 * c[11]
-    return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
 
 
 def _aperture(points: np.ndarray) -> np.ndarray:
     """(9,) gaps in pixels between the facing inner-lip points of MOTION_POINTS positions (53, 2),
     down across the mouth (negative where the lips cross)."""
-    _, v = _axes(points[_AT[LIPS_OUTER[0]]], points[_AT[UPPER_OUTER[-1]]])
+    _, v = axes_between(points[_AT[LIPS_OUTER[0]]], points[_AT[UPPER_OUTER[-1]]])
     return (points[_PAIR_LOWER] - points[_PAIR_UPPER]) @ v
 
 
@@ -334,7 +245,7 @@ class MouthWarp:
 
         self.width = float(np.linalg.norm(self.rest[_AT[LIPS_OUTER[0]]] - self.rest[_AT[UPPER_OUTER[-1]]]))
         self.gaps = _aperture(self.rest)  # (9,) the photo's own lip gaps
-        _, self._down = _axes(self.rest[_AT[LIPS_OUTER[0]]], self.rest[_AT[UPPER_OUTER[-1]]])
+        _, self._down = axes_between(self.rest[_AT[LIPS_OUTER[0]]], self.rest[_AT[UPPER_OUTER[-1]]])
         # a closing lip samples a little inside itself, from its inner loop towards its outer one
         self._lip_rows = _PAIR_UPPER + _PAIR_LOWER
         outer = [_AT[i] for i in UPPER_OUTER[1:-1] + LOWER_OUTER[1:-1]]
@@ -406,7 +317,7 @@ class MouthWarp:
         the inner loop's corner may lie on or just beyond the outer loop's, already in the photo.
         """
         _, tgt = self.controls(target)
-        return _area(tgt, self.triangles) < -1e-3 * self.width**2
+        return signed_area(tgt, self.triangles) < -1e-3 * self.width**2
 
     def render(self, target: np.ndarray) -> np.ndarray:
         """MOTION_POINTS target positions (53, 2) in pixels -> the picture (H, W, 3) uint8 with them moved there."""
@@ -463,7 +374,7 @@ class MouthWarp:
 
         # mouth coordinates: `s` from corner to corner (-1 .. 1), `below` the upper lip in pixels
         left, right = target[_CORNERS[0]], target[_CORNERS[1]]
-        u, v = _axes(left, right)
+        u, v = axes_between(left, right)
         centre, half = (left + right) / 2, max(float(np.linalg.norm(right - left)) / 2, 1e-6)
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         xs, ys = xs - np.float32(centre[0]), ys - np.float32(centre[1])

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from talkface.config import RefinerConfig
-from talkface.media.face import EYE_CORNERS, LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
+from talkface.geometry import affine_crop, eye_axes
+from talkface.media.face import LIPS_INNER, MOTION_POINTS, MOUTH_CORNERS
 from talkface.metrics.landmarks import inter_ocular
 from talkface.metrics.sync import audio_slice
 from talkface.models.refiner import MouthRefiner
 from talkface.pixels import to_tensor
 from talkface.threads import one_thread
-from talkface.warp import Painted
+from talkface.render.mouth import Painted
 
 _CORNER_ROWS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
 _INNER_ROWS = [MOTION_POINTS.index(i) for i in LIPS_INNER]
@@ -37,9 +38,7 @@ LIP_MARGIN = 0.05  # the refiner changes what the warp painted and this share of
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     """A face's left-to-right unit vector (between the eyes) and its inter-ocular (iris) distance in pixels."""
     lm = np.asarray(landmarks, np.float64)
-    left, right = lm[EYE_CORNERS[:2]].mean(0), lm[EYE_CORNERS[2:]].mean(0)
-    u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
-    return u, float(inter_ocular(lm))
+    return eye_axes(lm)[0], float(inter_ocular(lm))
 
 
 def mouth_matrix(corners: np.ndarray, u: np.ndarray, iod: float, cfg: RefinerConfig) -> np.ndarray:
@@ -76,17 +75,7 @@ def _covered(M: np.ndarray, size: tuple[int, int], shape: tuple[int, ...], befor
 
 def crop_mouth(picture: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:
     """The mouth crop (height, width, 3) of a picture; a large face is shrunk by area first (no aliasing)."""
-    scale = float(np.hypot(M[0, 0], M[0, 1]))
-    if scale < 0.7:
-        x0, y0, x1, y1 = _covered(M, (cfg.height, cfg.width), picture.shape, before=2, after=2)
-        if x1 > x0 and y1 > y0:
-            roi = picture[y0:y1, x0:x1]
-            small = cv2.resize(roi, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), interpolation=cv2.INTER_AREA)
-            sx, sy = small.shape[1] / (x1 - x0), small.shape[0] / (y1 - y0)
-            # crop = M (p), p = (x0, y0) + small / (sx, sy)
-            S = np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])
-            return cv2.warpAffine(small, M @ S, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(picture, M, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return affine_crop(picture, M, (cfg.height, cfg.width), shrink_below=0.7)
 
 
 def opening_map(points: np.ndarray, M: np.ndarray, cfg: RefinerConfig) -> np.ndarray:

@@ -4,10 +4,10 @@ The motion model speaks in a face-independent unit (the rest mouth's width, in t
 frame, relative to the mouth at rest). `FaceRig` turns that into pixel positions on one picture and
 renders a frame in stages, each moving the photo's own pixels:
 
-1. the mouth and chin (`talkface.warp.MouthWarp`), then, when the model has one, the mouth refiner
-   draws what the warp cannot show (`talkface.refine`);
-2. the lids and brows (`talkface.eyes.EyeWarp`), for a frame's `Expression`;
-3. the whole head, turned in 3-D (`talkface.head.HeadWarp`).
+1. the mouth and chin (`talkface.render.mouth.MouthWarp`), then, when the model has one, the mouth refiner
+   draws what the warp cannot show (`talkface.render.refine`);
+2. the lids and brows (`talkface.render.eyes.EyeWarp`), for a frame's `Expression`;
+3. the whole head, turned in 3-D (`talkface.render.head.HeadWarp`).
 
 It is made once per photo (or once per video frame when dubbing) and reused for every frame.
 Where the face mesh gave depth, the mouth moves in the face's own 3-D frame: its width is the 3-D
@@ -19,13 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from talkface.expression import Expression
-from talkface.eyes import EyeWarp
+from talkface.render.eyes import EyeWarp
 from talkface.geometry import face_axes
-from talkface.head import HeadWarp
+from talkface.render.head import HeadWarp
 from talkface.media.face import MOTION_POINTS, MOUTH_CORNERS, Face, align_matrix
 from talkface.models.refiner import MouthRefiner
-from talkface.refine import Refinement
-from talkface.warp import MouthWarp, close_mouth
+from talkface.render.refine import Refinement
+from talkface.render.mouth import MouthWarp, close_mouth
 
 
 class FaceRig:

@@ -17,9 +17,8 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import FACE_OVAL, face_axes, rotation
+from talkface.geometry import FACE_OVAL, face_axes, rotation, sampling_maps, signed_area
 from talkface.media.face import Face
-from talkface.warp import _area, sampling_maps
 
 RINGS = (1.3, 1.65, 2.0)  # moving with the head, moving half as much, fixed: sizes relative to the oval
 PIVOT = (1.5, 1.0)  # the pivot below the face's centre and behind it, in face sizes
@@ -55,7 +54,7 @@ class HeadWarp:
         self.pivot = mid + self.size * (PIVOT[0] * self.axes[1] + PIVOT[1] * self.axes[2])
         self.source = self.points[:, :2].copy()
         tris = Delaunay(self.source).simplices.astype(np.int32)
-        flip = _area(self.source, tris) < 0
+        flip = signed_area(self.source, tris) < 0
         tris[flip] = tris[flip][:, ::-1]
         self.triangles = tris
 
@@ -76,7 +75,7 @@ class HeadWarp:
 
     def folded(self, pose, shift=(0.0, 0.0)) -> int:
         """How many triangles the pose turns over (0: the warp neither folds nor tears)."""
-        return int((_area(self.target(pose, shift), self.triangles) < 0).sum())
+        return int((signed_area(self.target(pose, shift), self.triangles) < 0).sum())
 
     def render(self, frame: np.ndarray, pose, shift=(0.0, 0.0)) -> np.ndarray:
         """`frame` (H, W, 3) uint8 with the head moved; pixels beyond the outer ring stay exactly."""
