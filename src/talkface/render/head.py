@@ -8,8 +8,11 @@ rings carry what surrounds the face: at `RINGS[0]` times the oval's size (hair, 
 with the head, at `RINGS[1]` half as far, and at `RINGS[2]` not at all: from there outward the
 picture stays exactly the photo's.
 
-The maps of a large head are computed at half resolution and enlarged: a piecewise-affine map is
-linear inside each triangle, so the enlarged map differs from the exact one by a fraction of a pixel.
+The maps of a large head are computed at half the resolution and enlarged: a piecewise-affine map
+is linear inside each triangle, so the enlarged map differs from the exact one only near triangle
+edges (on a 910x1137 portrait: 0.05 px on average, under 0.7 px for 99% of the pixels). The frame is
+resampled bicubically: a bilinear pass at fractional offsets keeps under half of a sharp photo's
+fine detail (the variance of its Laplacian), a bicubic one about three quarters.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from talkface.media.face import Face
 RINGS = (1.3, 1.65, 2.0)  # moving with the head, moving half as much, fixed: sizes relative to the oval
 PIVOT = (1.5, 1.0)  # the pivot below the face's centre and behind it, in face sizes
 INTERIOR_STEP = 5  # every 5th mesh point inside the oval carries the face's depth
-HALF_RES_PIXELS = 120_000  # boxes larger than this get their maps at half resolution
+COARSE = ((30_000, 2),)  # boxes larger than this many pixels get their maps at half resolution
 
 
 class HeadWarp:
@@ -86,32 +89,34 @@ class HeadWarp:
         if box is None:
             return frame
         x0, y0, x1, y1 = box
-        if (x1 - x0) * (y1 - y0) > HALF_RES_PIXELS:
-            maps = self._half_maps(tgt, box)
+        k = next((k for pixels, k in COARSE if (x1 - x0) * (y1 - y0) > pixels), 1)
+        if k > 1:
+            maps = self._coarse_maps(tgt, box, k)
         else:
             maps = sampling_maps(self.source, tgt, self.triangles, frame.shape[:2])
             if maps is None:
                 return frame
         map_x, map_y, (x0, y0, x1, y1) = maps
         out = frame.copy()
-        out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         return out
 
-    def _half_maps(self, tgt: np.ndarray, box: tuple[int, int, int, int]):
-        """`sampling_maps` over `box`, computed at half resolution and enlarged to it."""
+    def _coarse_maps(self, tgt: np.ndarray, box: tuple[int, int, int, int], k: int):
+        """`sampling_maps` over `box`, computed at 1/k of the resolution and enlarged to it."""
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
-        half = ((h + 1) // 2, (w + 1) // 2)
-        # half-resolution pixel i is full-resolution pixel 2 i + 0.5 of the box, where cv2.resize puts it
-        origin = np.array([x0 + 0.5, y0 + 0.5])
-        maps = sampling_maps((self.source - origin) / 2, (tgt - origin) / 2, self.triangles, half)
-        small_x = np.arange(half[1], dtype=np.float32)[None].repeat(half[0], 0)
-        small_y = np.arange(half[0], dtype=np.float32)[:, None].repeat(half[1], 1)
+        small = ((h + k - 1) // k, (w + k - 1) // k)
+        # pixel i of the small map is pixel k i + (k - 1) / 2 of the box, where cv2.resize puts it
+        origin = np.array([x0, y0]) + (k - 1) / 2
+        maps = sampling_maps((self.source - origin) / k, (tgt - origin) / k, self.triangles, small)
+        small_x = np.arange(small[1], dtype=np.float32)[None].repeat(small[0], 0)
+        small_y = np.arange(small[0], dtype=np.float32)[:, None].repeat(small[1], 1)
         if maps is not None:
             hx, hy, (a0, b0, a1, b1) = maps
             small_x[b0:b1, a0:a1], small_y[b0:b1, a0:a1] = hx, hy
-        map_x = cv2.resize(small_x, (w, h), interpolation=cv2.INTER_LINEAR) * 2 + np.float32(origin[0])
-        map_y = cv2.resize(small_y, (w, h), interpolation=cv2.INTER_LINEAR) * 2 + np.float32(origin[1])
+        size = (small[1] * k, small[0] * k)  # k times the small map exactly, then cut to the box
+        map_x = cv2.resize(small_x, size, interpolation=cv2.INTER_LINEAR)[:h, :w] * k + np.float32(origin[0])
+        map_y = cv2.resize(small_y, size, interpolation=cv2.INTER_LINEAR)[:h, :w] * k + np.float32(origin[1])
         return map_x, map_y, box
 
 
