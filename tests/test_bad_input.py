@@ -94,6 +94,10 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
     nan = speech_like(0.4)
     nan[1000:1100] = np.nan
     f["nan.wav"] = Path(write_audio(d / "nan.wav", nan, codec="pcm_f32le"))
+    f["loud.wav"] = Path(write_audio(d / "loud.wav", speech_like(0.4) * 1e20, codec="pcm_f32le"))  # finite, but no encoder takes it
+    spike = speech_like(0.4)
+    spike[3000] = 1e20
+    f["spike.wav"] = Path(write_audio(d / "spike.wav", spike, codec="pcm_f32le"))
     (d / "speech folder.wav").mkdir()
     f["speech folder.wav"] = d / "speech folder.wav"
     f["speech.m4a"] = Path(write_audio(d / "speech.m4a", speech_like(0.4, seed=2)))
@@ -151,6 +155,8 @@ BAD = [
     Case("zero-length audio", [*GEN, "--image", "{face.png}", "--audio", "{empty.wav}", "--out", "{out}"], "{empty.wav}", "the file is empty"),
     Case("silent audio", [*GEN, "--image", "{face.png}", "--audio", "{silent.wav}", "--out", "{out}"], "{silent.wav}", "is silent"),
     Case("NaN samples", [*GEN, "--image", "{face.png}", "--audio", "{nan.wav}", "--out", "{out}"], "{nan.wav}", "contains invalid samples (NaN or infinity)"),
+    Case("speech scaled by 1e20", [*GEN, "--image", "{face.png}", "--audio", "{loud.wav}", "--out", "{out}"], "{loud.wav}", "contains invalid samples (a peak of"),
+    Case("one sample of 1e20", [*DUB, "--video", "{face.mp4}", "--audio", "{spike.wav}", "--out", "{out}"], "{spike.wav}", "far beyond full scale"),
     Case("absurd sample rate", [*GEN, "--image", "{face.png}", "--audio", "{one hertz.wav}", "--out", "{out}"], "{one hertz.wav}", "sample rate of 1 Hz"),
     Case("audio is a folder", [*GEN, "--image", "{face.png}", "--audio", "{speech folder.wav}", "--out", "{out}"], "{speech folder.wav}", "is a directory, not an audio file"),
     Case("missing audio", [*GEN, "--image", "{face.png}", "--audio", "{dir}/nothing.wav", "--out", "{out}"], "{dir}/nothing.wav", "no such file"),

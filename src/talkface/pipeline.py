@@ -37,6 +37,7 @@ from talkface.rig import FaceRig
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
+MAX_PEAK = 1000.0  # +60 dBFS: float samples beyond it are not sound but garbage (and AAC refuses them)
 FITS = ("loop", "cut")
 REFERENCES = ("frame", "first")
 
@@ -57,6 +58,8 @@ def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
             raise TalkfaceError("contains invalid samples (NaN or infinity)", path)
         count += len(chunk)
         peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+        if peak > MAX_PEAK:
+            raise TalkfaceError(f"contains invalid samples (a peak of {peak:.3g}, far beyond full scale 1.0)", path)
     if peak < SILENCE_PEAK:
         raise TalkfaceError("is silent (no sound above -80 dBFS)", path)
     return count
@@ -278,12 +281,17 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
     release the GIL), so a long job keeps two cores busy; a few frames at most wait in between."""
     with VideoWriter(out, fps, size, audio_path=audio) as writer, ThreadPoolExecutor(1, thread_name_prefix="talkface-encode") as encoder:
         pending: collections.deque = collections.deque()
-        for frame in frames:
-            pending.append(encoder.submit(writer.write, frame))
-            if len(pending) > 4:
+        try:
+            for frame in frames:
+                pending.append(encoder.submit(writer.write, frame))
+                if len(pending) > 4:
+                    pending.popleft().result()
+            while pending:
                 pending.popleft().result()
-        while pending:
-            pending.popleft().result()
+        except BaseException:
+            for future in pending:  # the first failure ends the job: what waits behind it is dropped
+                future.cancel()
+            raise
     return out
 
 

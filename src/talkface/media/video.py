@@ -1,8 +1,10 @@
 """Video out (H.264 + AAC mp4, frames streamed, written atomically) and video in (frames, fps)."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
@@ -41,7 +43,10 @@ class VideoWriter:
 
     The file appears at `path` only when `close()` succeeds: until then it is a temporary file in
     the same folder, removed if anything fails, so no half-written video is ever left behind.
-    Audio is interleaved with the frames as they arrive.
+    Audio is interleaved with the frames as they arrive. A failure to write (a full disk) is a
+    TalkfaceError naming `path`; once anything has failed or the writer is closed, every later call
+    raises without touching the encoders (PyAV crashes on a closed container). Safe to call from
+    several threads: one call runs at a time.
     """
 
     def __init__(
@@ -58,7 +63,12 @@ class VideoWriter:
         if height % 2 or width % 2:
             raise ValueError(f"H.264 needs even frame dimensions, got {width}x{height}")
         folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self.tmp = tempfile.mkstemp(suffix=".mp4", prefix=".talkface-", dir=folder)
+        self._lock = threading.RLock()
+        self._finished = False  # closed, aborted or failed: the encoders must not be touched again
+        try:
+            fd, self.tmp = tempfile.mkstemp(suffix=".mp4", prefix=".talkface-", dir=folder)
+        except OSError as e:
+            raise _write_error(e, self.path) from None
         os.close(fd)
         self.fps = Fraction(fps).limit_denominator(1001)
         try:
@@ -128,41 +138,56 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """frame: (H, W, 3) uint8 RGB."""
-        try:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in self.video.encode(vf):
-                self.container.mux(packet)
-            self.frames_written += 1
-            self._pump_audio(self.frames_written / float(self.fps))
-        except BaseException:
-            self.abort()
-            raise
+        with self._lock:
+            self._check_open()
+            try:
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in self.video.encode(vf):
+                    self.container.mux(packet)
+                self.frames_written += 1
+                self._pump_audio(self.frames_written / float(self.fps))
+            except BaseException as e:
+                self._discard()
+                if isinstance(e, (OSError, av.error.FFmpegError)):
+                    raise _write_error(e, self.path) from None
+                raise
 
     def close(self) -> str:
         """Finish encoding (audio trimmed to the video's length) and move the file into place."""
-        try:
-            for packet in self.video.encode():
-                self.container.mux(packet)
-            self._pump_audio(self.frames_written / float(self.fps), cut=True)
-            if self.audio_frames is not None:
-                for packet in self.audio.encode():
+        with self._lock:
+            self._check_open()
+            try:
+                for packet in self.video.encode():
                     self.container.mux(packet)
-                self.audio_in.close()
-            self.container.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self._discard()
-            raise
+                self._pump_audio(self.frames_written / float(self.fps), cut=True)
+                if self.audio_frames is not None:
+                    for packet in self.audio.encode():
+                        self.container.mux(packet)
+                    self.audio_in.close()
+                self.container.close()
+                self._finished = True
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)
+                os.replace(self.tmp, self.path)
+            except BaseException as e:
+                self._discard()
+                if isinstance(e, (OSError, av.error.FFmpegError)):
+                    raise _write_error(e, self.path) from None
+                raise
         return self.path
 
     def abort(self) -> None:
         """Stop and remove the temporary file; nothing appears at `path`."""
-        self._discard()
+        with self._lock:
+            self._discard()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError(f"the writer of {self.path} has already stopped")
 
     def _discard(self) -> None:
+        self._finished = True
         for name in ("container", "audio_in"):
             obj = getattr(self, name, None)
             if obj is not None:
@@ -181,6 +206,15 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def _write_error(e: Exception, path: str) -> TalkfaceError:
+    """What stopped a video from being written, as the one error the user sees."""
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return TalkfaceError("cannot be written: no space left on the device", path)
+    if isinstance(e, OSError):
+        return TalkfaceError(f"cannot be written ({e.strerror or decode_problem(e)})", path)
+    return TalkfaceError(f"cannot be encoded ({decode_problem(e)})", path)
 
 
 def video_info(path: str | os.PathLike) -> dict:
