@@ -77,13 +77,16 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
     Image.fromarray(np.full((288, 360, 3), 120, np.uint8)).save(d / "blank.png")
     Image.fromarray(np.concatenate([face, face[:, ::-1]], 1)).save(d / "two faces.png")
     Image.fromarray(cv2.resize(face, (180, 144), interpolation=cv2.INTER_AREA)).save(d / "small face.png")
+    pair = np.full((512, 1024, 3), 200, np.uint8)  # two people, each face under a tenth of the picture's width
+    pair[140:370, 224:800] = cv2.resize(np.concatenate([face, face[:, ::-1]], 1), (576, 230), interpolation=cv2.INTER_AREA)
+    Image.fromarray(pair).save(d / "small pair.png")
     put("truncated.png", EXAMPLE_PNG[: len(EXAMPLE_PNG) // 2])
     put("corrupt.png", EXAMPLE_PNG[:200] + bytes(5000) + EXAMPLE_PNG[5200:])
     put("empty.png", b"")
     put("notes.png", b"these are my notes, not a picture\n" * 20)
     put("huge.png", huge_png(100_000, 100_000))
     (d / "photos.png").mkdir()
-    f.update({k: d / k for k in ("blank.png", "two faces.png", "small face.png", "photos.png")})
+    f.update({k: d / k for k in ("blank.png", "two faces.png", "small face.png", "small pair.png", "photos.png")})
     # audio
     put("noise.wav", np.random.default_rng(0).integers(0, 256, 20_000, np.uint8).tobytes())
     put("header only.wav", wav_bytes(np.zeros(0), 16000))
@@ -137,6 +140,7 @@ BAD = [
     # the photo
     Case("no face", [*GEN, "--image", "{blank.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{blank.png}", "no face found"),
     Case("two faces, no --face-index", [*GEN, "--image", "{two faces.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{two faces.png}", "shows 2 faces; choose one with --face-index"),
+    Case("two small faces, no --face-index", [*GEN, "--image", "{small pair.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{small pair.png}", "shows 2 faces; choose one with --face-index"),
     Case("--face-index out of range", [*GEN, *PHOTO, "--face-index", "3"], "{face.png}", "--face-index 3 is out of range: 1 face(s) found"),
     Case("negative --face-index", [*GEN, *PHOTO, "--face-index", "-1"], "--face-index", "must be 0 or more"),
     Case("tiny face", [*GEN, "--image", "{small face.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{small face.png}", "the face is too small (29 px between eyes and mouth; at least 32 needed)"),
@@ -197,6 +201,8 @@ GOOD = [
     ("CMYK photo", [*GEN, "--image", "{cmyk.jpg}", "--audio", "{speech.wav}", "--out", "{out}"]),
     ("spaces and unicode in paths", [*GEN, "--image", "{fàce ünï 顔.png}", "--audio", "{speech ü 声.wav}", "--out", "{dir}/out ü 出力.mp4"]),
     ("two faces, --face-index 1", [*GEN, "--image", "{two faces.png}", "--audio", "{speech.wav}", "--out", "{out}", "--face-index", "1"]),
+    ("two small faces, --face-index 0", [*GEN, "--image", "{small pair.png}", "--audio", "{speech.wav}", "--out", "{out}", "--face-index", "0"]),
+    ("two small faces, --face-index 1", [*GEN, "--image", "{small pair.png}", "--audio", "{speech.wav}", "--out", "{out}", "--face-index", "1"]),
     ("a video's audio as the speech", [*GEN, "--image", "{face.png}", "--audio", "{talking.mp4}", "--out", "{out}"]),
     ("dub a video with no audio", [*DUB, "--video", "{face.mp4}", "--audio", "{speech.m4a}", "--out", "{out}", "--fit", "cut"]),
 ]
