@@ -92,3 +92,15 @@ def test_an_upside_down_photo_moves_its_mouth_not_its_eyes(face_image, motion_ch
 
     assert around(mouth) > 2.0
     assert around(eyes) < 0.5 and around(mouth) > 10 * around(eyes)
+
+
+def test_wrong_arrays_are_refused_with_a_value_error(face_image):
+    """Checks of what a caller gives hold under `python -O` too (no asserts)."""
+    from talkface.media.face import Face
+
+    with pytest.raises(ValueError, match="image must be"):
+        detect_faces(face_image.astype(np.float32))
+    with pytest.raises(ValueError, match="image must be"):
+        detect_faces(face_image[..., 0])
+    with pytest.raises(ValueError, match="landmarks must be"):
+        Face.from_landmarks(np.zeros((68, 2)))

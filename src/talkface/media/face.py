@@ -87,7 +87,8 @@ class Face:
     @classmethod
     def from_landmarks(cls, landmarks: np.ndarray) -> "Face":
         lm = np.asarray(landmarks, np.float32)
-        assert lm.shape == (NUM_LANDMARKS, 2), f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}"
+        if lm.shape != (NUM_LANDMARKS, 2):
+            raise ValueError(f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}")
         x0, y0 = np.floor(lm.min(0)).astype(int)
         x1, y1 = np.ceil(lm.max(0)).astype(int) + 1
         eyes, mouth = lm[EYE_CORNERS].mean(0), lm[MOUTH_CORNERS].mean(0)
@@ -148,7 +149,8 @@ def _faces(result, shape: tuple[int, ...]) -> list[Face]:
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
-    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}"
+    if not (image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     return np.ascontiguousarray(image)
 
 
