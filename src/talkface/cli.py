@@ -6,12 +6,14 @@ import gc
 import importlib
 import json
 import os
+import signal
 import sys
 
 from talkface import __version__
 from talkface.bundled import BUNDLED_MODEL, checkpoint_path
 from talkface.config import MAX_MOUTH_SCALE
 from talkface.errors import TalkfaceError
+from talkface.stopping import stop_on_signals
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
 
@@ -378,13 +380,15 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with stop_on_signals():
+            args.func(args)
     except TalkfaceError as e:
         print(f"talkface: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("talkface: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print("talkface: interrupted" if signum == signal.SIGINT else f"talkface: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

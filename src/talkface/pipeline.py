@@ -24,6 +24,7 @@ from tqdm import tqdm
 from talkface.bundled import checkpoint_path
 from talkface.checkpoint import load_generator
 from talkface.config import MAX_MOUTH_SCALE, Config
+from talkface import stopping
 from talkface.errors import TalkfaceError
 from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
 from talkface.media.face import MIN_FACE_SIZE, Face, FaceTracker, align, detect_faces, paste_back, pick_face
@@ -283,6 +284,7 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
         pending: collections.deque = collections.deque()
         try:
             for frame in frames:
+                stopping.check()
                 pending.append(encoder.submit(writer.write, frame))
                 if len(pending) > 4:
                     pending.popleft().result()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
+from talkface import stopping
 from talkface.config import AudioConfig
 from talkface.errors import TalkfaceError
 
@@ -65,6 +66,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
         got_any = False
         try:
             for frame in container.decode(container.streams.audio[0]):
+                stopping.check()
                 for out in resampler.resample(frame):
                     pending.append(out.to_ndarray().reshape(-1))
                     have += out.samples
@@ -76,6 +78,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
                 have += out.samples
+            stopping.check()
         except av.error.FFmpegError as e:
             raise TalkfaceError(f"is corrupt: decoding failed ({decode_problem(e)})", path) from None
         if have:

@@ -11,6 +11,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from talkface import stopping
 from talkface.errors import TalkfaceError
 from talkface.media.audio import decode_problem
 
@@ -102,6 +103,7 @@ class VideoWriter:
         skip = int(round(start * self.audio.rate))
         frames = (r for f in self.audio_in.decode(src) for r in self.resampler.resample(f))
         for frame in frames:
+            stopping.check()
             if skip >= frame.samples:
                 skip -= frame.samples
                 continue
