@@ -29,7 +29,7 @@ from talkface.errors import TalkfaceError
 from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
 from talkface.media.face import MIN_FACE_SIZE, Face, FaceTracker, align, detect_faces, paste_back, pick_face
 from talkface.media.image import load_image
-from talkface.media.video import VideoWriter, iter_frames, iter_frames_pingpong, prepare_output, video_info
+from talkface.media.video import VideoWriter, frames_on_grid, iter_frames, iter_frames_pingpong, prepare_output, video_info
 from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
@@ -266,9 +266,10 @@ class Animator:
             raise TalkfaceError("has no frames", video)
         cfg = dataclasses.replace(self.cfg, audio=dataclasses.replace(self.cfg.audio, fps=info["fps"]))
         total = num_frames(scan_audio(audio, cfg.audio.sample_rate), cfg.audio)
-        if fit == "cut" and info["frames"]:
-            total = min(total, info["frames"])
-        source = iter_frames_pingpong(video) if fit == "loop" else iter_frames(video)
+        if fit == "cut":
+            total = min(total, frames_on_grid(video, info["fps"]) or total)
+        # at the video's average rate, each frame at its own time (a variable frame rate keeps its timing)
+        source = iter_frames_pingpong(video, fps=info["fps"]) if fit == "loop" else iter_frames(video, fps=info["fps"])
         dubber = _MotionDubber(self.generator, cfg, face_index, seed, self.backend.refiner) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
         frames = dubber.run(map(even, source), audio, total, video)
         frames = _Reporter(progress, total, "dub")(frames)

@@ -1,7 +1,9 @@
 """Video out (H.264 + AAC mp4, frames streamed, written atomically) and video in (frames, fps)."""
 from __future__ import annotations
 
+import collections
 import errno
+import math
 import os
 import tempfile
 import threading
@@ -263,64 +265,146 @@ def _decoded(path: str) -> Iterator[av.VideoFrame]:
         raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time."""
-    for frame in _decoded(os.fspath(path)):
-        yield _rgb(frame)
+def iter_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time.
+
+    With `fps`, the frames shown at a constant rate: output frame j is the one on screen at the
+    middle of its interval, (j + 0.5) / fps after the first, by each frame's own timestamp; a video
+    of variable frame rate keeps its timing (frames repeated or dropped), one of that rate is unchanged.
+    """
+    frames = ((_rgb(f), *_when(f)) for f in _decoded(os.fspath(path)))
+    if fps is None:
+        yield from (rgb for rgb, _, _ in frames)
+    else:
+        yield from on_grid(frames, fps)
 
 
-def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
-    """Frames pts[-2], pts[-3], ..., pts[0]: decoded forward a segment of `chunk` frames at a time
-    (each from the keyframe before it) and handed out in reverse, so memory holds one segment."""
-    end = len(pts) - 1
+def _when(frame: av.VideoFrame) -> tuple[float | None, float | None]:
+    """A decoded frame's time and duration in seconds (None where the stream does not say)."""
+    duration = getattr(frame, "duration", None)
+    base = frame.time_base
+    return frame.time, float(duration * base) if duration and base else None
+
+
+def on_grid(frames: Iterable[tuple[object, float | None, float | None]], fps: float) -> Iterator:
+    """(item, time, duration) in presentation order -> the items on screen at t0 + (j + 0.5) / fps,
+    j = 0, 1, ... until the last one's end (t0: the first's time). A missing or backward time is
+    taken as one interval after the previous frame's."""
+    step = 1.0 / fps
+    start = previous = None
+    held, length, j = None, step, 0
+    for item, time, duration in frames:
+        if start is None:
+            start = previous = time if time is not None else 0.0
+        if time is None or time < previous or (held is not None and time == previous):
+            time = previous + step
+        if held is not None:
+            while start + (j + 0.5) * step < time:
+                yield held
+                j += 1
+        held, previous, length = item, time, duration or step
+    if held is not None:
+        while start + (j + 0.5) * step < previous + length or j == 0:
+            yield held
+            j += 1
+
+
+def frames_on_grid(path: str | os.PathLike, fps: float) -> int | None:
+    """How many frames `iter_frames(path, fps)` gives, from the packets' timestamps (nothing is
+    decoded); None when they do not say."""
+    path = os.fspath(path)
+    start = end = None
+    try:
+        with av.open(path, metadata_errors="replace") as c:
+            stream = c.streams.video[0]
+            for packet in c.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                time = float(packet.pts * packet.time_base)
+                length = float(packet.duration * packet.time_base) if packet.duration else 1.0 / fps
+                start = time if start is None else min(start, time)
+                end = time + length if end is None else max(end, time + length)
+    except (av.error.FFmpegError, IndexError):
+        return None
+    return None if start is None else max(1, math.ceil((end - start) * fps - 0.5 - 1e-6))
+
+
+def _backward(path: str, pts: list[int | None], order: list[int], chunk: int) -> Iterator[np.ndarray]:
+    """Frames order[-2], order[-3], ..., order[0] (indices of the video's frames, whose timestamps are
+    `pts`; `order` never decreases): decoded forward a segment of `chunk` at a time (each from the
+    keyframe before it) and handed out in reverse, so memory holds one segment."""
+    end = len(order) - 1
     seekable = all(p is not None for p in pts) and all(a < b for a, b in zip(pts, pts[1:]))
     while end > 0:
         start = max(0, end - chunk)
-        wanted = {p: i for i, p in enumerate(pts[start:end], start)} if seekable else None
-        segment: list[np.ndarray | None] = [None] * (end - start)
+        wanted = set(order[start:end])
+        first, last = min(wanted), max(wanted)
+        index_of = {p: i for i, p in enumerate(pts)} if seekable else None
+        got: dict[int, np.ndarray] = {}
         try:
             with av.open(path, metadata_errors="replace") as c:
                 stream = c.streams.video[0]
                 stream.thread_type = "AUTO"
-                if seekable and start > 0:
-                    c.seek(pts[start], stream=stream, backward=True, any_frame=False)
+                if seekable and first > 0:
+                    c.seek(pts[first], stream=stream, backward=True, any_frame=False)
                 for i, frame in enumerate(c.decode(stream)):
-                    index = wanted.get(frame.pts) if seekable else i
-                    if seekable and frame.pts is not None and frame.pts > pts[end - 1]:
+                    index = index_of.get(frame.pts) if seekable else i
+                    if seekable and frame.pts is not None and frame.pts > pts[last]:
                         break
-                    if index is not None and start <= index < end:
-                        segment[index - start] = _rgb(frame)
-                    if not seekable and i >= end - 1:
+                    if index in wanted:
+                        got[index] = _rgb(frame)
+                    if not seekable and i >= last:
                         break
         except av.error.FFmpegError as e:
             raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
-        if any(f is None for f in segment):  # the seek landed past the segment: decode from the start
+        if len(got) < len(wanted):  # the seek landed past the segment: decode from the start
+            if not seekable:
+                raise TalkfaceError("cannot be read as video (its frames differ from one reading to the next)", path)
             seekable = False
             continue
-        yield from reversed(segment)
+        yield from (got[order[k]] for k in reversed(range(start, end)))
         end = start
 
 
-def iter_frames_pingpong(path: str | os.PathLike, memory: int = 256 * 2**20) -> Iterator[np.ndarray]:
-    """Frames 0, 1, ..., N-1, N-2, ..., 0, 1, ... without end: a video played back and forth.
+def _forward(path: str, order: list[int]) -> Iterator[np.ndarray]:
+    """Frames order[1], order[2], ..., order[-1], decoded in one forward pass (`order` never decreases)."""
+    counts = collections.Counter(order[1:])
+    for i, frame in enumerate(_decoded(path)):
+        if i > order[-1]:
+            return
+        if counts[i]:
+            rgb = _rgb(frame)
+            for _ in range(counts[i]):
+                yield rgb
+
+
+def iter_frames_pingpong(path: str | os.PathLike, memory: int = 256 * 2**20, fps: float | None = None) -> Iterator[np.ndarray]:
+    """Frames 0, 1, ..., N-1, N-2, ..., 0, 1, ... without end: a video played back and forth (with
+    `fps`, its frames at that constant rate, as `iter_frames` gives them).
 
     The forward passes stream; the backward ones hold at most `memory` bytes of frames at a time.
     """
     path = os.fspath(path)
-    pts: list[int] = []
+    pts: list[int | None] = []
+    order: list[int] = []  # the video's frame shown at each step of one forward pass
     last = None
-    for frame in _decoded(path):
-        pts.append(frame.pts)
-        last = _rgb(frame)
-        yield last
+
+    def timed() -> Iterator[tuple[tuple[int, np.ndarray], float | None, float | None]]:
+        for i, frame in enumerate(_decoded(path)):
+            pts.append(frame.pts)
+            yield (i, _rgb(frame)), *_when(frame)
+
+    steps = on_grid(timed(), fps) if fps is not None else ((item for item, _, _ in timed()))
+    for i, rgb in steps:
+        order.append(i)
+        last = rgb
+        yield rgb
     if last is None:
         return
     chunk = max(4, memory // last.nbytes)
     while True:
-        if len(pts) == 1:
+        if len(order) == 1:
             yield last
             continue
-        yield from _backward(path, pts, chunk)
-        for i, frame in enumerate(iter_frames(path)):
-            if i > 0:
-                yield frame
+        yield from _backward(path, pts, order, chunk)
+        yield from _forward(path, order)
