@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ASSETS, speech_like, write_audio, write_face_video
@@ -187,6 +188,9 @@ BAD = [
     Case("--mouth-scale 0", [*GEN, *PHOTO, "--mouth-scale", "0"], "--mouth-scale", "must be above 0 and at most 2"),
     Case("--mouth-scale past 2", [*DUB, "--video", "{face.mp4}", "--audio", "{speech.wav}", "--out", "{out}", "--mouth-scale", "3"], "--mouth-scale", "must be above 0 and at most 2"),
     Case("--mouth-scale with the seed's generator", ["generate", "--checkpoint", "paper", "--quiet", *PHOTO, "--mouth-scale", "1.3"], "--mouth-scale", "is the seed's generator, which draws the mouth itself"),
+    Case("--device gpu", [*GEN, *PHOTO, "--device", "gpu"], "--device 'gpu'", "is not a device (choose auto, cpu, cuda"),
+    Case("--device of another kind", [*DUB, "--video", "{face.mp4}", "--audio", "{speech.wav}", "--out", "{out}", "--device", "meta"], "--device meta", "talkface runs on auto, cpu, cuda"),
+    *([] if torch.cuda.is_available() else [Case("--device cuda without a GPU", [*GEN, *PHOTO, "--device", "cuda"], "--device cuda", "torch sees no CUDA GPU")]),
     Case("missing checkpoint", ["generate", "--checkpoint", "{dir}/none.safetensors", *PHOTO], "{dir}/none.safetensors", "no such checkpoint file"),
     Case("corrupt checkpoint", ["generate", "--checkpoint", "{weights.safetensors}", *PHOTO], "{weights.safetensors}", "is not a readable safetensors file"),
     Case("--workers 0", ["preprocess", "{face.mp4}", "--out", "{dir}/shards", "--workers", "0"], "--workers", "must be 1 or more"),

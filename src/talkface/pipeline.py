@@ -24,6 +24,7 @@ from tqdm import tqdm
 from talkface.bundled import checkpoint_path
 from talkface.checkpoint import load_generator
 from talkface.config import MAX_MOUTH_SCALE, Config
+from talkface.devices import pick_device
 from talkface import stopping
 from talkface.errors import TalkfaceError
 from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
@@ -43,12 +44,6 @@ FITS = ("loop", "cut")
 REFERENCES = ("frame", "first")
 
 Progress = bool | Callable[[int, int], None]
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
