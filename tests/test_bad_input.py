@@ -102,6 +102,12 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
     spike = speech_like(0.4)
     spike[3000] = 1e20
     f["spike.wav"] = Path(write_audio(d / "spike.wav", spike, codec="pcm_f32le"))
+    claims = bytearray(wav_bytes(speech_like(0.4), 16000))
+    claims[40:44] = struct.pack("<I", 64)  # the data chunk says 32 samples: 2 ms
+    put("two milliseconds.wav", bytes(claims))
+    (d / "loop.wav").symlink_to("loop.wav")
+    (d / "gone.png").symlink_to("nowhere.png")
+    f.update({k: d / k for k in ("loop.wav", "gone.png")})
     (d / "speech folder.wav").mkdir()
     f["speech folder.wav"] = d / "speech folder.wav"
     f["speech.m4a"] = Path(write_audio(d / "speech.m4a", speech_like(0.4, seed=2)))
@@ -165,6 +171,10 @@ BAD = [
     Case("absurd sample rate", [*GEN, "--image", "{face.png}", "--audio", "{one hertz.wav}", "--out", "{out}"], "{one hertz.wav}", "sample rate of 1 Hz"),
     Case("audio is a folder", [*GEN, "--image", "{face.png}", "--audio", "{speech folder.wav}", "--out", "{out}"], "{speech folder.wav}", "is a directory, not an audio file"),
     Case("missing audio", [*GEN, "--image", "{face.png}", "--audio", "{dir}/nothing.wav", "--out", "{out}"], "{dir}/nothing.wav", "no such file"),
+    Case("a picture as --audio", [*GEN, "--image", "{face.png}", "--audio", "{face.png}", "--out", "{out}"], "{face.png}", "is not an audio file (it holds a picture)"),
+    Case("audio of 2 ms", [*GEN, "--image", "{face.png}", "--audio", "{two milliseconds.wav}", "--out", "{out}"], "{two milliseconds.wav}", "is too short (2 ms of sound; at least 100 ms needed)"),
+    Case("audio is a symlink loop", [*DUB, "--video", "{face.mp4}", "--audio", "{loop.wav}", "--out", "{out}"], "{loop.wav}", "is a symbolic link that loops"),
+    Case("image is a dangling symlink", [*GEN, "--image", "{gone.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{gone.png}", "is a symbolic link to a missing file (nowhere.png)"),
     Case("video with no audio as --audio", [*GEN, "--image", "{face.png}", "--audio", "{face.mp4}", "--out", "{out}"], "{face.mp4}", "has no audio track"),
     # the video
     Case("video with no video track", [*DUB, "--video", "{speech.m4a}", "--audio", "{speech.wav}", "--out", "{out}"], "{speech.m4a}", "has no video track"),

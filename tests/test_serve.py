@@ -280,3 +280,15 @@ def test_listen_takes_a_free_port_and_names_a_bad_host():
         sock.close()
     with pytest.raises(TalkfaceError, match="--host no.such.host.invalid: not an address"):
         listen("no.such.host.invalid", 0)
+
+
+def test_generate_with_a_picture_as_the_audio_says_so(animator):
+    async def scenario(client, service):
+        form = aiohttp.FormData()
+        form.add_field("image", EXAMPLE, filename="face.png")
+        form.add_field("audio", EXAMPLE, filename="speech.wav")
+        r = await client.post("/api/generate", data=form)
+        return r.status, await r.json()
+
+    status, body = run(animator, scenario)
+    assert (status, body) == (400, {"error": "audio: is not an audio file (it holds a picture)"})

@@ -39,6 +39,7 @@ from talkface.rig import FaceRig
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
+MIN_SECONDS = 0.1  # shorter speech is no speech (and AAC writes nothing for a few milliseconds)
 MAX_PEAK = 1000.0  # +60 dBFS: float samples beyond it are not sound but garbage (and AAC refuses them)
 FITS = ("loop", "cut")
 REFERENCES = ("frame", "first")
@@ -56,6 +57,8 @@ def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
         peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
         if peak > MAX_PEAK:
             raise TalkfaceError(f"contains invalid samples (a peak of {peak:.3g}, far beyond full scale 1.0)", path)
+    if count < MIN_SECONDS * sample_rate:
+        raise TalkfaceError(f"is too short ({1000 * count / sample_rate:.0f} ms of sound; at least {1000 * MIN_SECONDS:.0f} ms needed)", path)
     if peak < SILENCE_PEAK:
         raise TalkfaceError("is silent (no sound above -80 dBFS)", path)
     return count

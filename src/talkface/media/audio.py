@@ -9,6 +9,7 @@ tests/test_audio.py holds them to librosa's output.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
         raise TalkfaceError(f"cannot be read as audio ({decode_problem(e)})", path) from None
     with container:
         if not container.streams.audio:
-            raise TalkfaceError("has no audio track", path)
+            raise TalkfaceError("is not an audio file (it holds a picture)" if is_picture(container) else "has no audio track", path)
         codec = container.streams.audio[0].codec_context
         if codec is None:
             raise TalkfaceError("has an audio track that cannot be decoded", path)
@@ -88,11 +89,25 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
             raise TalkfaceError("contains no audio samples", path)
 
 
+def is_picture(container: av.container.InputContainer) -> bool:
+    """Whether FFmpeg opened the file as a still picture (png, jpeg, webp, gif, ...), not as a video."""
+    name = container.format.name
+    return name in ("image2", "gif", "apng") or name.endswith("_pipe")
+
+
 def check_readable(path: str | os.PathLike, what: str) -> str:
     """The path as a string, or a TalkfaceError saying why it cannot be read."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise TalkfaceError("no such file", path)
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise TalkfaceError("is a symbolic link that loops (following it leads back to it)", path) from None
+        if e.errno == errno.EACCES:
+            raise TalkfaceError("permission denied", path) from None
+        if os.path.islink(path):
+            raise TalkfaceError(f"is a symbolic link to a missing file ({os.readlink(path)})", path) from None
+        raise TalkfaceError("no such file", path) from None
     if os.path.isdir(path):
         raise TalkfaceError(f"is a directory, not an {what}" if what[0] in "aeiou" else f"is a directory, not a {what}", path)
     if not os.access(path, os.R_OK):
