@@ -85,3 +85,33 @@ def test_a_full_disk_ends_in_one_line_and_leaves_nothing(command, fail_at, files
     assert lines == [f"talkface: error: {out}: cannot be written: no space left on the device"]
     assert p.stdout == ""
     assert list(tmp_path.iterdir()) == []  # neither the video nor its temporary file
+
+
+def test_the_writer_refuses_samples_the_encoder_cannot_take(tmp_path):
+    """Two channels of 1e20 in opposite phase cancel in the mono pre-scan; the writer finds them."""
+    import av
+    import numpy as np
+
+    from talkface.errors import TalkfaceError
+    from talkface.media.video import VideoWriter
+
+    speech = speech_like(0.4, seed=2)
+    stereo = np.stack([speech, speech]).astype(np.float32)
+    stereo[:, 2000] = (1e20, -1e20)
+    audio = tmp_path / "opposed.wav"
+    with av.open(str(audio), "w") as c:
+        s = c.add_stream("pcm_f32le", rate=16000)
+        s.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(stereo.T.reshape(1, -1).copy(), format="flt", layout="stereo")
+        frame.sample_rate = 16000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(TalkfaceError, match="contains invalid samples") as caught:
+        with VideoWriter(out, 25, (64, 48), audio_path=audio) as writer:
+            for _ in range(10):
+                writer.write(np.zeros((64, 48, 3), np.uint8))
+    assert caught.value.path == str(audio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opposed.wav"]

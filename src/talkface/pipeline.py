@@ -27,7 +27,7 @@ from talkface.config import MAX_MOUTH_SCALE, Config
 from talkface.devices import pick_device
 from talkface import stopping
 from talkface.errors import TalkfaceError
-from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
+from talkface.media.audio import MAX_PEAK, FeatureStream, check_readable, iter_audio, num_frames
 from talkface.media.face import MIN_FACE_SIZE, Face, FaceTracker, align, detect_faces, paste_back, pick_face
 from talkface.media.image import load_image
 from talkface.media.video import VideoWriter, frames_on_grid, iter_frames, iter_frames_pingpong, prepare_output, video_info
@@ -40,7 +40,6 @@ from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPh
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 MIN_SECONDS = 0.1  # shorter speech is no speech (and AAC writes nothing for a few milliseconds)
-MAX_PEAK = 1000.0  # +60 dBFS: float samples beyond it are not sound but garbage (and AAC refuses them)
 FITS = ("loop", "cut")
 REFERENCES = ("frame", "first")
 

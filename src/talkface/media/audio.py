@@ -23,6 +23,7 @@ from talkface.errors import TalkfaceError
 
 MFCC_SCALE = 1 / 100.0  # keeps dB-scale coefficients near unit range
 MIN_SAMPLE_RATE = 4000
+MAX_PEAK = 1000.0  # +60 dBFS: float samples beyond it are not sound but garbage (and AAC refuses them)
 
 
 def probe_duration(path: str | os.PathLike) -> float | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from talkface import stopping
 from talkface.errors import TalkfaceError
-from talkface.media.audio import decode_problem
+from talkface.media.audio import MAX_PEAK, decode_problem
 
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -97,15 +97,17 @@ class VideoWriter:
         self.audio = self.container.add_stream("aac", rate=rate)
         self.audio.layout = layout
         self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        self.audio_frames = self._audio_frames(src, start)
+        self.audio_frames = self._audio_frames(src, start, audio_path)
         self.audio_time = 0.0
         self.audio_done = False
 
-    def _audio_frames(self, src: av.audio.stream.AudioStream, start: float) -> Iterator[av.AudioFrame]:
+    def _audio_frames(self, src: av.audio.stream.AudioStream, start: float, path: str) -> Iterator[av.AudioFrame]:
         skip = int(round(start * self.audio.rate))
         frames = (r for f in self.audio_in.decode(src) for r in self.resampler.resample(f))
         for frame in frames:
             stopping.check()
+            if not np.abs(frame.to_ndarray()).max(initial=0.0) <= MAX_PEAK:  # NaN too: the encoder would fail on it mid-run
+                raise TalkfaceError("contains invalid samples (NaN, infinity or far beyond full scale 1.0)", path)
             if skip >= frame.samples:
                 skip -= frame.samples
                 continue
