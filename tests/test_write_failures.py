@@ -2,7 +2,7 @@
 code 2 with one line, and leaves neither the output nor a temporary file behind.
 
 A full disk is simulated in a child process: PyAV's output container is wrapped so that its `mux` or
-`close` raises OSError(ENOSPC). The child keeps a crash (PyAV touching a closed container) from
+`close` raises OSError(ENOSPC), or it writes to /dev/full. The child keeps a crash (PyAV touching a closed container) from
 taking pytest down with it.
 """
 from __future__ import annotations
@@ -48,6 +48,8 @@ class FullDisk:
 
 
 def open_(file, mode="r", *args, **kwargs):
+    if mode == "w" and fail_at == "/dev/full":  # FFmpeg's own writes fail, with ENOSPC
+        return real_open("/dev/full", mode, *args, **kwargs)
     container = real_open(file, mode, *args, **kwargs)
     return FullDisk(container) if mode == "w" else container
 
@@ -74,9 +76,11 @@ def run_child(fail_at: str, argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", DRIVER, fail_at, json.dumps([str(a) for a in argv])], env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("fail_at", ["mux", "close"])
+@pytest.mark.parametrize("fail_at", ["mux", "close", "/dev/full"])
 @pytest.mark.parametrize("command", ["generate", "dub"])
 def test_a_full_disk_ends_in_one_line_and_leaves_nothing(command, fail_at, files, tiny_checkpoint, tmp_path):
+    if fail_at == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
     out = tmp_path / "out.mp4"
     given = ["--video", files["video"]] if command == "dub" else []
     p = run_child(fail_at, [command, "--checkpoint", tiny_checkpoint, "--quiet", *given, "--audio", files["speech"], "--out", out])
