@@ -76,3 +76,19 @@ def test_the_command_puts_the_signal_handlers_back(tmp_path, capfd):
     assert main(["generate", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o.mp4")]) == 2
     assert {s: signal.getsignal(s) for s in stopping.SIGNALS} == before
     assert capfd.readouterr().err.count("\n") == 1
+
+
+def test_a_swallowed_stop_leaves_no_note_on_stderr(monkeypatch):
+    """Python's note on an exception that native code dropped is not printed for a stop, only for others."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: seen.append(type(info.exc_value)))
+
+    def dropped(error: BaseException):
+        return type("Unraisable", (), {"exc_type": type(error), "exc_value": error, "exc_traceback": None, "err_msg": None, "object": None})()
+
+    with stopping.stop_on_signals():
+        sys.unraisablehook(dropped(stopping.Stopped(signal.SIGTERM)))
+        sys.unraisablehook(dropped(ValueError("a real problem")))
+    assert seen == [ValueError]
+    sys.unraisablehook(dropped(stopping.Stopped(signal.SIGINT)))  # the hook is put back
+    assert seen == [ValueError, stopping.Stopped]

@@ -4,12 +4,13 @@ video above all) runs for each of them.
 
 Native code can swallow an exception raised while it calls back into Python (PyAV's resampler
 does), and the job would then run to its end; so the signal is also remembered, and `check()`, called
-in the loops that decode and encode, raises it again.
+in the loops that decode and encode, raises it again (Python's note on the swallowed one is dropped).
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -52,9 +53,17 @@ def stop_on_signals() -> Iterator[None]:
     for signum in SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _stop)
+    hook = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        if not isinstance(info.exc_value, Stopped):  # a swallowed stop is raised again by `check()`
+            hook(info)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         _received = None
