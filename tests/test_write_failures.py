@@ -119,3 +119,24 @@ def test_the_writer_refuses_samples_the_encoder_cannot_take(tmp_path):
                 writer.write(np.zeros((64, 48, 3), np.uint8))
     assert caught.value.path == str(audio)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opposed.wav"]
+
+
+def test_a_writer_that_failed_refuses_more_work_and_closes_once(tmp_path):
+    import numpy as np
+
+    from talkface.media.video import VideoWriter, iter_frames
+
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, 25, (64, 48)) as writer:
+        writer.write(np.zeros((64, 48, 3), np.uint8))
+        writer.close()  # closed inside the block: leaving it does not close again
+    assert len(list(iter_frames(out))) == 1
+    writer = VideoWriter(tmp_path / "aborted.mp4", 25, (64, 48))
+    writer.write(np.zeros((64, 48, 3), np.uint8))
+    writer.abort()
+    writer.abort()
+    with pytest.raises(RuntimeError, match="has already stopped"):
+        writer.write(np.zeros((64, 48, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="has already stopped"):
+        writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]

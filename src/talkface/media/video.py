@@ -68,6 +68,7 @@ class VideoWriter:
         folder = os.path.dirname(os.path.abspath(self.path))
         self._lock = threading.RLock()
         self._finished = False  # closed, aborted or failed: the encoders must not be touched again
+        self.written = False  # the video is at `path`
         try:
             fd, self.tmp = tempfile.mkstemp(suffix=".mp4", prefix=".talkface-", dir=folder)
         except OSError as e:
@@ -176,6 +177,7 @@ class VideoWriter:
                 os.umask(umask)
                 os.chmod(self.tmp, 0o666 & ~umask)
                 os.replace(self.tmp, self.path)
+                self.written = True
             except BaseException as e:
                 self._discard()
                 if isinstance(e, (OSError, av.error.FFmpegError)):
@@ -197,6 +199,7 @@ class VideoWriter:
         for name in ("container", "audio_in"):
             obj = getattr(self, name, None)
             if obj is not None:
+                setattr(self, name, None)  # closed once only
                 try:
                     obj.close()
                 except Exception:
@@ -208,10 +211,10 @@ class VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+        elif not self.written:  # unless closed already
+            self.close()
 
 
 def _write_error(e: Exception, path: str) -> TalkfaceError:
