@@ -229,9 +229,12 @@ def _upright_detections(detector: FaceDetector, image: np.ndarray) -> list[tuple
         turned = np.ascontiguousarray(np.rot90(image, turns))
         found += [(_box_back(box, turned.shape, turns), score, turns) for box, score in detector(turned)]
     faces: list[list[tuple[np.ndarray, float, int]]] = []  # detections of one face, surest first
-    for box, score, turns in sorted(found, key=lambda d: -d[1]):
-        same = next((f for f in faces if _overlap(f[0][0], box) > 0.3), None)
-        (same if same is not None else faces.append([]) or faces[-1]).append((box, score, turns))
+    for detection in sorted(found, key=lambda d: -d[1]):
+        same = next((f for f in faces if _overlap(f[0][0], detection[0]) > 0.3), None)
+        if same is None:
+            faces.append([detection])
+        else:
+            same.append(detection)
     chosen = []
     for detections in faces:
         box, score, turns = detections[0]
