@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ASSETS, speech_like, write_audio, write_face_video
@@ -77,13 +78,16 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
     Image.fromarray(np.full((288, 360, 3), 120, np.uint8)).save(d / "blank.png")
     Image.fromarray(np.concatenate([face, face[:, ::-1]], 1)).save(d / "two faces.png")
     Image.fromarray(cv2.resize(face, (180, 144), interpolation=cv2.INTER_AREA)).save(d / "small face.png")
+    pair = np.full((512, 1024, 3), 200, np.uint8)  # two people, each face under a tenth of the picture's width
+    pair[140:370, 224:800] = cv2.resize(np.concatenate([face, face[:, ::-1]], 1), (576, 230), interpolation=cv2.INTER_AREA)
+    Image.fromarray(pair).save(d / "small pair.png")
     put("truncated.png", EXAMPLE_PNG[: len(EXAMPLE_PNG) // 2])
     put("corrupt.png", EXAMPLE_PNG[:200] + bytes(5000) + EXAMPLE_PNG[5200:])
     put("empty.png", b"")
     put("notes.png", b"these are my notes, not a picture\n" * 20)
     put("huge.png", huge_png(100_000, 100_000))
     (d / "photos.png").mkdir()
-    f.update({k: d / k for k in ("blank.png", "two faces.png", "small face.png", "photos.png")})
+    f.update({k: d / k for k in ("blank.png", "two faces.png", "small face.png", "small pair.png", "photos.png")})
     # audio
     put("noise.wav", np.random.default_rng(0).integers(0, 256, 20_000, np.uint8).tobytes())
     put("header only.wav", wav_bytes(np.zeros(0), 16000))
@@ -94,6 +98,16 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
     nan = speech_like(0.4)
     nan[1000:1100] = np.nan
     f["nan.wav"] = Path(write_audio(d / "nan.wav", nan, codec="pcm_f32le"))
+    f["loud.wav"] = Path(write_audio(d / "loud.wav", speech_like(0.4) * 1e20, codec="pcm_f32le"))  # finite, but no encoder takes it
+    spike = speech_like(0.4)
+    spike[3000] = 1e20
+    f["spike.wav"] = Path(write_audio(d / "spike.wav", spike, codec="pcm_f32le"))
+    claims = bytearray(wav_bytes(speech_like(0.4), 16000))
+    claims[40:44] = struct.pack("<I", 64)  # the data chunk says 32 samples: 2 ms
+    put("two milliseconds.wav", bytes(claims))
+    (d / "loop.wav").symlink_to("loop.wav")
+    (d / "gone.png").symlink_to("nowhere.png")
+    f.update({k: d / k for k in ("loop.wav", "gone.png")})
     (d / "speech folder.wav").mkdir()
     f["speech folder.wav"] = d / "speech folder.wav"
     f["speech.m4a"] = Path(write_audio(d / "speech.m4a", speech_like(0.4, seed=2)))
@@ -133,6 +147,7 @@ BAD = [
     # the photo
     Case("no face", [*GEN, "--image", "{blank.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{blank.png}", "no face found"),
     Case("two faces, no --face-index", [*GEN, "--image", "{two faces.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{two faces.png}", "shows 2 faces; choose one with --face-index"),
+    Case("two small faces, no --face-index", [*GEN, "--image", "{small pair.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{small pair.png}", "shows 2 faces; choose one with --face-index"),
     Case("--face-index out of range", [*GEN, *PHOTO, "--face-index", "3"], "{face.png}", "--face-index 3 is out of range: 1 face(s) found"),
     Case("negative --face-index", [*GEN, *PHOTO, "--face-index", "-1"], "--face-index", "must be 0 or more"),
     Case("tiny face", [*GEN, "--image", "{small face.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{small face.png}", "the face is too small (29 px between eyes and mouth; at least 32 needed)"),
@@ -151,9 +166,15 @@ BAD = [
     Case("zero-length audio", [*GEN, "--image", "{face.png}", "--audio", "{empty.wav}", "--out", "{out}"], "{empty.wav}", "the file is empty"),
     Case("silent audio", [*GEN, "--image", "{face.png}", "--audio", "{silent.wav}", "--out", "{out}"], "{silent.wav}", "is silent"),
     Case("NaN samples", [*GEN, "--image", "{face.png}", "--audio", "{nan.wav}", "--out", "{out}"], "{nan.wav}", "contains invalid samples (NaN or infinity)"),
+    Case("speech scaled by 1e20", [*GEN, "--image", "{face.png}", "--audio", "{loud.wav}", "--out", "{out}"], "{loud.wav}", "contains invalid samples (a peak of"),
+    Case("one sample of 1e20", [*DUB, "--video", "{face.mp4}", "--audio", "{spike.wav}", "--out", "{out}"], "{spike.wav}", "far beyond full scale"),
     Case("absurd sample rate", [*GEN, "--image", "{face.png}", "--audio", "{one hertz.wav}", "--out", "{out}"], "{one hertz.wav}", "sample rate of 1 Hz"),
     Case("audio is a folder", [*GEN, "--image", "{face.png}", "--audio", "{speech folder.wav}", "--out", "{out}"], "{speech folder.wav}", "is a directory, not an audio file"),
     Case("missing audio", [*GEN, "--image", "{face.png}", "--audio", "{dir}/nothing.wav", "--out", "{out}"], "{dir}/nothing.wav", "no such file"),
+    Case("a picture as --audio", [*GEN, "--image", "{face.png}", "--audio", "{face.png}", "--out", "{out}"], "{face.png}", "is not an audio file (it holds a picture)"),
+    Case("audio of 2 ms", [*GEN, "--image", "{face.png}", "--audio", "{two milliseconds.wav}", "--out", "{out}"], "{two milliseconds.wav}", "is too short (2 ms of sound; at least 100 ms needed)"),
+    Case("audio is a symlink loop", [*DUB, "--video", "{face.mp4}", "--audio", "{loop.wav}", "--out", "{out}"], "{loop.wav}", "is a symbolic link that loops"),
+    Case("image is a dangling symlink", [*GEN, "--image", "{gone.png}", "--audio", "{speech.wav}", "--out", "{out}"], "{gone.png}", "is a symbolic link to a missing file (nowhere.png)"),
     Case("video with no audio as --audio", [*GEN, "--image", "{face.png}", "--audio", "{face.mp4}", "--out", "{out}"], "{face.mp4}", "has no audio track"),
     # the video
     Case("video with no video track", [*DUB, "--video", "{speech.m4a}", "--audio", "{speech.wav}", "--out", "{out}"], "{speech.m4a}", "has no video track"),
@@ -179,6 +200,9 @@ BAD = [
     Case("--mouth-scale with the seed's generator", ["generate", "--checkpoint", "paper", "--quiet", *PHOTO, "--mouth-scale", "1.3"], "--mouth-scale", "is the seed's generator, which draws the mouth itself"),
     Case("--head-motion past 2", [*GEN, *PHOTO, "--head-motion", "3"], "--head-motion", "must be from 0 to 2"),
     Case("--no-blink with the seed's generator", ["generate", "--checkpoint", "paper", "--quiet", *PHOTO, "--no-blink"], "--no-blink", "need the motion model"),
+    Case("--device gpu", [*GEN, *PHOTO, "--device", "gpu"], "--device 'gpu'", "is not a device (choose auto, cpu, cuda"),
+    Case("--device of another kind", [*DUB, "--video", "{face.mp4}", "--audio", "{speech.wav}", "--out", "{out}", "--device", "meta"], "--device meta", "talkface runs on auto, cpu, cuda"),
+    *([] if torch.cuda.is_available() else [Case("--device cuda without a GPU", [*GEN, *PHOTO, "--device", "cuda"], "--device cuda", "torch sees no CUDA GPU")]),
     Case("missing checkpoint", ["generate", "--checkpoint", "{dir}/none.safetensors", *PHOTO], "{dir}/none.safetensors", "no such checkpoint file"),
     Case("corrupt checkpoint", ["generate", "--checkpoint", "{weights.safetensors}", *PHOTO], "{weights.safetensors}", "is not a readable safetensors file"),
     Case("--workers 0", ["preprocess", "{face.mp4}", "--out", "{dir}/shards", "--workers", "0"], "--workers", "must be 1 or more"),
@@ -193,6 +217,8 @@ GOOD = [
     ("CMYK photo", [*GEN, "--image", "{cmyk.jpg}", "--audio", "{speech.wav}", "--out", "{out}"]),
     ("spaces and unicode in paths", [*GEN, "--image", "{fàce ünï 顔.png}", "--audio", "{speech ü 声.wav}", "--out", "{dir}/out ü 出力.mp4"]),
     ("two faces, --face-index 1", [*GEN, "--image", "{two faces.png}", "--audio", "{speech.wav}", "--out", "{out}", "--face-index", "1"]),
+    ("two small faces, --face-index 0", [*GEN, "--image", "{small pair.png}", "--audio", "{speech.wav}", "--out", "{out}", "--face-index", "0"]),
+    ("two small faces, --face-index 1", [*GEN, "--image", "{small pair.png}", "--audio", "{speech.wav}", "--out", "{out}", "--face-index", "1"]),
     ("a video's audio as the speech", [*GEN, "--image", "{face.png}", "--audio", "{talking.mp4}", "--out", "{out}"]),
     ("dub a video with no audio", [*DUB, "--video", "{face.mp4}", "--audio", "{speech.m4a}", "--out", "{out}", "--fit", "cut"]),
 ]

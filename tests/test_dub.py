@@ -140,3 +140,80 @@ def test_bad_fit_is_refused(tiny_checkpoint, clip, tmp_path, capsys, speech_wav)
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in dub_args(tiny_checkpoint, clip[0], speech_wav, tmp_path / "o.mp4", "--fit", "stretch")])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+VFR_TIMES = [0.04 * k for k in range(10)] + [0.4 + 0.2 * k for k in range(10)]  # 25 fps, then 5 fps
+
+
+def write_vfr_video(path, times: list[float]) -> list[np.ndarray]:
+    """The example face (index squares in the corner, as `write_face_video`) with frame k shown from times[k]."""
+    from fractions import Fraction
+
+    from conftest import ASSETS
+    from talkface.media.image import load_image
+
+    face = load_image(ASSETS / "example_face.png")
+    frames = []
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = face.shape[1], face.shape[0], "yuv420p"
+        v.time_base = Fraction(1, 1000)
+        for k, t in enumerate(times):
+            frame = face.copy()
+            frame[:16, :16] = 10 + 12 * k
+            frames.append(frame)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    return frames
+
+
+def shown_at(times: list[float], t: float) -> int:
+    """The index of the frame on screen at time t."""
+    return max(k for k, start in enumerate(times) if start <= t + 1e-9)
+
+
+def test_frames_at_a_constant_rate_keep_each_frames_own_time(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    write_vfr_video(path, VFR_TIMES)
+    fps = video_info(path)["fps"]
+    got = [corner_index(f) for f in iter_frames(path, fps=fps)]
+    assert got == [shown_at(VFR_TIMES, (j + 0.5) / fps) for j in range(len(got))]
+    assert abs(len(got) / fps - 2.4) < 1.5 / fps  # the last frame is shown for its 0.2 s too
+    pingpong = [corner_index(f) for f in itertools.islice(iter_frames_pingpong(path, memory=1, fps=fps), 3 * len(got))]
+    assert pingpong == (got + got[-2::-1] + got[1:] + got[-2::-1])[: 3 * len(got)]
+
+
+def test_a_constant_rate_video_is_read_unchanged_at_its_rate(clip):
+    path, frames = clip
+    fps = video_info(path)["fps"]
+    assert [corner_index(f) for f in iter_frames(path, fps=fps)] == list(range(6))
+
+
+def test_dub_keeps_the_timing_of_a_variable_frame_rate_video(tiny_checkpoint, tmp_path, capsys):
+    video = tmp_path / "vfr.mp4"
+    write_vfr_video(video, VFR_TIMES)
+    audio = write_audio(tmp_path / "new.wav", speech_like(2.4, seed=3))
+    out = tmp_path / "dubbed.mp4"
+    code = main(["dub", "--checkpoint", str(tiny_checkpoint), "--video", str(video), "--audio", str(audio), "--out", str(out), "--quiet", "--fit", "cut"])
+    assert code == 0, capsys.readouterr().err
+    fps = video_info(out)["fps"]
+    with av.open(str(out)) as c:
+        shown = [(f.time, corner_index(f.to_ndarray(format="rgb24"))) for f in c.decode(c.streams.video[0])]
+    assert len(shown) > 10
+    for t, index in shown:  # each frame where the source showed it (within one frame of the output's rate)
+        assert index in {shown_at(VFR_TIMES, t + d / fps) for d in (0.0, 0.5, 1.0)}, (t, index)
+    assert shown[-1][1] == 19 and shown_at(VFR_TIMES, shown[-1][0] + 0.5 / fps) == 19
+
+
+def test_the_count_of_frames_on_the_grid_is_known_before_decoding(tmp_path, clip):
+    from talkface.media.video import frames_on_grid
+
+    path = tmp_path / "vfr.mp4"
+    write_vfr_video(path, VFR_TIMES)
+    for video in (path, clip[0]):
+        fps = video_info(video)["fps"]
+        assert frames_on_grid(video, fps) == len(list(iter_frames(video, fps=fps)))

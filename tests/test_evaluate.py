@@ -179,3 +179,22 @@ def test_evaluate_rejects_bad_input_without_writing(synthetic_video, tmp_path, c
     code, _, err = run(["evaluate", "--video", video, "--audio", audio, "--out", str(out)], capsys)
     assert code == 2 and "already exists" in err
     assert run(["evaluate", "--video", video, "--audio", audio, "--out", str(out), "--overwrite"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("given", [["--video", "{video}", "--audio", "{audio}"], ["--data", "{folder}", "--checkpoint", "{weights}"]])
+def test_evaluate_refuses_a_used_output_folder_before_any_work(given, synthetic_video, tmp_path, capsys, monkeypatch):
+    import talkface.evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started before the output folder was checked")
+
+    monkeypatch.setattr(talkface.evaluate, "evaluate_video", no_work)
+    monkeypatch.setattr(talkface.evaluate, "evaluate_checkpoint", no_work)
+    video, audio = synthetic_video
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    table = {"{video}": video, "{audio}": audio, "{folder}": str(tmp_path), "{weights}": "motion"}
+    code, stdout, err = run(["evaluate", *[table.get(w, w) for w in given], "--out", str(out)], capsys)
+    assert (code, stdout, err.splitlines()) == (2, "", [f"talkface: error: {out / 'metrics.json'}: already exists (pass --overwrite to replace it)"])
+    assert (out / "metrics.json").read_text() == "{}"

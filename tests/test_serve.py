@@ -252,3 +252,43 @@ def test_batched_streams_need_the_torch_backend(tiny_weights):
 
     with pytest.raises(TalkfaceError, match="use backend torch"):
         make_app(Animator(tiny_weights, device="cpu", backend="onnx"), batch_streams=True)
+
+
+def test_serve_on_a_busy_port_is_one_line_and_prints_no_address(capfd):
+    import socket
+
+    from talkface.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--port", str(port)])
+    out, err = capfd.readouterr()
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"talkface: error: cannot listen on 127.0.0.1:{port}: the port is in use (choose another with --port)"]
+
+
+def test_listen_takes_a_free_port_and_names_a_bad_host():
+    from talkface.errors import TalkfaceError
+    from talkface.serve.app import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[1] > 0
+    finally:
+        sock.close()
+    with pytest.raises(TalkfaceError, match="--host no.such.host.invalid: not an address"):
+        listen("no.such.host.invalid", 0)
+
+
+def test_generate_with_a_picture_as_the_audio_says_so(animator):
+    async def scenario(client, service):
+        form = aiohttp.FormData()
+        form.add_field("image", EXAMPLE, filename="face.png")
+        form.add_field("audio", EXAMPLE, filename="speech.wav")
+        r = await client.post("/api/generate", data=form)
+        return r.status, await r.json()
+
+    status, body = run(animator, scenario)
+    assert (status, body) == (400, {"error": "audio: is not an audio file (it holds a picture)"})

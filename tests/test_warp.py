@@ -165,10 +165,12 @@ def test_closing_an_open_mouth_leaves_no_bright_line(still, gap):
 
 def test_bad_shapes_are_refused(warp, still):
     picture, lm = still
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="target must be"):
         warp.render(lm[MOTION_POINTS][:40])
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="picture must be"):
         MouthWarp(picture[..., 0], lm)
+    with pytest.raises(ValueError, match="landmarks must be"):
+        MouthWarp(picture, lm[:100])
 
 
 def test_sampling_maps_move_pixels_inside_moved_triangles_only():

@@ -6,12 +6,14 @@ import gc
 import importlib
 import json
 import os
+import signal
 import sys
 
 from talkface import __version__
 from talkface.bundled import BUNDLED_MODEL, checkpoint_path
 from talkface.config import MAX_HEAD_MOTION, MAX_MOUTH_SCALE
 from talkface.errors import TalkfaceError
+from talkface.stopping import stop_on_signals
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
 
@@ -241,8 +243,9 @@ def cmd_train_refiner(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     load_heavy("talkface.evaluate", "mediapipe")
-    from talkface.evaluate import evaluate_checkpoint, evaluate_video, write_results
+    from talkface.evaluate import evaluate_checkpoint, evaluate_video, results_paths, write_results
 
+    results_paths(args.out, overwrite=args.overwrite)  # before the work, not after it
     if args.video and (args.checkpoint or args.data):
         raise TalkfaceError("give either --data FOLDER (and --checkpoint W), or --video with --audio, not both")
     if args.data or args.checkpoint:
@@ -391,13 +394,15 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with stop_on_signals():
+            args.func(args)
     except TalkfaceError as e:
         print(f"talkface: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("talkface: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print("talkface: interrupted" if signum == signal.SIGINT else f"talkface: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

@@ -337,10 +337,9 @@ def expert_info(expert=None) -> dict[str, str]:
     return {"path": path, **{k: meta[k] for k in ("talkface_version", "steps", "train_seconds") if k in meta}}
 
 
-def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore], overwrite: bool = False) -> tuple[str, str]:
-    """metrics.json and report.html in `out_dir` (created if its parent exists), each written atomically."""
-    from talkface.report import render_html
-
+def results_paths(out_dir: str | os.PathLike, overwrite: bool = False) -> tuple[str, str]:
+    """metrics.json and report.html in `out_dir`, or a TalkfaceError when they cannot be written there:
+    checked before any work, and again as they are written."""
     out_dir = os.fspath(out_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
@@ -350,6 +349,17 @@ def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore]
     json_path, html_path = os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "report.html")
     if os.path.exists(json_path) and not overwrite:
         raise TalkfaceError("already exists (pass --overwrite to replace it)", json_path)
+    if not os.access(out_dir if os.path.isdir(out_dir) else parent, os.W_OK):
+        raise TalkfaceError("the output folder is not writable", out_dir if os.path.isdir(out_dir) else parent)
+    return json_path, html_path
+
+
+def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore], overwrite: bool = False) -> tuple[str, str]:
+    """metrics.json and report.html in `out_dir` (created if its parent exists), each written atomically."""
+    from talkface.report import render_html
+
+    out_dir = os.fspath(out_dir)
+    json_path, html_path = results_paths(out_dir, overwrite)
     names = sorted({k for c in clips for s in c.scores.values() for k in s})
     doc = {
         "talkface_version": __version__,

@@ -24,11 +24,13 @@ from tqdm import tqdm
 from talkface.bundled import checkpoint_path
 from talkface.checkpoint import load_generator
 from talkface.config import MAX_HEAD_MOTION, MAX_MOUTH_SCALE, Config
+from talkface.devices import pick_device
+from talkface import stopping
 from talkface.errors import TalkfaceError
-from talkface.media.audio import FeatureStream, check_readable, iter_audio, num_frames
+from talkface.media.audio import MAX_PEAK, FeatureStream, check_readable, iter_audio, num_frames
 from talkface.media.face import MIN_FACE_SIZE, Face, FaceTracker, align, detect_faces, paste_back, pick_face
 from talkface.media.image import load_image
-from talkface.media.video import VideoWriter, iter_frames, iter_frames_pingpong, prepare_output, video_info
+from talkface.media.video import VideoWriter, frames_on_grid, iter_frames, iter_frames_pingpong, prepare_output, video_info
 from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
@@ -37,16 +39,11 @@ from talkface.render.rig import FaceRig
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
+MIN_SECONDS = 0.1  # shorter speech is no speech (and AAC writes nothing for a few milliseconds)
 FITS = ("loop", "cut")
 REFERENCES = ("frame", "first")
 
 Progress = bool | Callable[[int, int], None]
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
@@ -57,6 +54,10 @@ def scan_audio(path: str | os.PathLike, sample_rate: int) -> int:
             raise TalkfaceError("contains invalid samples (NaN or infinity)", path)
         count += len(chunk)
         peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+        if peak > MAX_PEAK:
+            raise TalkfaceError(f"contains invalid samples (a peak of {peak:.3g}, far beyond full scale 1.0)", path)
+    if count < MIN_SECONDS * sample_rate:
+        raise TalkfaceError(f"is too short ({1000 * count / sample_rate:.0f} ms of sound; at least {1000 * MIN_SECONDS:.0f} ms needed)", path)
     if peak < SILENCE_PEAK:
         raise TalkfaceError("is silent (no sound above -80 dBFS)", path)
     return count
@@ -274,9 +275,10 @@ class Animator:
             raise TalkfaceError("has no frames", video)
         cfg = dataclasses.replace(self.cfg, audio=dataclasses.replace(self.cfg.audio, fps=info["fps"]))
         total = num_frames(scan_audio(audio, cfg.audio.sample_rate), cfg.audio)
-        if fit == "cut" and info["frames"]:
-            total = min(total, info["frames"])
-        source = iter_frames_pingpong(video) if fit == "loop" else iter_frames(video)
+        if fit == "cut":
+            total = min(total, frames_on_grid(video, info["fps"]) or total)
+        # at the video's average rate, each frame at its own time (a variable frame rate keeps its timing)
+        source = iter_frames_pingpong(video, fps=info["fps"]) if fit == "loop" else iter_frames(video, fps=info["fps"])
         dubber = _MotionDubber(self.generator, cfg, face_index, seed, self.backend.refiner) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
         frames = dubber.run(map(even, source), audio, total, video)
         frames = _Reporter(progress, total, "dub")(frames)
@@ -290,12 +292,18 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
     release the GIL), so a long job keeps two cores busy; a few frames at most wait in between."""
     with VideoWriter(out, fps, size, audio_path=audio) as writer, ThreadPoolExecutor(1, thread_name_prefix="talkface-encode") as encoder:
         pending: collections.deque = collections.deque()
-        for frame in frames:
-            pending.append(encoder.submit(writer.write, frame))
-            if len(pending) > 4:
+        try:
+            for frame in frames:
+                stopping.check()
+                pending.append(encoder.submit(writer.write, frame))
+                if len(pending) > 4:
+                    pending.popleft().result()
+            while pending:
                 pending.popleft().result()
-        while pending:
-            pending.popleft().result()
+        except BaseException:
+            for future in pending:  # the first failure ends the job: what waits behind it is dropped
+                future.cancel()
+            raise
     return out
 
 

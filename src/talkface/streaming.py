@@ -81,7 +81,8 @@ class FaceStream(_AudioStream):
 
     def __init__(self, model, cfg: Config, still: np.ndarray, seed: int = 0, max_batch: int = 32, face=None):
         h, w = cfg.model.height, cfg.model.width
-        assert still.shape == (h, w, 3) and still.dtype == np.uint8, f"still must be ({h}, {w}, 3) uint8, got {still.shape} {still.dtype}"
+        if still.shape != (h, w, 3) or still.dtype != np.uint8:
+            raise ValueError(f"still must be ({h}, {w}, 3) uint8, got {still.shape} {still.dtype}")
         super().__init__(cfg, seed, max_batch)
         self.backend = TorchBackend(model) if isinstance(model, Generator) else model
         self.face = face if face is not None else self.backend.encode(to_tensor(still)[None])  # `face`: `still` already encoded

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from talkface.checkpoint import load_training_state, save_release, save_training_state, unwrap
 from talkface.config import Config
+from talkface.devices import pick_device
 from talkface.models import FrameDiscriminator, Generator, SequenceDiscriminator
 from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.pixels import to_tensor
@@ -44,7 +45,7 @@ def distributed(device: str | None = "auto") -> Iterator[tuple[int, int, str]]:
         dist.init_process_group("nccl" if cuda else "gloo")
         dev = f"cuda:{local}" if cuda else "cpu"
     else:
-        dev = "cuda" if cuda else (device if device not in (None, "auto") else "cpu")
+        dev = "cuda" if cuda else str(pick_device(device))
     try:
         yield rank, world, dev
     finally:

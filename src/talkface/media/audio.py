@@ -9,6 +9,7 @@ tests/test_audio.py holds them to librosa's output.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
+from talkface import stopping
 from talkface.config import AudioConfig
 from talkface.errors import TalkfaceError
 
 MFCC_SCALE = 1 / 100.0  # keeps dB-scale coefficients near unit range
 MIN_SAMPLE_RATE = 4000
+MAX_PEAK = 1000.0  # +60 dBFS: float samples beyond it are not sound but garbage (and AAC refuses them)
 
 
 def probe_duration(path: str | os.PathLike) -> float | None:
@@ -52,7 +55,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
         raise TalkfaceError(f"cannot be read as audio ({decode_problem(e)})", path) from None
     with container:
         if not container.streams.audio:
-            raise TalkfaceError("has no audio track", path)
+            raise TalkfaceError("is not an audio file (it holds a picture)" if is_picture(container) else "has no audio track", path)
         codec = container.streams.audio[0].codec_context
         if codec is None:
             raise TalkfaceError("has an audio track that cannot be decoded", path)
@@ -65,6 +68,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
         got_any = False
         try:
             for frame in container.decode(container.streams.audio[0]):
+                stopping.check()
                 for out in resampler.resample(frame):
                     pending.append(out.to_ndarray().reshape(-1))
                     have += out.samples
@@ -76,6 +80,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
                 have += out.samples
+            stopping.check()
         except av.error.FFmpegError as e:
             raise TalkfaceError(f"is corrupt: decoding failed ({decode_problem(e)})", path) from None
         if have:
@@ -85,11 +90,25 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, chunk: int = 1
             raise TalkfaceError("contains no audio samples", path)
 
 
+def is_picture(container: av.container.InputContainer) -> bool:
+    """Whether FFmpeg opened the file as a still picture (png, jpeg, webp, gif, ...), not as a video."""
+    name = container.format.name
+    return name in ("image2", "gif", "apng") or name.endswith("_pipe")
+
+
 def check_readable(path: str | os.PathLike, what: str) -> str:
     """The path as a string, or a TalkfaceError saying why it cannot be read."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise TalkfaceError("no such file", path)
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise TalkfaceError("is a symbolic link that loops (following it leads back to it)", path) from None
+        if e.errno == errno.EACCES:
+            raise TalkfaceError("permission denied", path) from None
+        if os.path.islink(path):
+            raise TalkfaceError(f"is a symbolic link to a missing file ({os.readlink(path)})", path) from None
+        raise TalkfaceError("no such file", path) from None
     if os.path.isdir(path):
         raise TalkfaceError(f"is a directory, not an {what}" if what[0] in "aeiou" else f"is a directory, not a {what}", path)
     if not os.access(path, os.R_OK):

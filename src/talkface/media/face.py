@@ -88,7 +88,8 @@ class Face:
     @classmethod
     def from_landmarks(cls, landmarks: np.ndarray, depth: np.ndarray | None = None) -> "Face":
         lm = np.asarray(landmarks, np.float32)
-        assert lm.shape == (NUM_LANDMARKS, 2), f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}"
+        if lm.shape != (NUM_LANDMARKS, 2):
+            raise ValueError(f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}")
         x0, y0 = np.floor(lm.min(0)).astype(int)
         x1, y1 = np.ceil(lm.max(0)).astype(int) + 1
         eyes, mouth = lm[EYE_CORNERS].mean(0), lm[MOUTH_CORNERS].mean(0)
@@ -155,14 +156,138 @@ def _faces(result, shape: tuple[int, ...]) -> list[Face]:
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
-    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}"
+    if not (image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     return np.ascontiguousarray(image)
 
 
+class FaceDetector:
+    """mediapipe's full-range face detector: boxes of faces down to a few percent of the picture's
+    side, which the face mesh's own short-range detector misses."""
+
+    def __init__(self, min_score: float = 0.5):
+        with native_logs.hidden():
+            import mediapipe as mp
+
+            self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+
+    def __call__(self, image_rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """(x0, y0, x1, y1) in pixels and the score of every face in an (H, W, 3) uint8 RGB image."""
+        h, w = image_rgb.shape[:2]
+        with native_logs.hidden():
+            result = self._detector.process(image_rgb)
+        found = []
+        for d in result.detections or []:
+            b = d.location_data.relative_bounding_box
+            found.append((np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]), float(d.score[0])))
+        return found
+
+    def close(self) -> None:
+        with native_logs.hidden():
+            self._detector.close()
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+CROP_MARGIN = 0.7  # a detected face's square for the mesh reaches this many box sides beyond the box
+TURN_MARGIN = 0.1  # a turned picture's face replaces the upright one only when found this much more surely
+
+
+def _turned_back(points: np.ndarray, turned_shape: tuple[int, ...], turns: int) -> np.ndarray:
+    """(N, 2) points (x, y) in np.rot90(image, turns) -> the same points in `image`."""
+    points = np.asarray(points, np.float64).copy()
+    h, w = turned_shape[:2]
+    for _ in range(turns % 4):  # one counterclockwise quarter turn undone: (x, y) <- (h - y, x)
+        points = np.stack([h - points[:, 1], points[:, 0]], 1)
+        h, w = w, h
+    return points
+
+
+def _box_back(box: np.ndarray, turned_shape: tuple[int, ...], turns: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    corners = _turned_back(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]), turned_shape, turns)
+    return np.concatenate([corners.min(0), corners.max(0)])
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _inside(point: np.ndarray, box: np.ndarray) -> bool:
+    return bool(box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3])
+
+
+def _upright_detections(detector: FaceDetector, image: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Each face's box in `image` and the quarter turns (0-3, counterclockwise) that show it most
+    upright: the detector is asked about all four turns of the picture and believes the surest,
+    with a bias to the picture as it is. A face upside down is found that way, where the mesh
+    would lay an upright face over it (eyes on its mouth)."""
+    found = []  # (box in image, score, turns)
+    for turns in range(4):
+        turned = np.ascontiguousarray(np.rot90(image, turns))
+        found += [(_box_back(box, turned.shape, turns), score, turns) for box, score in detector(turned)]
+    faces: list[list[tuple[np.ndarray, float, int]]] = []  # detections of one face, surest first
+    for detection in sorted(found, key=lambda d: -d[1]):
+        same = next((f for f in faces if _overlap(f[0][0], detection[0]) > 0.3), None)
+        if same is None:
+            faces.append([detection])
+        else:
+            same.append(detection)
+    chosen = []
+    for detections in faces:
+        box, score, turns = detections[0]
+        upright = next((d for d in detections if d[2] == 0), None)
+        if upright is not None and upright[1] + TURN_MARGIN > score:
+            box, turns = upright[0], 0
+        chosen.append((box, turns))
+    return chosen
+
+
+def _mesh_in_box(mesh: FaceMesh, image: np.ndarray, box: np.ndarray, turns: int) -> Face | None:
+    """The face mesh of the face in `box`, run on a square around it turned upright; landmarks in `image`."""
+    centre = (box[:2] + box[2:]) / 2
+    half = max(box[2] - box[0], box[3] - box[1]) * (0.5 + CROP_MARGIN)
+    h, w = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(centre - half).astype(int), 0)
+    x1, y1 = np.ceil(centre + half).astype(int)
+    x1, y1 = min(x1, w), min(y1, h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    crop = np.ascontiguousarray(np.rot90(image[y0:y1, x0:x1], turns))
+    faces = _faces(mesh.process(crop), crop.shape)
+    if not faces:
+        return None
+    faces = [Face.from_landmarks(_turned_back(f.landmarks, crop.shape, turns) + (x0, y0)) for f in faces]
+    return min(faces, key=lambda f: np.linalg.norm(f.centre - centre))
+
+
 def detect_faces(image_rgb: np.ndarray, max_faces: int = 4) -> list[Face]:
-    """Faces in one picture (H, W, 3) uint8 RGB, largest first; empty when there is none."""
-    with FaceMesh(True, max_faces) as mesh:
-        return _faces(mesh.process(_check_image(image_rgb)), image_rgb.shape)
+    """Faces in one picture (H, W, 3) uint8 RGB, largest first; empty when there is none.
+
+    The face mesh looks at the whole picture; a full-range detector then finds the faces it missed
+    (small ones) or laid wrongly (upside down), and the mesh looks again at each of those alone,
+    turned upright, its landmarks brought back to the picture.
+    """
+    image = _check_image(image_rgb)
+    with native_logs.hidden(), FaceMesh(True, max_faces) as mesh, FaceDetector() as detector:
+        faces = _faces(mesh.process(image), image.shape)
+        for box, turns in _upright_detections(detector, image):
+            meshed = [f for f in faces if _inside(f.centre, box)]
+            if turns == 0 and meshed:
+                continue  # the whole picture's mesh has it already
+            face = _mesh_in_box(mesh, image, box, turns)
+            if face is not None:
+                faces = [f for f in faces if f not in meshed] + [face]
+    return sorted(faces, key=lambda f: -f.size)[:max_faces]
 
 
 def pick_face(faces: list[Face], index: int | None, path: str | os.PathLike | None = None) -> Face:

@@ -1,16 +1,21 @@
 """Video out (H.264 + AAC mp4, frames streamed, written atomically) and video in (frames, fps)."""
 from __future__ import annotations
 
+import collections
+import errno
+import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
 import av
 import numpy as np
 
+from talkface import stopping
 from talkface.errors import TalkfaceError
-from talkface.media.audio import decode_problem
+from talkface.media.audio import MAX_PEAK, decode_problem
 
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -41,7 +46,10 @@ class VideoWriter:
 
     The file appears at `path` only when `close()` succeeds: until then it is a temporary file in
     the same folder, removed if anything fails, so no half-written video is ever left behind.
-    Audio is interleaved with the frames as they arrive.
+    Audio is interleaved with the frames as they arrive. A failure to write (a full disk) is a
+    TalkfaceError naming `path`; once anything has failed or the writer is closed, every later call
+    raises without touching the encoders (PyAV crashes on a closed container). Safe to call from
+    several threads: one call runs at a time.
     """
 
     def __init__(
@@ -58,7 +66,13 @@ class VideoWriter:
         if height % 2 or width % 2:
             raise ValueError(f"H.264 needs even frame dimensions, got {width}x{height}")
         folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self.tmp = tempfile.mkstemp(suffix=".mp4", prefix=".talkface-", dir=folder)
+        self._lock = threading.RLock()
+        self._finished = False  # closed, aborted or failed: the encoders must not be touched again
+        self.written = False  # the video is at `path`
+        try:
+            fd, self.tmp = tempfile.mkstemp(suffix=".mp4", prefix=".talkface-", dir=folder)
+        except OSError as e:
+            raise _write_error(e, self.path) from None
         os.close(fd)
         self.fps = Fraction(fps).limit_denominator(1001)
         try:
@@ -84,14 +98,17 @@ class VideoWriter:
         self.audio = self.container.add_stream("aac", rate=rate)
         self.audio.layout = layout
         self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        self.audio_frames = self._audio_frames(src, start)
+        self.audio_frames = self._audio_frames(src, start, audio_path)
         self.audio_time = 0.0
         self.audio_done = False
 
-    def _audio_frames(self, src: av.audio.stream.AudioStream, start: float) -> Iterator[av.AudioFrame]:
+    def _audio_frames(self, src: av.audio.stream.AudioStream, start: float, path: str) -> Iterator[av.AudioFrame]:
         skip = int(round(start * self.audio.rate))
         frames = (r for f in self.audio_in.decode(src) for r in self.resampler.resample(f))
         for frame in frames:
+            stopping.check()
+            if not np.abs(frame.to_ndarray()).max(initial=0.0) <= MAX_PEAK:  # NaN too: the encoder would fail on it mid-run
+                raise TalkfaceError("contains invalid samples (NaN, infinity or far beyond full scale 1.0)", path)
             if skip >= frame.samples:
                 skip -= frame.samples
                 continue
@@ -128,44 +145,61 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """frame: (H, W, 3) uint8 RGB."""
-        try:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in self.video.encode(vf):
-                self.container.mux(packet)
-            self.frames_written += 1
-            self._pump_audio(self.frames_written / float(self.fps))
-        except BaseException:
-            self.abort()
-            raise
+        with self._lock:
+            self._check_open()
+            try:
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in self.video.encode(vf):
+                    self.container.mux(packet)
+                self.frames_written += 1
+                self._pump_audio(self.frames_written / float(self.fps))
+            except BaseException as e:
+                self._discard()
+                if isinstance(e, (OSError, av.error.FFmpegError)):
+                    raise _write_error(e, self.path) from None
+                raise
 
     def close(self) -> str:
         """Finish encoding (audio trimmed to the video's length) and move the file into place."""
-        try:
-            for packet in self.video.encode():
-                self.container.mux(packet)
-            self._pump_audio(self.frames_written / float(self.fps), cut=True)
-            if self.audio_frames is not None:
-                for packet in self.audio.encode():
+        with self._lock:
+            self._check_open()
+            try:
+                for packet in self.video.encode():
                     self.container.mux(packet)
-                self.audio_in.close()
-            self.container.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self._discard()
-            raise
+                self._pump_audio(self.frames_written / float(self.fps), cut=True)
+                if self.audio_frames is not None:
+                    for packet in self.audio.encode():
+                        self.container.mux(packet)
+                    self.audio_in.close()
+                self.container.close()
+                self._finished = True
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)
+                os.replace(self.tmp, self.path)
+                self.written = True
+            except BaseException as e:
+                self._discard()
+                if isinstance(e, (OSError, av.error.FFmpegError)):
+                    raise _write_error(e, self.path) from None
+                raise
         return self.path
 
     def abort(self) -> None:
         """Stop and remove the temporary file; nothing appears at `path`."""
-        self._discard()
+        with self._lock:
+            self._discard()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError(f"the writer of {self.path} has already stopped")
 
     def _discard(self) -> None:
+        self._finished = True
         for name in ("container", "audio_in"):
             obj = getattr(self, name, None)
             if obj is not None:
+                setattr(self, name, None)  # closed once only
                 try:
                     obj.close()
                 except Exception:
@@ -177,10 +211,19 @@ class VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+        elif not self.written:  # unless closed already
+            self.close()
+
+
+def _write_error(e: Exception, path: str) -> TalkfaceError:
+    """What stopped a video from being written, as the one error the user sees."""
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return TalkfaceError("cannot be written: no space left on the device", path)
+    if isinstance(e, OSError):
+        return TalkfaceError(f"cannot be written ({e.strerror or decode_problem(e)})", path)
+    return TalkfaceError(f"cannot be encoded ({decode_problem(e)})", path)
 
 
 def video_info(path: str | os.PathLike) -> dict:
@@ -227,64 +270,146 @@ def _decoded(path: str) -> Iterator[av.VideoFrame]:
         raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time."""
-    for frame in _decoded(os.fspath(path)):
-        yield _rgb(frame)
+def iter_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames (H, W, 3) of the first video stream, decoded one at a time.
+
+    With `fps`, the frames shown at a constant rate: output frame j is the one on screen at the
+    middle of its interval, (j + 0.5) / fps after the first, by each frame's own timestamp; a video
+    of variable frame rate keeps its timing (frames repeated or dropped), one of that rate is unchanged.
+    """
+    frames = ((_rgb(f), *_when(f)) for f in _decoded(os.fspath(path)))
+    if fps is None:
+        yield from (rgb for rgb, _, _ in frames)
+    else:
+        yield from on_grid(frames, fps)
 
 
-def _backward(path: str, pts: list[int], chunk: int) -> Iterator[np.ndarray]:
-    """Frames pts[-2], pts[-3], ..., pts[0]: decoded forward a segment of `chunk` frames at a time
-    (each from the keyframe before it) and handed out in reverse, so memory holds one segment."""
-    end = len(pts) - 1
+def _when(frame: av.VideoFrame) -> tuple[float | None, float | None]:
+    """A decoded frame's time and duration in seconds (None where the stream does not say)."""
+    duration = getattr(frame, "duration", None)
+    base = frame.time_base
+    return frame.time, float(duration * base) if duration and base else None
+
+
+def on_grid(frames: Iterable[tuple[object, float | None, float | None]], fps: float) -> Iterator:
+    """(item, time, duration) in presentation order -> the items on screen at t0 + (j + 0.5) / fps,
+    j = 0, 1, ... until the last one's end (t0: the first's time). A missing or backward time is
+    taken as one interval after the previous frame's."""
+    step = 1.0 / fps
+    start = previous = None
+    held, length, j = None, step, 0
+    for item, time, duration in frames:
+        if start is None:
+            start = previous = time if time is not None else 0.0
+        if time is None or time < previous or (held is not None and time == previous):
+            time = previous + step
+        if held is not None:
+            while start + (j + 0.5) * step < time:
+                yield held
+                j += 1
+        held, previous, length = item, time, duration or step
+    if held is not None:
+        while start + (j + 0.5) * step < previous + length or j == 0:
+            yield held
+            j += 1
+
+
+def frames_on_grid(path: str | os.PathLike, fps: float) -> int | None:
+    """How many frames `iter_frames(path, fps)` gives, from the packets' timestamps (nothing is
+    decoded); None when they do not say."""
+    path = os.fspath(path)
+    start = end = None
+    try:
+        with av.open(path, metadata_errors="replace") as c:
+            stream = c.streams.video[0]
+            for packet in c.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                time = float(packet.pts * packet.time_base)
+                length = float(packet.duration * packet.time_base) if packet.duration else 1.0 / fps
+                start = time if start is None else min(start, time)
+                end = time + length if end is None else max(end, time + length)
+    except (av.error.FFmpegError, IndexError):
+        return None
+    return None if start is None else max(1, math.ceil((end - start) * fps - 0.5 - 1e-6))
+
+
+def _backward(path: str, pts: list[int | None], order: list[int], chunk: int) -> Iterator[np.ndarray]:
+    """Frames order[-2], order[-3], ..., order[0] (indices of the video's frames, whose timestamps are
+    `pts`; `order` never decreases): decoded forward a segment of `chunk` at a time (each from the
+    keyframe before it) and handed out in reverse, so memory holds one segment."""
+    end = len(order) - 1
     seekable = all(p is not None for p in pts) and all(a < b for a, b in zip(pts, pts[1:]))
     while end > 0:
         start = max(0, end - chunk)
-        wanted = {p: i for i, p in enumerate(pts[start:end], start)} if seekable else None
-        segment: list[np.ndarray | None] = [None] * (end - start)
+        wanted = set(order[start:end])
+        first, last = min(wanted), max(wanted)
+        index_of = {p: i for i, p in enumerate(pts)} if seekable else None
+        got: dict[int, np.ndarray] = {}
         try:
             with av.open(path, metadata_errors="replace") as c:
                 stream = c.streams.video[0]
                 stream.thread_type = "AUTO"
-                if seekable and start > 0:
-                    c.seek(pts[start], stream=stream, backward=True, any_frame=False)
+                if seekable and first > 0:
+                    c.seek(pts[first], stream=stream, backward=True, any_frame=False)
                 for i, frame in enumerate(c.decode(stream)):
-                    index = wanted.get(frame.pts) if seekable else i
-                    if seekable and frame.pts is not None and frame.pts > pts[end - 1]:
+                    index = index_of.get(frame.pts) if seekable else i
+                    if seekable and frame.pts is not None and frame.pts > pts[last]:
                         break
-                    if index is not None and start <= index < end:
-                        segment[index - start] = _rgb(frame)
-                    if not seekable and i >= end - 1:
+                    if index in wanted:
+                        got[index] = _rgb(frame)
+                    if not seekable and i >= last:
                         break
         except av.error.FFmpegError as e:
             raise TalkfaceError(f"cannot be read as video ({decode_problem(e)})", path) from None
-        if any(f is None for f in segment):  # the seek landed past the segment: decode from the start
+        if len(got) < len(wanted):  # the seek landed past the segment: decode from the start
+            if not seekable:
+                raise TalkfaceError("cannot be read as video (its frames differ from one reading to the next)", path)
             seekable = False
             continue
-        yield from reversed(segment)
+        yield from (got[order[k]] for k in reversed(range(start, end)))
         end = start
 
 
-def iter_frames_pingpong(path: str | os.PathLike, memory: int = 256 * 2**20) -> Iterator[np.ndarray]:
-    """Frames 0, 1, ..., N-1, N-2, ..., 0, 1, ... without end: a video played back and forth.
+def _forward(path: str, order: list[int]) -> Iterator[np.ndarray]:
+    """Frames order[1], order[2], ..., order[-1], decoded in one forward pass (`order` never decreases)."""
+    counts = collections.Counter(order[1:])
+    for i, frame in enumerate(_decoded(path)):
+        if i > order[-1]:
+            return
+        if counts[i]:
+            rgb = _rgb(frame)
+            for _ in range(counts[i]):
+                yield rgb
+
+
+def iter_frames_pingpong(path: str | os.PathLike, memory: int = 256 * 2**20, fps: float | None = None) -> Iterator[np.ndarray]:
+    """Frames 0, 1, ..., N-1, N-2, ..., 0, 1, ... without end: a video played back and forth (with
+    `fps`, its frames at that constant rate, as `iter_frames` gives them).
 
     The forward passes stream; the backward ones hold at most `memory` bytes of frames at a time.
     """
     path = os.fspath(path)
-    pts: list[int] = []
+    pts: list[int | None] = []
+    order: list[int] = []  # the video's frame shown at each step of one forward pass
     last = None
-    for frame in _decoded(path):
-        pts.append(frame.pts)
-        last = _rgb(frame)
-        yield last
+
+    def timed() -> Iterator[tuple[tuple[int, np.ndarray], float | None, float | None]]:
+        for i, frame in enumerate(_decoded(path)):
+            pts.append(frame.pts)
+            yield (i, _rgb(frame)), *_when(frame)
+
+    steps = on_grid(timed(), fps) if fps is not None else ((item for item, _, _ in timed()))
+    for i, rgb in steps:
+        order.append(i)
+        last = rgb
+        yield rgb
     if last is None:
         return
     chunk = max(4, memory // last.nbytes)
     while True:
-        if len(pts) == 1:
+        if len(order) == 1:
             yield last
             continue
-        yield from _backward(path, pts, chunk)
-        for i, frame in enumerate(iter_frames(path)):
-            if i > 0:
-                yield frame
+        yield from _backward(path, pts, order, chunk)
+        yield from _forward(path, order)

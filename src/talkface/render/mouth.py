@@ -221,11 +221,11 @@ class MouthWarp:
     """
 
     def __init__(self, picture: np.ndarray, landmarks: np.ndarray):
-        assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8, (
-            f"picture must be (H, W, 3) uint8, got {picture.shape} {picture.dtype}"
-        )
+        if not (picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8):
+            raise ValueError(f"picture must be (H, W, 3) uint8, got {picture.shape} {picture.dtype}")
         lm = np.asarray(landmarks, np.float64)
-        assert lm.shape == (NUM_LANDMARKS, 2), f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}"
+        if lm.shape != (NUM_LANDMARKS, 2):
+            raise ValueError(f"landmarks must be ({NUM_LANDMARKS}, 2), got {lm.shape}")
         self.picture = np.ascontiguousarray(picture)
         self.rest = lm[MOTION_POINTS]  # (53, 2)
         n = len(MOTION_POINTS)
@@ -283,7 +283,8 @@ class MouthWarp:
     def controls(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Source and target control points (N, 2) for MOTION_POINTS target positions (53, 2)."""
         target = np.asarray(target, np.float64)
-        assert target.shape == self.rest.shape, f"target must be {self.rest.shape}, got {target.shape}"
+        if target.shape != self.rest.shape:
+            raise ValueError(f"target must be {self.rest.shape}, got {target.shape}")
         gaps = _aperture(target)
         tgt = self.source.copy()
         tgt[: len(target)] = target

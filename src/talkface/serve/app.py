@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import json
 import logging
 import os
 import secrets
+import socket
 import struct
 import tempfile
 import time
@@ -60,6 +62,29 @@ class Limits:
 
 def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on host:port (port 0: any free one), or a TalkfaceError saying why not
+    (the port is taken, the address is not this machine's): found before the model loads."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise TalkfaceError(f"--host {host}: not an address this machine can listen on ({e.strerror if isinstance(e, OSError) else e})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # restart at once after a stop (TIME_WAIT); on Windows it would let two servers share a port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        if e.errno == errno.EADDRINUSE:
+            raise TalkfaceError(f"cannot listen on {shown}:{port}: the port is in use (choose another with --port)") from None
+        raise TalkfaceError(f"cannot listen on {shown}:{port} ({e.strerror})") from None
+    sock.setblocking(False)
+    return sock
 
 
 def error(status: int, message: str) -> web.Response:
@@ -470,17 +495,25 @@ def serve(
 
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(16)
+    sock = listen(host, port)
     # One intra-op thread per inference and one worker per core: streams run side by side.
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
     # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
-    animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
-                        mouth_scale=mouth_scale, still=still, head_motion=head_motion, blinks=blinks)
-    if batch_streams is None:
-        batch_streams = not animator.motion and animator.backend.name == "torch" and animator.device.type == "cuda"
-    app = make_app(animator, limits, token, batch_streams=batch_streams)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    batched = ", streams batched" if batch_streams else ""
-    print(f"talkface serve: {url} (backend {animator.backend.name}{batched}; Ctrl+C to stop)", flush=True)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    try:
+        animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
+                            mouth_scale=mouth_scale, still=still, head_motion=head_motion, blinks=blinks)
+        if batch_streams is None:
+            batch_streams = not animator.motion and animator.backend.name == "torch" and animator.device.type == "cuda"
+        app = make_app(animator, limits, token, batch_streams=batch_streams)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
+        batched = ", streams batched" if batch_streams else ""
+
+        async def announce(app: web.Application) -> None:  # the socket listens already: the address works once shown
+            print(f"talkface serve: {url} (backend {animator.backend.name}{batched}; Ctrl+C to stop)", flush=True)
+
+        app.on_startup.append(announce)
+        web.run_app(app, sock=sock, print=None, access_log=None)
+    finally:
+        sock.close()
