@@ -266,7 +266,8 @@ def _mesh_in_box(mesh: FaceMesh, image: np.ndarray, box: np.ndarray, turns: int)
     faces = _faces(mesh.process(crop), crop.shape)
     if not faces:
         return None
-    faces = [Face.from_landmarks(_turned_back(f.landmarks, crop.shape, turns) + (x0, y0)) for f in faces]
+    # the crop is the picture's own pixels, cut and turned: depth keeps its scale
+    faces = [Face.from_landmarks(_turned_back(f.landmarks, crop.shape, turns) + (x0, y0), f.depth) for f in faces]
     return min(faces, key=lambda f: np.linalg.norm(f.centre - centre))
 
 
