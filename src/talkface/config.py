@@ -115,8 +115,9 @@ class ExpressionConfig:
 
     Spontaneous motion is temporally coherent noise: blinks come at gamma-distributed intervals
     (`blink_rate` a minute on average, `blink_regularity` the shape: 1 is a Poisson process), each
-    closing and opening the lids along `blink_profile` (the closure every 40 ms, close fast and open
-    slowly: GRID s1's median blink, `scripts/expression_stats.py`); the head turns, nods and tilts
+    closing and opening the lids along `blink_profile` (the closure every 40 ms: close in two frames,
+    open over five, as GRID s1's median blink does; shaped so that the face mesh reads our blinks as
+    it reads s1's: 3 frames below half depth, `scripts/expression_stats.py`); the head turns, nods and tilts
     as white noise through a critically damped low-pass filter (corner `head_hz`), scaled to `yaw`,
     `pitch`, `roll` degrees of standard deviation and `shift` face sizes of drift. Speech-linked
     motion: the head moves `speech_gain` more while speaking, and a phrase that starts after a pause
@@ -127,7 +128,7 @@ class ExpressionConfig:
     blinks: bool = True
     blink_rate: float = 20.0  # a minute: conversation's range is 10.5-32.5 (s1 blinks ~46 while reading GRID's sentences)
     blink_regularity: float = 2.0
-    blink_profile: tuple[float, ...] = (0.55, 1.0, 0.8, 0.45, 0.22, 0.1, 0.04)
+    blink_profile: tuple[float, ...] = (0.6, 1.0, 1.0, 0.7, 0.4, 0.2, 0.1, 0.04)
     head: float = 1.0  # scale of all head motion (0: none)
     yaw: float = 3.5
     pitch: float = 2.2
