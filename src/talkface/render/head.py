@@ -60,6 +60,13 @@ class HeadWarp:
         flip = signed_area(self.source, tris) < 0
         tris[flip] = tris[flip][:, ::-1]
         self.triangles = tris
+        # what the warp may change: inside the fixed outer ring (the ring's own bounding box, where the half ring stays)
+        outer = self.source[self.groups[2]]
+        self.box = _bounds(outer, shape)
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            self.inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(self.inside, [np.round((outer - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
 
     def _moved(self, points: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
         R = self.axes.T @ rotation(*pose) @ self.axes  # the rotation in the face's frame, in picture coordinates
@@ -81,29 +88,21 @@ class HeadWarp:
         return int((signed_area(self.target(pose, shift), self.triangles) < 0).sum())
 
     def render(self, frame: np.ndarray, pose, shift=(0.0, 0.0)) -> np.ndarray:
-        """`frame` (H, W, 3) uint8 with the head moved; pixels beyond the outer ring stay exactly."""
+        """`frame` (H, W, 3) uint8 with the head moved; pixels outside the fixed outer ring stay exactly."""
         tgt = self.target(pose, shift)
-        if np.abs(tgt - self.source).max() < 1e-3:
+        if self.box is None or np.abs(tgt - self.source).max() < 1e-3:
             return frame
-        box = _bounds(tgt[self.groups[1].start:], frame.shape)
-        if box is None:
-            return frame
-        x0, y0, x1, y1 = box
+        x0, y0, x1, y1 = self.box
         k = next((k for pixels, k in COARSE if (x1 - x0) * (y1 - y0) > pixels), 1)
-        if k > 1:
-            maps = self._coarse_maps(tgt, box, k)
-        else:
-            maps = sampling_maps(self.source, tgt, self.triangles, frame.shape[:2])
-            if maps is None:
-                return frame
-        map_x, map_y, (x0, y0, x1, y1) = maps
+        map_x, map_y = self._maps(tgt, k)
+        warped = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         out = frame.copy()
-        out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        cv2.copyTo(warped, self.inside, out[y0:y1, x0:x1])
         return out
 
-    def _coarse_maps(self, tgt: np.ndarray, box: tuple[int, int, int, int], k: int):
-        """`sampling_maps` over `box`, computed at 1/k of the resolution and enlarged to it."""
-        x0, y0, x1, y1 = box
+    def _maps(self, tgt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`sampling_maps` over the box, computed at 1/k of the resolution and enlarged to it."""
+        x0, y0, x1, y1 = self.box
         w, h = x1 - x0, y1 - y0
         small = ((h + k - 1) // k, (w + k - 1) // k)
         # pixel i of the small map is pixel k i + (k - 1) / 2 of the box, where cv2.resize puts it
@@ -114,10 +113,12 @@ class HeadWarp:
         if maps is not None:
             hx, hy, (a0, b0, a1, b1) = maps
             small_x[b0:b1, a0:a1], small_y[b0:b1, a0:a1] = hx, hy
+        if k == 1:
+            return small_x + np.float32(origin[0]), small_y + np.float32(origin[1])
         size = (small[1] * k, small[0] * k)  # k times the small map exactly, then cut to the box
         map_x = cv2.resize(small_x, size, interpolation=cv2.INTER_LINEAR)[:h, :w] * k + np.float32(origin[0])
         map_y = cv2.resize(small_y, size, interpolation=cv2.INTER_LINEAR)[:h, :w] * k + np.float32(origin[1])
-        return map_x, map_y, box
+        return map_x, map_y
 
 
 def _bounds(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
