@@ -83,11 +83,10 @@ def measure(frames, audio: np.ndarray, picture: np.ndarray) -> dict[str, float]:
             yield f
 
     lm = detect_landmarks(watched(), depth=True)
-    poses = head_pose(lm)
-    still_pose = head_pose(np.concatenate([detect_faces(picture)[0].points[None]]))[0]
+    poses = head_pose(lm, reference=detect_faces(picture)[0].points)  # against the photo's own pose
     out = compute("blinks", frames=np.zeros((len(lm), 1, 1, 3), np.uint8), landmarks=lm[..., :2])
     out.update(compute("head_motion", audio=audio, poses=poses))
-    out["mean_pose_off"] = float(np.abs(np.nanmean(poses, 0) - still_pose).max())
+    out["mean_pose_off"] = float(np.abs(np.nanmean(poses, 0)).max())
     out["background_max_change"] = worst[0]
     out["frames"] = len(lm)
     out["eye_openness_min_share"] = float(np.nanmin(eye_openness(lm[..., :2]).mean(-1)) / np.nanmedian(eye_openness(lm[..., :2]).mean(-1)))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from talkface import __version__
 from talkface.errors import TalkfaceError
-from talkface.media.face import Face
+from talkface.media.face import NUM_LANDMARKS, Face
 from talkface.metrics import applicable, compute, describe, list_metrics
 from talkface.geometry import eye_openness, head_pose
 from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
@@ -143,10 +143,11 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
         raise TalkfaceError("overlaps the video by less than 5 frames", audio)
     frames = frames[:n]
     with_depth = detect_landmarks(frames, depth=True)
-    scores, curve, ap = score(frames, speech, still=frames[0], expert=expert, landmarks=with_depth[..., :2], poses=head_pose(with_depth))
+    poses = head_pose(with_depth)
+    scores, curve, ap = score(frames, speech, still=frames[0], expert=expert, landmarks=with_depth[..., :2], poses=poses)
     clip = ClipScore(os.path.basename(os.fspath(video)), {"video": scores}, speech_envelope(speech, n), {"video": ap},
                      {"video": curve} if curve else {}, {"video": _strip(frames)},
-                     eyes={"video": eye_openness(with_depth[..., :2]).mean(-1)}, poses={"video": head_pose(with_depth)})
+                     eyes={"video": eye_openness(with_depth[..., :2]).mean(-1)}, poses={"video": poses})
     meta = {"mode": "video", "video": os.path.abspath(video), "audio": os.path.abspath(audio), "frames": n, "source_fps": fps, "cut_at_seconds": max_seconds}
     return meta, [clip]
 
@@ -160,7 +161,7 @@ def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float =
     the face is until the tracker finds it. `keep(i, frame)` sees every full frame as it streams by."""
     from talkface.media.face import FaceTracker, align
 
-    crops, poses, first, last = [], [], start, start
+    crops, points, first, last = [], [], start, start
     with FaceTracker(fps) as tracker:
         for i, frame in enumerate(frames):
             face = tracker(frame)
@@ -170,12 +171,12 @@ def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float =
                 first = face
             last = face or last
             crops.append(align(frame, last, size)[0])
-            poses.append(head_pose(face.points[None])[0] if face is not None and face.depth is not None else np.full(3, np.nan))
+            points.append(face.points if face is not None and face.depth is not None else np.full((NUM_LANDMARKS, 3), np.nan))
             if keep is not None:
                 keep(i, frame)
     if first is None:
         raise TalkfaceError("has no video frames")
-    return np.stack(crops), first, np.stack(poses)
+    return np.stack(crops), first, head_pose(np.stack(points))
 
 
 def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> np.ndarray:

@@ -98,13 +98,30 @@ def angles(axes: np.ndarray) -> np.ndarray:
     return np.stack([yaw, pitch, roll], -1)
 
 
-def head_pose(points: np.ndarray) -> np.ndarray:
-    """(T, 478, 3) landmarks with depth -> (T, 3) yaw, pitch, roll in degrees (NaN where a frame has no face)."""
+def rigid_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(3, 3) the rotation R that best takes points `source` (K, 3) onto `target` (K, 3) up to a shift and a
+    scale (least squares, Kabsch): target - mean ~ s R (source - mean)."""
+    a, b = source - source.mean(0), target - target.mean(0)
+    u, _, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def head_pose(points: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """(T, 478, 3) landmarks with depth -> (T, 3) yaw, pitch, roll in degrees of each frame's skull (the
+    `RIGID` points, fitted as a whole) against `reference`'s (478, 3) (default: the first frame with a
+    face), in the reference face's own frame; NaN where a frame has no face. Speech and blinks barely
+    move these points, so a still head reads a few tenths of a degree."""
     p = np.asarray(points, np.float64)
     out = np.full((len(p), 3), np.nan)
-    for t, frame in enumerate(p):
-        if not np.isnan(frame).any():
-            out[t] = angles(face_axes(frame))
+    found = [t for t in range(len(p)) if not np.isnan(p[t]).any()]
+    if reference is None and not found:
+        return out
+    ref = np.asarray(reference, np.float64) if reference is not None else p[found[0]]
+    F = face_axes(ref)
+    for t in found:
+        R = F @ rigid_rotation(ref[RIGID], p[t][RIGID]) @ F.T  # the turn in the face's own frame
+        out[t] = angles(R.T)
     return out
 
 

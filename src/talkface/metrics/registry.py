@@ -10,8 +10,8 @@ signature names, so a caller can hand every input it has to every metric. Inputs
     still      (H, W, 3) uint8 RGB: the identity image the video was made from
     landmarks, real_landmarks   (T, 478, 2) float32, NaN where no face (computed when not given)
     expert     a loaded lip-sync expert (the shipped one when not given)
-    poses      (T, 3) float: the head's yaw, pitch and roll in degrees per frame of the full video
-               (talkface.geometry.head_pose), NaN where no face
+    poses      (T, 3) float: the head's yaw, pitch and roll in degrees per frame of the full video,
+               against its first frame (talkface.geometry.head_pose), NaN where no face
 """
 from __future__ import annotations
 
