@@ -134,7 +134,7 @@ class ExpressionConfig:
     pitch: float = 2.2
     roll: float = 1.6
     shift: float = 0.015
-    head_hz: float = 0.3
+    head_hz: float = 0.2
     speech_gain: float = 0.25
     brow: float = 0.03
     nod: float = 1.5
