@@ -63,7 +63,7 @@ def blinks(frames: np.ndarray, landmarks: np.ndarray | None = None) -> dict[str,
 def head_motion(audio: np.ndarray, poses: np.ndarray) -> dict[str, float]:
     """The head's rotation over the clip, from the face mesh's 3-D skull points in the full frames (degrees):
     yaw_std, pitch_std, roll_std (standard deviation over the clip), head_jump (the largest change of
-    any angle from one frame to the next) and head_speed_ratio (mean angular speed in speech over
+    any angle from one frame to the next, from the second frame on) and head_speed_ratio (mean angular speed in speech over
     that in pauses; real talking videos: about 1.0-1.3). A still head reads about 0.3 degrees; lower head_jump is
     better, the spreads should lie near a real video's (in the wild: yaw 2-14, pitch 1.3-7.6, roll 0.8-7.7)."""
     p = np.asarray(poses, np.float64)
@@ -73,11 +73,13 @@ def head_motion(audio: np.ndarray, poses: np.ndarray) -> dict[str, float]:
         return out
     std = p[found].std(0)
     out.update(yaw_std=float(std[0]), pitch_std=float(std[1]), roll_std=float(std[2]))
-    step = np.abs(np.diff(p, axis=0))  # NaN across a frame without a face
+    # NaN across a frame without a face; the first step is left out: the face mesh detects the first
+    # frame and tracks the rest, and the two read a still photo up to 1.5 degrees apart
+    step = np.abs(np.diff(p, axis=0))[1:]
     both = np.isfinite(step).all(1)
     out["head_jump"] = float(step[both].max()) if both.any() else float("nan")
-    speed = np.linalg.norm(np.diff(p, axis=0), axis=1)
-    db = loudness_db(speech_envelope(audio, len(p)))[1:]
+    speed = np.linalg.norm(np.diff(p, axis=0), axis=1)[1:]
+    db = loudness_db(speech_envelope(audio, len(p)))[2:]
     speech, pause = both & (db > SPEECH_DB), both & (db < PAUSE_DB)
     if speech.sum() >= 5 and pause.sum() >= 5:
         out["head_speed_ratio"] = float(speed[speech].mean() / max(speed[pause].mean(), 1e-9))
