@@ -52,8 +52,9 @@ EYE_WIDTH = {"left": (33, 133), "right": (263, 362)}
 # the face oval as a loop, clockwise from the top of the forehead
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
-# points on the skull that speech and expressions barely move: they carry the head's pose
-RIGID = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 2, 98, 327, 10, 151, 9, 8, 234, 454, 127, 356, 93, 323, 116, 345]
+# points on the skull that speech, blinks and brows barely move (eye corners, the nose's bridge, the
+# forehead and temples): they carry the head's pose
+RIGID = [33, 133, 362, 263, 168, 6, 10, 151, 9, 8, 127, 356, 21, 251, 54, 284, 103, 332, 109, 338, 67, 297]
 OUTER_EYES, MOUTH_ENDS = (33, 263), (61, 291)
 
 
@@ -98,29 +99,34 @@ def angles(axes: np.ndarray) -> np.ndarray:
     return np.stack([yaw, pitch, roll], -1)
 
 
-def rigid_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(3, 3) the rotation R that best takes points `source` (K, 3) onto `target` (K, 3) up to a shift and a
-    scale (least squares, Kabsch): target - mean ~ s R (source - mean)."""
-    a, b = source - source.mean(0), target - target.mean(0)
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
+def projected_rotation(model: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """(3, 3) the rotation R under which 3-D points `model` (K, 3), scaled and shifted, project best onto
+    the picture points `seen` (K, 2) (orthographic: a head is shallow next to its distance from the
+    camera): the least-squares affine map, its 2 x 3 part made the nearest pair of orthonormal rows."""
+    a, b = model - model.mean(0), seen - seen.mean(0)
+    M = np.linalg.lstsq(a, b, rcond=None)[0].T  # (2, 3): seen ~ M model
+    u, _, vt = np.linalg.svd(M, full_matrices=False)
+    rows = u @ vt
+    return np.vstack([rows, np.cross(rows[0], rows[1])])
 
 
 def head_pose(points: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-    """(T, 478, 3) landmarks with depth -> (T, 3) yaw, pitch, roll in degrees of each frame's skull (the
-    `RIGID` points, fitted as a whole) against `reference`'s (478, 3) (default: the first frame with a
-    face), in the reference face's own frame; NaN where a frame has no face. Speech and blinks barely
-    move these points, so a still head reads a few tenths of a degree."""
+    """(T, 478, 2 or 3) landmarks -> (T, 3) yaw, pitch, roll in degrees of each frame's skull against
+    `reference`'s (478, 3), with depth (default: the first frame with a face), in the reference
+    face's own frame; NaN where a frame has no face. The reference's 3-D skull points (`RIGID`) are
+    fitted to each frame's picture positions: the depth the mesh guesses frame by frame is not used
+    (the lower face's shape sways it by degrees while the skull stands still)."""
     p = np.asarray(points, np.float64)
     out = np.full((len(p), 3), np.nan)
     found = [t for t in range(len(p)) if not np.isnan(p[t]).any()]
     if reference is None and not found:
         return out
     ref = np.asarray(reference, np.float64) if reference is not None else p[found[0]]
+    if ref.shape[-1] != 3:
+        raise ValueError("the reference face needs depth: (478, 3) landmarks")
     F = face_axes(ref)
     for t in found:
-        R = F @ rigid_rotation(ref[RIGID], p[t][RIGID]) @ F.T  # the turn in the face's own frame
+        R = F @ projected_rotation(ref[RIGID], p[t][RIGID, :2]) @ F.T  # the turn in the face's own frame
         out[t] = angles(R.T)
     return out
 
