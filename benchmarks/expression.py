@@ -124,6 +124,14 @@ def main() -> None:
         show("default, seed 1", measure(Animator().generate(picture, speech, seed=1), audio, picture, floor["mean_pose"]))
         show("--still", measure(Animator(still=True).generate(picture, speech), audio, picture, floor["mean_pose"]))
 
+        from talkface.expression import Expressions
+        from talkface.media.audio import mfcc_windows
+
+        cfg = Animator().cfg
+        applied = np.array([e.pose for e in map(Expressions(cfg.motion.expression, cfg.audio, 0).step, mfcc_windows(audio, cfg.audio))])
+        print(f"\nthe motion applied (seed 0, before any measurement): yaw/pitch/roll std {np.round(applied.std(0), 2).tolist()}, "
+              f"largest step between frames {np.round(np.abs(np.diff(applied, axis=0)).max(0), 2).tolist()}, mean {np.round(applied.mean(0), 2).tolist()}")
+
         short = os.path.join(tmp, "short.wav")
         grid_speech(args.grid, 8.0, short)
         runs = [np.stack(list(Animator().generate(picture, short, seed=s))) for s in (0, 0, 1)]
