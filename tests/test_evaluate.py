@@ -110,7 +110,7 @@ def test_evaluate_a_checkpoint_against_real_videos(tmp_path, capsys):
     assert code == 0, err
     doc = check_report(out)
     assert len(doc["clips"]) == 1 and doc["videos"] == 1
-    assert doc["eval_size"] == list(EVAL_SIZE) and doc["model_size"] == [tiny().model.height, tiny().model.width]
+    assert doc["eval_size"] == list(EVAL_SIZE) and doc["model_size"] == [tiny().model.height, tiny().model.width] and doc["model_kind"] == "frames"
     clip = doc["clips"][0]
     assert clip["name"] == "a"
     assert {"psnr", "ssim", "psnr_mouth", "ssim_mouth", "lse_d", "aperture_corr"} <= set(clip["generated"])
@@ -130,6 +130,7 @@ def test_evaluate_without_a_checkpoint_scores_the_bundled_model(tmp_path, capsys
     assert code == 0, err
     doc = check_report(out)
     assert doc["checkpoint"] == asset(BUNDLED_MODEL) and doc["eval_size"] == list(EVAL_SIZE)
+    assert doc["model_kind"] == "motion" and doc["model_size"] is None  # it has no face crop of its own
     assert {"lse_d", "aperture_corr", "psnr_mouth", "lmd_mouth", "mouth_sharpness_ratio"} <= set(doc["clips"][0]["generated"])
 
 

@@ -279,7 +279,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | None, data: str | os.Pat
     files = list_videos(data)[:limit]
     clips = [score_clip(path, sources, size, expert) for path in tqdm(files, desc="evaluate", unit="video", disable=not progress, dynamic_ncols=True)]
     meta = {"mode": "checkpoint", "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "videos": len(clips),
-            "eval_size": list(size), "model_size": list(animator.size), "seed": seed}
+            "eval_size": list(size), "model_kind": animator.cfg.kind,
+            "model_size": None if animator.motion else list(animator.size),  # the motion model has no face crop: it moves the full frame's pixels
+            "seed": seed}
     return meta, clips
 
 
@@ -327,7 +329,8 @@ def expert_info(expert=None) -> dict[str, str]:
     return {"path": path, **{k: meta[k] for k in ("talkface_version", "steps", "train_seconds") if k in meta}}
 
 
-def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore], overwrite: bool = False) -> tuple[str, str]:
+def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore], overwrite: bool = False,
+                  overwrite_option: str = "overwrite=True") -> tuple[str, str]:
     """metrics.json and report.html in `out_dir` (created if its parent exists), each written atomically."""
     from talkface.report import render_html
 
@@ -339,7 +342,7 @@ def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore]
         raise TalkfaceError("is a file; give a folder for the results", out_dir)
     json_path, html_path = os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "report.html")
     if os.path.exists(json_path) and not overwrite:
-        raise TalkfaceError("already exists (pass --overwrite to replace it)", json_path)
+        raise TalkfaceError(f"already exists (pass {overwrite_option} to replace it)", json_path)
     names = sorted({k for c in clips for s in c.scores.values() for k in s})
     doc = {
         "talkface_version": __version__,
