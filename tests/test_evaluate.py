@@ -14,11 +14,11 @@ from talkface.media.video import VideoWriter
 from talkface.models import Generator
 from talkface.bundled import BUNDLED_MODEL, asset
 
-from conftest import speech_like, write_audio
+from conftest import no_grid, speech_like, write_audio
 
 GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1"
 CLIP = GRID / "video" / "swwv9a.mp4"
-need_grid = pytest.mark.skipif(not CLIP.exists(), reason=f"GRID data not found at {GRID}")
+need_grid = pytest.mark.skipif(not CLIP.exists(), reason=no_grid(CLIP))
 
 
 @pytest.fixture
