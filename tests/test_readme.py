@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from PIL import Image
 
