@@ -1,4 +1,6 @@
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import av
@@ -66,6 +68,11 @@ ASSETS = Path(__file__).parents[1] / "src" / "talkface" / "assets"
 SHARED = Path(__file__).parents[1].parent / "shared"  # beside the repository checkout
 
 
+def no_grid(path) -> str:
+    """Why a test that needs the GRID data is skipped."""
+    return f"GRID s1 data not found at {path}: this test needs the GRID speaker s1 clips in ../shared/data/grid_s1 beside the checkout"
+
+
 @pytest.fixture(scope="session")
 def face_image() -> np.ndarray:
     """A real frontal face, 360x288 (a GRID frame shipped as the package's example)."""
@@ -79,7 +86,7 @@ def grid_video() -> Path:
     """A real talking-face clip from the GRID data set beside the checkout (skipped where it is absent)."""
     path = SHARED / "data" / "grid_s1" / "video" / "bbaf2n.mp4"
     if not path.exists():
-        pytest.skip(f"GRID data not found at {path}")
+        pytest.skip(no_grid(path))
     return path
 
 
@@ -117,7 +124,7 @@ def write_face_video(path, frames: int, fps: float = 25.0, blank: tuple[int, ...
             frame = cv2.warpAffine(face, shift, (w, h), borderMode=cv2.BORDER_REPLICATE)
             if i in blank:
                 frame = np.full_like(face, 90)
-            frame[:16, :16] = 10 + 12 * i
+            frame[:16, :16] = (10 + 12 * i) % 256
             writer.write(frame)
     return list(iter_frames(path))
 
@@ -152,3 +159,32 @@ def motion_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("motion_run") / "generator.safetensors"
     save_release(path, model, cfg)
     return path
+
+
+class ServerThread:
+    """The app on 127.0.0.1 (an ephemeral port) in a thread of its own, for a browser or curl to reach."""
+
+    def __init__(self, app):
+        from aiohttp import web
+
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app)
+        ready = threading.Event()
+
+        def main():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        assert ready.wait(30)
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)

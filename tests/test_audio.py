@@ -102,7 +102,7 @@ class _LibrosaStream(FeatureStream):
 
 
 def test_mfcc_equals_librosa():
-    librosa = pytest.importorskip("librosa")
+    librosa = pytest.importorskip("librosa", reason="librosa, the MFCC reference, is not installed (a test dependency: pip install -e '.[test]')")
     cfg = AudioConfig()
     n = cfg.win_length
     np.testing.assert_allclose(mel_filterbank(cfg.sample_rate, n, cfg.n_mels), librosa.filters.mel(sr=cfg.sample_rate, n_fft=n, n_mels=cfg.n_mels), rtol=1e-6, atol=1e-9)

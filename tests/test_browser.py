@@ -1,8 +1,6 @@
 """The live page in a real browser (Debian's headless chromium, driven by Playwright), a WAV file as the microphone."""
-import asyncio
 import os
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import torch
 from talkface.pipeline import Animator
 from talkface.serve import Limits, make_app
 
-from conftest import speech_like, write_audio
+from conftest import ServerThread, speech_like, write_audio
 
 CHROMIUM = os.environ.get("TALKFACE_CHROMIUM", "/usr/bin/chromium")
 try:
@@ -23,35 +21,6 @@ pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install playwright)"),
     pytest.mark.skipif(not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
 ]
-
-
-class ServerThread:
-    """The app on 127.0.0.1 (an ephemeral port) in a thread of its own, for a browser to reach."""
-
-    def __init__(self, app):
-        from aiohttp import web
-
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
-        ready = threading.Event()
-
-        def main():
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=main, daemon=True)
-        self.thread.start()
-        assert ready.wait(30)
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
 
 
 # Installed before the page loads: after each frame is drawn, keep its mouth patch and a checksum of the top strip.

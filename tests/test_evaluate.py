@@ -14,11 +14,11 @@ from talkface.media.video import VideoWriter
 from talkface.models import Generator
 from talkface.bundled import BUNDLED_MODEL, asset
 
-from conftest import speech_like, write_audio
+from conftest import no_grid, speech_like, write_audio
 
 GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1"
 CLIP = GRID / "video" / "swwv9a.mp4"
-need_grid = pytest.mark.skipif(not CLIP.exists(), reason=f"GRID data not found at {GRID}")
+need_grid = pytest.mark.skipif(not CLIP.exists(), reason=no_grid(CLIP))
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_evaluate_a_checkpoint_against_real_videos(tmp_path, capsys):
     assert code == 0, err
     doc = check_report(out)
     assert len(doc["clips"]) == 1 and doc["videos"] == 1
-    assert doc["eval_size"] == list(EVAL_SIZE) and doc["model_size"] == [tiny().model.height, tiny().model.width]
+    assert doc["eval_size"] == list(EVAL_SIZE) and doc["model_size"] == [tiny().model.height, tiny().model.width] and doc["model_kind"] == "frames"
     clip = doc["clips"][0]
     assert clip["name"] == "a"
     assert {"psnr", "ssim", "psnr_mouth", "ssim_mouth", "lse_d", "aperture_corr"} <= set(clip["generated"])
@@ -130,6 +130,7 @@ def test_evaluate_without_a_checkpoint_scores_the_bundled_model(tmp_path, capsys
     assert code == 0, err
     doc = check_report(out)
     assert doc["checkpoint"] == asset(BUNDLED_MODEL) and doc["eval_size"] == list(EVAL_SIZE)
+    assert doc["model_kind"] == "motion" and doc["model_size"] is None  # it has no face crop of its own
     assert {"lse_d", "aperture_corr", "psnr_mouth", "lmd_mouth", "mouth_sharpness_ratio"} <= set(doc["clips"][0]["generated"])
     for row in ("generated", "real"):  # blinks and head motion, measured alike for the model and the real video
         assert {"blinks_per_min", "blink_ms", "yaw_std", "pitch_std", "roll_std", "head_jump"} <= set(doc["clips"][0][row])

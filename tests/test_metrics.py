@@ -9,6 +9,8 @@ from talkface.metrics.image import psnr_frames, ssim_frames
 from talkface.metrics.landmarks import Box, mouth_aperture
 from talkface.metrics.sync import curve_scores, offset_distances, silent, speech_envelope
 
+from conftest import no_grid
+
 GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1"
 CLIP = "swwv9a"  # the last clip by sorted id: held out from the shipped expert's training
 FRAME_SAMPLES = 640  # one 25 fps frame of 16 kHz audio
@@ -18,7 +20,7 @@ FRAME_SAMPLES = 640  # one 25 fps frame of 16 kHz audio
 def grid_clip():
     path = GRID / "video" / f"{CLIP}.mp4"
     if not path.exists():
-        pytest.skip(f"GRID data not found at {GRID}")
+        pytest.skip(no_grid(path))
     from talkface.evaluate import read_video
     from talkface.media.audio import load_audio
     from talkface.metrics.landmarks import detect_landmarks

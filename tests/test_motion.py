@@ -1,6 +1,5 @@
 """The motion model: shapes, data targets and voice augmentation, streaming, checkpoints, and that it
 learns to move the mouth with the audio."""
-import time
 
 import numpy as np
 import pytest
@@ -145,8 +144,8 @@ def test_motion_model_learns_to_follow_the_audio(tmp_path):
     train = synthetic_motion_clips(128, 48, cfg, seed=0)
     val = synthetic_motion_clips(12, 75, cfg, seed=777)  # speech never heard
     trainer = Trainer(cfg, train, tmp_path)
-    start = time.time()
-    trainer.fit(progress=False, time_limit=240)
+    trainer.fit(progress=False)
+    assert trainer.step == 150
     own, swapped = [], []
     for i in range(len(val)):
         truth = val.clip(i)["motion"][:, LOWER_INNER, 1].mean(-1)
@@ -154,7 +153,7 @@ def test_motion_model_learns_to_follow_the_audio(tmp_path):
         other = val.clip((i + 1) % len(val))["mfcc"]
         swapped.append(np.corrcoef(lower_lip_drop(trainer.ema, other, i), truth)[0, 1])
     own, swapped = float(np.nanmean(own)), float(np.nanmean(swapped))
-    print(f"\nmotion learning: {trainer.step} steps in {time.time() - start:.0f} s, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
+    print(f"\nmotion learning: {trainer.step} steps, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
     assert own >= 0.8, f"the mouth does not follow the audio: r={own:.3f} after {trainer.step} steps"
     assert swapped <= 0.3, f"the mouth follows audio it was not given: r={swapped:.3f}"
 

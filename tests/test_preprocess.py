@@ -13,8 +13,10 @@ from talkface.data.shards import ShardDataset, ShardStream
 from talkface.media.video import VideoWriter, iter_frames
 from talkface.train import draw_batch
 
+from conftest import no_grid
+
 GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1" / "video"
-needs_grid = pytest.mark.skipif(not GRID.is_dir(), reason="GRID videos (../shared/data/grid_s1) not found beside the repository")
+needs_grid = pytest.mark.skipif(not GRID.is_dir(), reason=no_grid(GRID))
 
 
 def test_speakers_from_known_layouts():
@@ -109,7 +111,7 @@ def test_shard_audio_is_16_bit_wav_read_back_as_written():
     back = decode_wav(encode_wav(audio, 16000))
     assert back.dtype == np.float32 and back.shape == audio.shape
     assert np.abs(back - np.clip(audio, -1, 1)).max() < 1.5 / 32768
-    soundfile = pytest.importorskip("soundfile")  # shards written by earlier versions used it
+    soundfile = pytest.importorskip("soundfile", reason="soundfile is not installed: shards written by earlier versions used it")
     import io
 
     buf = io.BytesIO()

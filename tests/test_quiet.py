@@ -3,6 +3,7 @@
 Each runs in a fresh process: TensorFlow Lite and absl print some lines once per process only.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -96,7 +97,10 @@ def test_the_servers_log_has_only_its_own_lines(tiny_checkpoint, tmp_path):
         _, err = server.communicate(timeout=60)
     lines = err.splitlines()
     assert all(line.startswith("talkface serve: ") for line in lines), lines
-    assert len(lines) == 1 and "Error handling request" in lines[0]  # the request that was not HTTP
+    requests = [line for line in lines if re.fullmatch(r"talkface serve: POST /api/face \d{3} \d+ ms", line)]
+    assert [line.split()[4] for line in requests] == ["200", "400"]  # one line per request, the refused one included
+    others = [line for line in lines if line not in requests]
+    assert len(others) == 1 and "Error handling request" in others[0]  # the request that was not HTTP
 
 
 def test_native_lines_are_dropped_and_everything_else_kept_across_threads(capfd):

@@ -293,7 +293,7 @@ def test_int8_backends_are_refused_for_the_motion_model(refined_checkpoint):
 def test_the_bundled_refiner_brings_held_out_mouths_closer_to_the_real_ones():
     """The shipped weights on a GRID sentence held out from their training: frames warped to the mouth
     shapes of other frames of the clip are closer to those real frames inside the mouth once refined."""
-    from conftest import SHARED
+    from conftest import SHARED, no_grid
 
     from talkface.bundled import BUNDLED_MODEL, asset
     from talkface.data.refine import video_windows
@@ -301,7 +301,7 @@ def test_the_bundled_refiner_brings_held_out_mouths_closer_to_the_real_ones():
 
     path = SHARED / "data" / "grid_s1" / "video" / "bwat5a.mp4"
     if not path.exists():
-        pytest.skip(f"GRID data not found at {path}")
+        pytest.skip(no_grid(path))
     model, cfg = load_generator(asset(BUNDLED_MODEL))
     assert model.refiner is not None
     windows = video_windows(str(path), cfg.motion.refiner, sources=2, per_source=4)

@@ -1,6 +1,8 @@
 """The web service in-process on a loopback port: protocol, limits, broken clients, a bounded load test."""
 import asyncio
 import json
+import logging
+import re
 import resource
 import struct
 
@@ -80,6 +82,7 @@ def test_live_stream_gives_full_resolution_frames_in_order(animator):
     async def scenario(client, service):
         info = await (await client.get("/api/info")).json()
         assert info["backend"] == "torch" and info["fps"] == 25
+        assert info["model_kind"] == "frames" and info["crop"] == list(animator.size)  # the seed's generator draws a face crop
         face = await upload_face(client)
         assert (face["width"], face["height"]) == (360, 288) and 0 < face["mouth"][0] < 360
         frames, last = await stream(client, face["face"], audio, chunk=999)
@@ -94,7 +97,8 @@ def test_live_stream_gives_full_resolution_frames_in_order(animator):
     assert image.shape == (288, 360, 3)
 
 
-def test_limits_answer_with_status_and_json(animator, tmp_path):
+def test_limits_answer_with_status_and_json(animator, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="talkface.serve")
     wav = write_audio(tmp_path / "long.wav", speech_like(1.0))
     limits = Limits(max_upload_mb=0.2, max_audio_seconds=0.5, max_streams=1, max_jobs=1)
 
@@ -130,6 +134,11 @@ def test_limits_answer_with_status_and_json(animator, tmp_path):
     assert out["long"][0] == 400 and "too long" in out["long"][1]["error"]
     assert out["busy"] == 429 and "busy" in out["busy_json"]["error"]
     assert out["too_long"]["type"] == "error" and "too long" in out["too_long"]["error"]
+    # one log line per request: method, path, status, duration
+    logged = [m.groups() for r in caplog.records if (m := re.fullmatch(r"(\w+) (\S+) (\d{3}) \d+ ms", r.getMessage()))]
+    assert [(method, path, int(status)) for method, path, status in logged][:5] == [
+        ("POST", "/api/face", 413), ("POST", "/api/face", 400), ("GET", "/ws", 400), ("POST", "/api/generate", 400), ("POST", "/api/face", 200)]
+    assert ("GET", "/ws", "429") in logged and ("GET", "/ws", "101") in logged  # the refused stream, the one that ran
 
 
 def test_token_is_required_when_set(animator):
@@ -208,6 +217,15 @@ def test_load_concurrent_streams_share_fairly_and_memory_stays_flat(animator):
 
 
 @pytest.mark.skipif(not runtime_available("openvino"), reason="openvino not installed")
+def test_info_of_the_motion_model_names_no_face_crop(motion_checkpoint):
+    async def scenario(client, service):
+        return await (await client.get("/api/info")).json()
+
+    info = run(Animator(motion_checkpoint, device="cpu"), scenario)
+    assert info["model_kind"] == "motion" and info["crop"] is None  # it moves the photo's own pixels, at full resolution
+    assert info["sample_rate"] == 16000 and info["fps"] == 25 and info["limits"]["max_streams"] == Limits().max_streams
+
+
 def test_openvino_backend_serves_two_streams_at_once(tiny_weights):
     """Worker threads share one OpenVINO backend (a stream each): every frame arrives, in order."""
     animator = Animator(tiny_weights, device="cpu", backend="openvino", streams=2)

@@ -22,7 +22,23 @@ BACKEND_HELP = "what runs the networks (auto = torch; openvino and onnx run the 
 CHECKPOINT_HELP = "weights (.safetensors) or a training checkpoint (.pt), or a bundled model: motion (the default) or paper (the seed's direct generator)"
 
 
+class Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        said = any(words in text for words in ("(default", "default:", "default)"))
+        if said or action.default is None or action.default is False or action.default == [] or action.default == argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other user mistake
         self.exit(2, f"talkface: error: {message}\n")
 
@@ -73,6 +89,26 @@ def expression_flags(p: argparse.ArgumentParser) -> None:
                    help="how much the head turns, nods and tilts (motion model): 1 = default, about 3.5 / 2.2 / 1.6 degrees of "
                         f"standard deviation in yaw / pitch / roll; 0 = a still head (the eyes still blink); at most {MAX_HEAD_MOTION:g}")
     p.add_argument("--no-blink", action="store_true", help="the eyes do not blink (motion model)")
+
+
+DEVICE_HELP = "where torch runs: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N"
+PAPER_ONLY = {
+    "--crop": "the motion model finds the face in any picture, crops included",
+    "--reference": "the motion model moves each frame's own mouth",
+}
+
+
+def refuse_paper_only(given: list[str], motion: bool) -> None:
+    """Options of the seed's generator only, refused in one line when the model is the motion model."""
+    if motion and given:
+        raise TalkfaceError(f"argument {given[0]}: only for the seed's generator (--checkpoint paper); {PAPER_ONLY[given[0]]}")
+
+
+def is_bundled_motion(checkpoint: str | None) -> bool:
+    """The bundled default (no --checkpoint, or 'motion'): known to be the motion model without loading it."""
+    from talkface.bundled import BUNDLED_MODEL, asset
+
+    return checkpoint_path(checkpoint) == asset(BUNDLED_MODEL)
 
 
 INDEX = whole(0)
@@ -140,7 +176,7 @@ def check_paths(checkpoint: str | None, out: str, overwrite: bool, inputs: list[
 
     if checkpoint is not None and not os.path.isfile(checkpoint_path(checkpoint)):
         raise TalkfaceError("no such checkpoint file", checkpoint)
-    prepare_output(out, overwrite, inputs=[path for path, _ in inputs])
+    prepare_output(out, overwrite, inputs=[path for path, _ in inputs], overwrite_option="--overwrite")
     for path, what in inputs:
         check_readable(path, what)
 
@@ -149,12 +185,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from talkface.bundled import EXAMPLE_FACE, EXAMPLE_SPEECH, asset
 
     image, audio = args.image or asset(EXAMPLE_FACE), args.audio or asset(EXAMPLE_SPEECH)
+    paper_only = ["--crop"] if args.crop else []
+    refuse_paper_only(paper_only, is_bundled_motion(args.checkpoint))
     check_paths(args.checkpoint, args.out, args.overwrite, [(image, "image"), (audio, "audio file")])
     load_heavy("talkface.pipeline", *(() if args.crop else ("mediapipe",)))
     from talkface.pipeline import Animator
 
-    path = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale, still=args.still,
-                    head_motion=args.head_motion, blinks=not args.no_blink).generate(
+    animator = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale, still=args.still,
+                        head_motion=args.head_motion, blinks=not args.no_blink)
+    refuse_paper_only(paper_only, animator.motion)
+    path = animator.generate(
         image,
         audio,
         args.out,
@@ -168,17 +208,21 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_dub(args: argparse.Namespace) -> None:
+    paper_only = ["--reference"] if args.reference else []
+    refuse_paper_only(paper_only, is_bundled_motion(args.checkpoint))
     check_paths(args.checkpoint, args.out, args.overwrite, [(args.video, "video"), (args.audio, "audio file")])
     load_heavy("talkface.pipeline", "mediapipe")
     from talkface.pipeline import Animator
 
-    path = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale).dub(
+    animator = Animator(args.checkpoint, device=args.device, backend=args.backend, mouth_scale=args.mouth_scale)
+    refuse_paper_only(paper_only, animator.motion)
+    path = animator.dub(
         args.video,
         args.audio,
         args.out,
         face_index=args.face_index,
         fit=args.fit,
-        reference=args.reference,
+        reference=args.reference or "frame",
         overwrite=args.overwrite,
         seed=args.seed,
         progress=not args.quiet,
@@ -192,7 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     limits = Limits(max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds, max_streams=args.max_streams, max_jobs=args.max_jobs)
     serve(args.checkpoint, host=args.host, port=args.port, token=args.token, backend=args.backend, limits=limits, batch_streams=args.batch_streams,
-          mouth_scale=args.mouth_scale, still=args.still, head_motion=args.head_motion, blinks=not args.no_blink)
+          mouth_scale=args.mouth_scale, still=args.still, head_motion=args.head_motion, blinks=not args.no_blink, device=args.device)
 
 
 def run_config(default, args: argparse.Namespace, weights: str, what: str):
@@ -260,7 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         meta, clips = evaluate_video(args.video, args.audio)
     else:
         raise TalkfaceError("give --data FOLDER (and --checkpoint W), or --video V --audio A")
-    json_path, html_path = write_results(args.out, meta, clips, overwrite=args.overwrite)
+    json_path, html_path = write_results(args.out, meta, clips, overwrite=args.overwrite, overwrite_option="--overwrite")
     print(json_path)
     print(html_path)
 
@@ -270,29 +314,29 @@ def build_parser() -> Parser:
     p.add_argument("--version", action="version", version=f"talkface {__version__} (bundled model: {BUNDLED_MODEL})")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    t = sub.add_parser("train", help="train the GAN")
-    t.add_argument("--config", default="tiny", help="preset: motion (the default model), motion-tiny, paper (the seed's direct generator) or tiny")
+    t = sub.add_parser("train", help="train a model: the motion model (--config motion) or the seed's GAN (--config paper)")
+    t.add_argument("--config", default="tiny", help="preset: motion (the default model's kind), paper (the seed's GAN), or their small test versions motion-tiny and tiny")
     t.add_argument("--data", default="synthetic", help="'synthetic', or a folder of preprocessed clips")
     t.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, checkpoints, weights")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=200")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
     t.add_argument("--stream", action="store_true", help="read shards one by one instead of holding the data set in memory")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda; under torchrun each process takes its LOCAL_RANK's GPU")
+    t.add_argument("--device", default="auto", help=DEVICE_HELP + "; under torchrun each process takes its LOCAL_RANK's GPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     pp = sub.add_parser("preprocess", help="talking videos -> aligned face-crop clips in tar shards")
     pp.add_argument("inputs", nargs="+", help="folders (searched recursively; VoxCeleb2, LRS2/LRS3 and GRID layouts), list files, or videos")
     pp.add_argument("--out", required=True, help="output folder: train/ and val/ shards, report.json")
-    pp.add_argument("--workers", type=COUNT, default=1, help="parallel processes on this machine")
+    pp.add_argument("--workers", type=COUNT, default=1, help="parallel processes on this machine (preprocessing runs on the CPU)")
     pp.add_argument("--shard-index", type=INDEX, default=0, help="this machine's part of the work (0-based) ...")
     pp.add_argument("--num-shards", type=COUNT, default=1, help="... out of this many")
-    pp.add_argument("--clip-seconds", type=positive, default=3.0)
+    pp.add_argument("--clip-seconds", type=positive, default=3.0, help="length of the clips each video is cut into, in seconds")
     pp.add_argument("--val-fraction", type=fraction, default=0.05, help="share of speakers (of clips, for one speaker) held out")
-    pp.add_argument("--videos-per-shard", type=COUNT, default=50)
-    pp.add_argument("--height", type=COUNT, default=128)
-    pp.add_argument("--width", type=COUNT, default=96)
+    pp.add_argument("--videos-per-shard", type=COUNT, default=50, help="videos whose clips go into one tar shard")
+    pp.add_argument("--height", type=COUNT, default=128, help="height of the aligned face crops, in pixels (the paper preset's)")
+    pp.add_argument("--width", type=COUNT, default=96, help="width of the aligned face crops, in pixels")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
     pp.set_defaults(func=cmd_preprocess)
 
@@ -301,13 +345,13 @@ def build_parser() -> Parser:
     g.add_argument("--image", help="a photo with a face (any size; the video keeps it); default: the bundled example face")
     g.add_argument("--audio", help="the speech: wav, mp3, m4a, flac, ogg or a video's audio; default: the bundled example speech")
     g.add_argument("--out", default="talkface.mp4", help="the mp4 to write (default: talkface.mp4)")
-    g.add_argument("--face-index", type=INDEX, default=None, metavar="N", help="which face when there are several: 0 = the largest")
-    g.add_argument("--crop", action="store_true", help="the image is already an aligned face crop: animate it as it is")
+    g.add_argument("--face-index", type=INDEX, default=None, metavar="N", help="which face when the photo shows several: 0 = the largest (default: the only face; several are refused without it)")
+    g.add_argument("--crop", action="store_true", help="(--checkpoint paper only; refused with the motion model) the image is already an aligned face crop: animate it as it is, at the model's crop size")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator and of blinks and head motion: the same seed makes the same video (default 0)")
     g.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
     expression_flags(g)
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
@@ -327,13 +371,14 @@ def build_parser() -> Parser:
     d.add_argument(
         "--reference",
         choices=["frame", "first"],
-        default="frame",
-        help="identity still: each frame's own face (default) or the first frame's face throughout",
+        default=None,
+        help="(--checkpoint paper only; refused with the motion model) identity still: each frame's own face (default: frame) "
+             "or the first frame's face throughout",
     )
     d.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     d.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
-    d.add_argument("--device", default="auto")
+    d.add_argument("--device", default="auto", help=DEVICE_HELP)
     d.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the mouth refiner (auto = torch; openvino and onnx run it on the CPU); the seed's generator dubs with torch only")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
@@ -341,15 +386,16 @@ def build_parser() -> Parser:
     v = sub.add_parser("serve", help="a web page where a photo speaks live with your microphone or an audio file")
     v.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; 0.0.0.0 exposes it)")
-    v.add_argument("--port", type=whole(0, 65535), default=8000)
+    v.add_argument("--port", type=whole(0, 65535), default=8000, help="port to listen on (0: any free port)")
     v.add_argument("--token", default=None, help="access token; required off loopback (one is made and printed when not given)")
     v.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     v.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
     expression_flags(v)
-    v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload (photo, or photo + audio)")
-    v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream")
-    v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once")
-    v.add_argument("--max-jobs", type=COUNT, default=1, help="mp4 jobs at once")
+    v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload in MB (photo, or photo + audio); larger ones get 413")
+    v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream, in seconds; longer ones get 400")
+    v.add_argument("--max-streams", type=COUNT, default=4, help="live streams at once; more get 429")
+    v.add_argument("--max-jobs", type=COUNT, default=1, help="mp4 jobs (/api/generate) at once; more get 429")
+    v.add_argument("--device", default="auto", help=DEVICE_HELP + "; the graph backends run on the CPU")
     v.add_argument("--batch-streams", action=argparse.BooleanOptionalAction, default=None,
                    help="make all live streams' frames in shared generator calls (default: on a GPU only; needs backend torch)")
     v.set_defaults(func=cmd_serve)
@@ -379,13 +425,13 @@ def build_parser() -> Parser:
     e.add_argument("--data", help="a folder of talking videos (with their audio): each video's first frame is animated with its own audio "
                    "and the full frames are scored against the real ones, both aligned to one face crop")
     e.add_argument("--checkpoint", help="with --data: " + CHECKPOINT_HELP)
-    e.add_argument("--limit", type=int, default=None, help="with --data: score only the first N videos (sorted by name)")
+    e.add_argument("--limit", type=int, default=None, help="with --data: score only the first N videos (sorted by name; default: all)")
     e.add_argument("--video", help="score this video (e.g. another tool's output) against --audio")
     e.add_argument("--audio", help="with --video: the speech the video should follow")
     e.add_argument("--out", required=True, help="folder for metrics.json and report.html")
     e.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    e.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=SEED, default=0, help="seed of the generator's noise")
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
     return p

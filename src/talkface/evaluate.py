@@ -290,7 +290,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | None, data: str | os.Pat
     files = list_videos(data)[:limit]
     clips = [score_clip(path, sources, size, expert) for path in tqdm(files, desc="evaluate", unit="video", disable=not progress, dynamic_ncols=True)]
     meta = {"mode": "checkpoint", "checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data), "videos": len(clips),
-            "eval_size": list(size), "model_size": list(animator.size), "seed": seed}
+            "eval_size": list(size), "model_kind": animator.cfg.kind,
+            "model_size": None if animator.motion else list(animator.size),  # the motion model has no face crop: it moves the full frame's pixels
+            "seed": seed}
     return meta, clips
 
 
@@ -338,9 +340,10 @@ def expert_info(expert=None) -> dict[str, str]:
     return {"path": path, **{k: meta[k] for k in ("talkface_version", "steps", "train_seconds") if k in meta}}
 
 
-def results_paths(out_dir: str | os.PathLike, overwrite: bool = False) -> tuple[str, str]:
+def results_paths(out_dir: str | os.PathLike, overwrite: bool = False, overwrite_option: str = "overwrite=True") -> tuple[str, str]:
     """metrics.json and report.html in `out_dir`, or a TalkfaceError when they cannot be written there:
-    checked before any work, and again as they are written."""
+    checked before any work, and again as they are written. `overwrite_option` is what the error
+    tells the caller to pass (the command line's `--overwrite`, the Python API's `overwrite=True`)."""
     out_dir = os.fspath(out_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
@@ -349,18 +352,19 @@ def results_paths(out_dir: str | os.PathLike, overwrite: bool = False) -> tuple[
         raise TalkfaceError("is a file; give a folder for the results", out_dir)
     json_path, html_path = os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "report.html")
     if os.path.exists(json_path) and not overwrite:
-        raise TalkfaceError("already exists (pass --overwrite to replace it)", json_path)
+        raise TalkfaceError(f"already exists (pass {overwrite_option} to replace it)", json_path)
     if not os.access(out_dir if os.path.isdir(out_dir) else parent, os.W_OK):
         raise TalkfaceError("the output folder is not writable", out_dir if os.path.isdir(out_dir) else parent)
     return json_path, html_path
 
 
-def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore], overwrite: bool = False) -> tuple[str, str]:
+def write_results(out_dir: str | os.PathLike, meta: dict, clips: list[ClipScore], overwrite: bool = False,
+                  overwrite_option: str = "overwrite=True") -> tuple[str, str]:
     """metrics.json and report.html in `out_dir` (created if its parent exists), each written atomically."""
     from talkface.report import render_html
 
     out_dir = os.fspath(out_dir)
-    json_path, html_path = results_paths(out_dir, overwrite)
+    json_path, html_path = results_paths(out_dir, overwrite, overwrite_option)
     names = sorted({k for c in clips for s in c.scores.values() for k in s})
     doc = {
         "talkface_version": __version__,

@@ -20,9 +20,11 @@ from talkface.media.audio import MAX_PEAK, decode_problem
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
-def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4", inputs: Iterable = ()) -> str:
+def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".mp4", inputs: Iterable = (),
+                   overwrite_option: str = "overwrite=True") -> str:
     """Check an output path before any work is done: its folder exists, it is none of the `inputs`
-    (paths; anything else is skipped), and it is not clobbered."""
+    (paths; anything else is skipped), and it is not clobbered (the error names `overwrite_option`:
+    the Python argument, or the command line's flag)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -33,7 +35,7 @@ def prepare_output(path: str | os.PathLike, overwrite: bool = False, suffix: str
         if isinstance(given, (str, os.PathLike)) and os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given):
             raise TalkfaceError("is also an input; give the output another name", path)
     if os.path.exists(path) and not overwrite:
-        raise TalkfaceError("already exists (pass --overwrite to replace it)", path)
+        raise TalkfaceError(f"already exists (pass {overwrite_option} to replace it)", path)
     if not os.access(folder, os.W_OK):
         raise TalkfaceError("the output folder is not writable", folder)
     if suffix and not path.lower().endswith(suffix):

@@ -150,7 +150,8 @@ class Service:
         return {
             "fps": cfg.audio.fps,
             "sample_rate": cfg.audio.sample_rate,
-            "crop": [cfg.model.height, cfg.model.width],
+            "model_kind": cfg.kind,  # "motion" (the photo's own pixels move) or "frames" (the seed's generator)
+            "crop": None if self.animator.motion else [cfg.model.height, cfg.model.width],  # the face crop the generator draws
             "lookahead_ms": round(cfg.audio.lookahead_ms + 500 / cfg.audio.fps, 1),  # past the frame's centre
             "backend": self.animator.backend.name,
             "batched_streams": self.batch is not None,
@@ -168,6 +169,22 @@ SERVICE = web.AppKey("service", Service)
 
 
 # -- middleware ---------------------------------------------------------------------------------
+@web.middleware
+async def access_log(request: web.Request, handler):
+    """One log line per request: method, path, status and duration (a WebSocket's line comes when it closes)."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:  # a redirect, or what the guard passes on
+        status = e.status
+        raise
+    finally:
+        log.info("%s %s %d %.0f ms", request.method, request.path, status, (time.perf_counter() - start) * 1000)
+
+
 def _token_from(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
@@ -454,7 +471,7 @@ def make_app(animator: Animator, limits: Limits | None = None, token: str | None
     limits = limits or Limits()
     if BAD_REQUESTS not in logging.getLogger("aiohttp.server").filters:
         logging.getLogger("aiohttp.server").addFilter(BAD_REQUESTS)
-    app = web.Application(middlewares=[guard], client_max_size=int(limits.max_upload_mb * 2**20))
+    app = web.Application(middlewares=[access_log, guard], client_max_size=int(limits.max_upload_mb * 2**20))
     service = Service(animator, limits, token, workers, batch_streams)
     app[SERVICE] = service
     app.router.add_get("/", index)
@@ -484,24 +501,28 @@ def serve(
     still: bool = False,
     head_motion: float = 1.0,
     blinks: bool = True,
+    device: str = "auto",
 ) -> None:
     """Run the service until interrupted. Off loopback an access token is required: one is made when not given.
 
     `batch_streams`: make all live streams' frames in shared generator calls (`StreamBatch`);
     None: when the generator runs on a GPU (on a CPU a worker per stream is faster: README, "Batching across streams").
     `mouth_scale`: how far every face's lips and chin move; `still`, `head_motion`, `blinks`: the rest of the face (`Animator`).
+    `device`: where torch runs (auto: CUDA when present); the graph backends run on the CPU.
     """
     import torch
 
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(16)
+    if backend not in ("auto", "torch") and device not in ("auto", "cpu"):
+        raise TalkfaceError(f"argument --device: the {backend} backend runs on the CPU, not {device} (use --backend torch)")
     sock = listen(host, port)
     # One intra-op thread per inference and one worker per core: streams run side by side.
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
     # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
     try:
-        animator = Animator(checkpoint, device=None if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
+        animator = Animator(checkpoint, device=device if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
                             mouth_scale=mouth_scale, still=still, head_motion=head_motion, blinks=blinks)
         if batch_streams is None:
             batch_streams = not animator.motion and animator.backend.name == "torch" and animator.device.type == "cuda"
