@@ -28,6 +28,20 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"speech": speech, "video": d / "face.mp4"}
 
 
+def _default_signals() -> None:
+    for signum in stopping.SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.fixture
+def interruptible():
+    """Ctrl-C raises KeyboardInterrupt in this process, even where a background shell set it to be ignored."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("name, command", [("SIGTERM", "generate"), ("SIGINT", "generate"), ("SIGHUP", "dub"), ("SIGTERM", "dub")])
 def test_a_signal_mid_write_leaves_nothing_behind(name, command, files, tiny_checkpoint, tmp_path):
     if not hasattr(signal, name):
@@ -36,7 +50,9 @@ def test_a_signal_mid_write_leaves_nothing_behind(name, command, files, tiny_che
     given = ["--video", str(files["video"])] if command == "dub" else []
     argv = [command, "--checkpoint", str(tiny_checkpoint), "--quiet", *given, "--audio", str(files["speech"]), "--out", str(out)]
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, "-m", "talkface", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (CI started with `&`, or under nohup) inherits ignored signals: the child gets them back
+    child = subprocess.Popen([sys.executable, "-m", "talkface", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob(".talkface-*")) and child.poll() is None and time.monotonic() < deadline:
@@ -55,7 +71,7 @@ def test_a_signal_mid_write_leaves_nothing_behind(name, command, files, tiny_che
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_interrupt_that_native_code_swallowed_still_ends_the_decoding(files):
+def test_an_interrupt_that_native_code_swallowed_still_ends_the_decoding(files, interruptible):
     before = signal.getsignal(signal.SIGINT)
     chunks = iter_audio(files["speech"], 16000, chunk=16000)
     with stopping.stop_on_signals():

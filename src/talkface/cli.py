@@ -289,7 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     load_heavy("talkface.evaluate", "mediapipe")
     from talkface.evaluate import evaluate_checkpoint, evaluate_video, results_paths, write_results
 
-    results_paths(args.out, overwrite=args.overwrite)  # before the work, not after it
+    results_paths(args.out, overwrite=args.overwrite, overwrite_option="--overwrite")  # before the work, not after it
     if args.video and (args.checkpoint or args.data):
         raise TalkfaceError("give either --data FOLDER (and --checkpoint W), or --video with --audio, not both")
     if args.data or args.checkpoint:
