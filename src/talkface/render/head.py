@@ -8,11 +8,14 @@ rings carry what surrounds the face: at `RINGS[0]` times the oval's size (hair, 
 with the head, at `RINGS[1]` half as far, and at `RINGS[2]` not at all: from there outward the
 picture stays exactly the photo's.
 
-The maps of a large head are computed at half the resolution and enlarged: a piecewise-affine map
-is linear inside each triangle, so the enlarged map differs from the exact one only near triangle
-edges (on a 910x1137 portrait: 0.05 px on average, under 0.7 px for 99% of the pixels). The frame is
-resampled bicubically: a bilinear pass at fractional offsets keeps under half of a sharp photo's
-fine detail (the variance of its Laplacian), a bicubic one about three quarters.
+The warp is piecewise affine over a Delaunay mesh of those points, and smooth (neighbouring
+triangles of a head turned by a few degrees differ in slope by hundredths), so it is computed the
+cheap way round: once per photo, every pixel of a coarse grid over the head (every `GRID` pixels)
+learns its triangle and barycentric weights in the photo's mesh; per frame, the points' moves are
+spread over the grid by those weights (the forward displacement d), the backward map p - d(q) is
+found by two fixed-point steps (q = p, then q = p - d(q)), enlarged to every pixel and sampled
+bicubically (a bilinear pass at fractional offsets keeps under half of a sharp photo's fine detail,
+the variance of its Laplacian; a bicubic one about three quarters).
 """
 from __future__ import annotations
 
@@ -20,13 +23,13 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import FACE_OVAL, face_axes, rotation, sampling_maps, signed_area
+from talkface.geometry import FACE_OVAL, face_axes, rotation, signed_area
 from talkface.media.face import Face
 
 RINGS = (1.3, 1.65, 2.0)  # moving with the head, moving half as much, fixed: sizes relative to the oval
 PIVOT = (1.5, 1.0)  # the pivot below the face's centre and behind it, in face sizes
 INTERIOR_STEP = 5  # every 5th mesh point inside the oval carries the face's depth
-COARSE = ((30_000, 2),)  # boxes larger than this many pixels get their maps at half resolution
+GRID = 2  # the displacement is computed every GRID pixels and enlarged
 
 
 class HeadWarp:
@@ -67,6 +70,7 @@ class HeadWarp:
             x0, y0, x1, y1 = self.box
             self.inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(self.inside, [np.round((outer - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
+            self._grid()
 
     def _moved(self, points: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
         R = self.axes.T @ rotation(*pose) @ self.axes  # the rotation in the face's frame, in picture coordinates
@@ -87,38 +91,52 @@ class HeadWarp:
         """How many triangles the pose turns over (0: the warp neither folds nor tears)."""
         return int((signed_area(self.target(pose, shift), self.triangles) < 0).sum())
 
+    def _grid(self) -> None:
+        """Each coarse grid pixel's triangle corners (h, w, 3) and barycentric weights (h, w, 3) in the photo's mesh
+        (all three corners the first point, weights 0, outside the mesh: no displacement there)."""
+        x0, y0, x1, y1 = self.box
+        h, w = (y1 - y0 + GRID - 1) // GRID, (x1 - x0 + GRID - 1) // GRID
+        # grid pixel i is box pixel GRID i + (GRID - 1) / 2, where cv2.resize puts it when enlarging GRID times
+        self.origin = np.array([x0, y0]) + (GRID - 1) / 2
+        src = (self.source - self.origin) / GRID
+        ids = np.full((h, w), -1, np.int32)
+        for k, t in enumerate(np.round(src[self.triangles] * 16).astype(np.int32)):
+            cv2.fillConvexPoly(ids, t, k, lineType=cv2.LINE_8, shift=4)
+        ys, xs = np.mgrid[:h, :w].astype(np.float64)
+        corners = self.triangles[np.maximum(ids, 0)]  # (h, w, 3)
+        a, b, c = (src[corners[..., k]] for k in range(3))
+        det = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+        det = np.where(np.abs(det) > 1e-12, det, 1.0)
+        wb = ((xs - a[..., 0]) * (c[..., 1] - a[..., 1]) - (ys - a[..., 1]) * (c[..., 0] - a[..., 0])) / det
+        wc = ((b[..., 0] - a[..., 0]) * (ys - a[..., 1]) - (b[..., 1] - a[..., 1]) * (xs - a[..., 0])) / det
+        weights = np.clip(np.stack([1 - wb - wc, wb, wc], -1), 0, 1)
+        weights /= np.maximum(weights.sum(-1, keepdims=True), 1e-9)
+        self._corners = corners
+        self._weights = np.where((ids >= 0)[..., None], weights, 0).astype(np.float32)
+        self._at = np.stack([xs, ys], -1).astype(np.float32)  # each grid pixel's own position, in grid pixels
+
+    def maps(self, pose, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """map_x, map_y (h, w) float32 over `box`: where each of its pixels samples the frame."""
+        x0, y0, x1, y1 = self.box
+        moves = ((self.target(pose, shift) - self.source) / GRID).astype(np.float32)  # in grid pixels
+        d = np.einsum("hwk,hwkc->hwc", self._weights, moves[self._corners])  # forward displacement at each grid pixel
+        q = self._at - d
+        for _ in range(2):  # q = p - d(q): where the content now at p came from
+            q = self._at - cv2.remap(d, q[..., 0], q[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        size = (d.shape[1] * GRID, d.shape[0] * GRID)
+        full = cv2.resize(q, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0] * GRID
+        return full[..., 0] + np.float32(self.origin[0]), full[..., 1] + np.float32(self.origin[1])
+
     def render(self, frame: np.ndarray, pose, shift=(0.0, 0.0)) -> np.ndarray:
         """`frame` (H, W, 3) uint8 with the head moved; pixels outside the fixed outer ring stay exactly."""
-        tgt = self.target(pose, shift)
-        if self.box is None or np.abs(tgt - self.source).max() < 1e-3:
+        if self.box is None or not np.any(np.abs(np.r_[pose, shift]) > 1e-6):
             return frame
         x0, y0, x1, y1 = self.box
-        k = next((k for pixels, k in COARSE if (x1 - x0) * (y1 - y0) > pixels), 1)
-        map_x, map_y = self._maps(tgt, k)
+        map_x, map_y = self.maps(pose, shift)
         warped = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         out = frame.copy()
         cv2.copyTo(warped, self.inside, out[y0:y1, x0:x1])
         return out
-
-    def _maps(self, tgt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """`sampling_maps` over the box, computed at 1/k of the resolution and enlarged to it."""
-        x0, y0, x1, y1 = self.box
-        w, h = x1 - x0, y1 - y0
-        small = ((h + k - 1) // k, (w + k - 1) // k)
-        # pixel i of the small map is pixel k i + (k - 1) / 2 of the box, where cv2.resize puts it
-        origin = np.array([x0, y0]) + (k - 1) / 2
-        maps = sampling_maps((self.source - origin) / k, (tgt - origin) / k, self.triangles, small)
-        small_x = np.arange(small[1], dtype=np.float32)[None].repeat(small[0], 0)
-        small_y = np.arange(small[0], dtype=np.float32)[:, None].repeat(small[1], 1)
-        if maps is not None:
-            hx, hy, (a0, b0, a1, b1) = maps
-            small_x[b0:b1, a0:a1], small_y[b0:b1, a0:a1] = hx, hy
-        if k == 1:
-            return small_x + np.float32(origin[0]), small_y + np.float32(origin[1])
-        size = (small[1] * k, small[0] * k)  # k times the small map exactly, then cut to the box
-        map_x = cv2.resize(small_x, size, interpolation=cv2.INTER_LINEAR)[:h, :w] * k + np.float32(origin[0])
-        map_y = cv2.resize(small_y, size, interpolation=cv2.INTER_LINEAR)[:h, :w] * k + np.float32(origin[1])
-        return map_x, map_y
 
 
 def _bounds(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
