@@ -134,7 +134,6 @@ def test_evaluate_without_a_checkpoint_scores_the_bundled_model(tmp_path, capsys
     assert {"lse_d", "aperture_corr", "psnr_mouth", "lmd_mouth", "mouth_sharpness_ratio"} <= set(doc["clips"][0]["generated"])
     for row in ("generated", "real"):  # blinks and head motion, measured alike for the model and the real video
         assert {"blinks_per_min", "blink_ms", "yaw_std", "pitch_std", "roll_std", "head_jump"} <= set(doc["clips"][0][row])
-    assert doc["clips"][0]["generated"]["yaw_std"] > doc["clips"][0]["real"]["yaw_std"]  # GRID s1's head is still; the default's moves
     assert "eye openness and head pose over time" in (out / "report.html").read_text()
 
 
