@@ -223,6 +223,15 @@ def sampling_maps(
     return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
 
 
+def pixel_box(points: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 (exclusive) of points (K, 2) grown by `margin` pixels, clipped to a picture of
+    `shape`; None when nothing of it is inside."""
+    h, w = shape[:2]
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1, (w, h))
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
 def affine_crop(image: np.ndarray, M: np.ndarray, size: tuple[int, int], shrink_below: float, factor: float = 1.0) -> np.ndarray:
     """`image` warped by M (2, 3), picture -> crop pixels, into a crop of `size` (h, w). Where M shrinks
     the picture below `shrink_below`, the region the crop covers is first shrunk by area averaging to

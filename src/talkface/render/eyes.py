@@ -67,7 +67,7 @@ class EyeWarp:
             r["lash"] = add(upper + LASH * (crease - upper))
             rows[side] = r
         outer = np.concatenate(points)
-        self.frame = add(_frame(outer, self.u, self.v, FRAME_MARGIN * self.size))
+        add(_frame(outer, self.u, self.v, FRAME_MARGIN * self.size))  # fixed: the warp fades to nothing there
         self.source = np.concatenate(points)
         self.rows = rows
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import FACE_OVAL, face_axes, rotation, signed_area
+from talkface.geometry import FACE_OVAL, face_axes, pixel_box, rotation, signed_area
 from talkface.media.face import Face
 
 RINGS = (1.3, 1.65, 2.0)  # moving with the head, moving half as much, fixed: sizes relative to the oval
@@ -44,7 +44,6 @@ class HeadWarp:
         lm = np.asarray(face.landmarks, np.float64)
         depth = np.zeros(len(lm)) if face.depth is None else np.asarray(face.depth, np.float64)
         points = np.concatenate([lm, depth[:, None]], 1)
-        self.shape = shape
         self.size = float(face.size)
         self.axes = face_axes(points)
         oval = points[FACE_OVAL]
@@ -65,7 +64,7 @@ class HeadWarp:
         self.triangles = tris
         # what the warp may change: inside the fixed outer ring (the ring's own bounding box, where the half ring stays)
         outer = self.source[self.groups[2]]
-        self.box = _bounds(outer, shape)
+        self.box = pixel_box(outer, 0, shape)
         if self.box is not None:
             x0, y0, x1, y1 = self.box
             self.inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -137,11 +136,3 @@ class HeadWarp:
         out = frame.copy()
         cv2.copyTo(warped, self.inside, out[y0:y1, x0:x1])
         return out
-
-
-def _bounds(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    """x0, y0, x1, y1 (exclusive) of points (K, 2), clipped to a picture of `shape`; None when outside it."""
-    h, w = shape[:2]
-    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + 1, (w, h))
-    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import axes_between, eye_axes, sampling_maps, signed_area, strip_triangles
+from talkface.geometry import axes_between, eye_axes, pixel_box, sampling_maps, signed_area, strip_triangles
 from talkface.media.face import CHIN, INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face
 
 UPPER_SHARE = 0.3  # share of a change in lip gap taken by the upper lip; the lower lip and jaw take the rest
@@ -199,15 +199,6 @@ def _smoothstep(a, b, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def _box(points: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    """x0, y0, x1, y1 (exclusive) of points (K, 2) grown by `margin` pixels, clipped to a picture of
-    `shape`; None when nothing of it is inside."""
-    h, w = shape[:2]
-    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin, 0)
-    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1, (w, h))
-    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
-
-
 class MouthWarp:
     """One picture, ready to have its lips and chin moved: made once, reused for every frame.
 
@@ -346,7 +337,7 @@ class MouthWarp:
         line = target[rows]
         line[1:-1] = (target[_PAIR_UPPER] + target[_PAIR_LOWER]) / 2
         sigma = max(0.5, 0.008 * self.width)
-        box = _box(line, int(np.ceil(3 * sigma)) + 2, out.shape)
+        box = pixel_box(line, int(np.ceil(3 * sigma)) + 2, out.shape)
         if box is None:
             return
         x0, y0, x1, y1 = box
@@ -366,7 +357,7 @@ class MouthWarp:
             return None
         loop = target[[_AT[i] for i in LIPS_INNER]]
         edge = max(0.5, 0.012 * self.width)  # a soft edge, just under the lips
-        box = _box(loop, int(np.ceil(3 * edge)) + 1, out.shape)
+        box = pixel_box(loop, int(np.ceil(3 * edge)) + 1, out.shape)
         if box is None:
             return None
         x0, y0, x1, y1 = box
