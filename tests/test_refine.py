@@ -139,7 +139,7 @@ def test_the_refiner_draws_light_and_shade_in_the_hue_of_the_faces_light(face_im
     change = rig.render(motion, SPEECH).astype(float) - FaceRig(face_image, face).render(motion, SPEECH)
     strong = np.abs(change).max(-1) > 20
     assert strong.sum() > 20
-    tint = rig.warp.skin / (rig.warp.skin @ [0.299, 0.587, 0.114])
+    tint = rig.mouth.skin / (rig.mouth.skin @ [0.299, 0.587, 0.114])
     assert tint[0] > tint[2]  # the example's skin is warm
     # every changed pixel moves along the skin's hue: the change over the tint is the same in R, G and B
     along = change[strong] / tint

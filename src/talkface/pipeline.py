@@ -35,13 +35,16 @@ from talkface.models import GeneratorState
 from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
 from talkface.accel import BACKENDS, make_backend, motion_backend_problem
-from talkface.render.rig import FaceRig
+from talkface.render.parallel import Renderer
+from talkface.render.rig import FaceRig, render_frames
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 MIN_SECONDS = 0.1  # shorter speech is no speech (and AAC writes nothing for a few milliseconds)
 FITS = ("loop", "cut")
 REFERENCES = ("frame", "first")
+CHUNK = 10  # frames a worker renders at a time (one refiner call)
+MAX_PENDING = 32  # frames made and waiting for the encoder: a second's frames are made together
 
 Progress = bool | Callable[[int, int], None]
 
@@ -186,8 +189,29 @@ class Animator:
         """Iterator of generated crops (H, W, 3) uint8 for a face crop and an audio file (the motion
         model moves the crop's own pixels, so any picture of a face will do)."""
         if self.motion:
-            return self.live(PreparedPhoto(face, self.size), seed).run(self._chunks(audio))
+            return self._moved(PreparedPhoto(face, self.size), audio, seed)
         return self.stream(face, seed).run(self._chunks(audio))
+
+    def _moved(self, photo: PreparedPhoto, audio: str | os.PathLike, seed: int) -> Iterator[np.ndarray]:
+        """The motion model's frames of a photo for an audio file, rendered a chunk at a time by one
+        worker process per core (`render.parallel`): the same frames as `live(photo).run(...)`."""
+        stream = self.live(photo, seed)
+        rig = stream.rig
+        if stream.expressions is not None:  # made before the workers are forked, which inherit them
+            _ = rig.eyes, rig.head
+
+        def render(_, jobs: list) -> list[np.ndarray]:
+            return render_frames([(rig, *job) for job in jobs])
+
+        def chunks() -> Iterator[tuple[None, list]]:
+            for samples in itertools.chain(self._chunks(audio), [None]):
+                done = stream.crops.push(samples) if samples is not None else stream.crops.flush()
+                jobs = [job[1:] for job in stream.jobs(done)]
+                for i in range(0, len(jobs), CHUNK):
+                    yield None, jobs[i : i + CHUNK]
+
+        with Renderer(render, photo.shape, CHUNK) as renderer:
+            yield from renderer.map(chunks())
 
     # -- a photo --------------------------------------------------------------------------------
     def generate(
@@ -216,7 +240,7 @@ class Animator:
         total = num_frames(scan_audio(audio, self.cfg.audio.sample_rate), self.cfg.audio)
         if self.motion:  # the face's own pixels move, at the photo's resolution
             photo = PreparedPhoto(picture, self.size, face_index, name)
-            frames = _Reporter(progress, total, "generate")(self.live(photo, seed).run(self._chunks(audio)))
+            frames = _Reporter(progress, total, "generate")(self._moved(photo, audio, seed))
             return frames if out is None else _write(out, frames, self.cfg.audio.fps, photo.shape, audio)
         as_crop = crop is True
         if crop is not True:
@@ -279,24 +303,25 @@ class Animator:
             total = min(total, frames_on_grid(video, info["fps"]) or total)
         # at the video's average rate, each frame at its own time (a variable frame rate keeps its timing)
         source = iter_frames_pingpong(video, fps=info["fps"]) if fit == "loop" else iter_frames(video, fps=info["fps"])
-        dubber = _MotionDubber(self.generator, cfg, face_index, seed, self.backend.refiner) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
+        shape = even(first).shape[:2]
+        dubber = _MotionDubber(self.generator, cfg, face_index, seed, shape, self.backend.refiner) if self.motion else _Dubber(self.generator, cfg, face_index, reference, seed)
         frames = dubber.run(map(even, source), audio, total, video)
         frames = _Reporter(progress, total, "dub")(frames)
         if out is None:
             return frames
-        return _write(out, frames, info["fps"], even(first).shape[:2], audio)
+        return _write(out, frames, info["fps"], shape, audio)
 
 
 def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int], audio: str | os.PathLike) -> str:
     """Frames are made on this thread while another encodes them (OpenCV's warps and PyAV's encoder
-    release the GIL), so a long job keeps two cores busy; a few frames at most wait in between."""
+    release the GIL), so a long job keeps the cores busy; up to `MAX_PENDING` frames wait in between."""
     with VideoWriter(out, fps, size, audio_path=audio) as writer, ThreadPoolExecutor(1, thread_name_prefix="talkface-encode") as encoder:
         pending: collections.deque = collections.deque()
         try:
             for frame in frames:
                 stopping.check()
                 pending.append(encoder.submit(writer.write, frame))
-                if len(pending) > 4:
+                if len(pending) > MAX_PENDING:
                     pending.popleft().result()
             while pending:
                 pending.popleft().result()
@@ -386,17 +411,36 @@ class _MotionDubber:
     to its rest shape (`close_mouth`) and moved to the predicted motion, so the video's pose, light and
     background stay in every frame. Frames without the face pass through (the motion still advances)."""
 
-    def __init__(self, model, cfg: Config, face_index: int | None, seed: int, refiner=None):
+    def __init__(self, model, cfg: Config, face_index: int | None, seed: int, shape: tuple[int, int], refiner=None):
         self.model, self.cfg, self.face_index, self.seed, self.refiner = model, cfg, face_index, seed, refiner
+        self.shape = shape  # (H, W) of every frame
 
     def run(self, frames: Iterator[np.ndarray], audio: str | os.PathLike, total: int, video: str | os.PathLike) -> Iterator[np.ndarray]:
-        chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
-        motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
-        tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
-        for (frame, face), (motion, speech) in zip(tracked, motions):
-            yield FaceRig(frame, face, self.cfg.motion.gain, self.refiner).render(motion, speech) if face is not None else frame
-        for _ in tracked:  # the tracker's verdict on a video where the face never showed
-            pass
+        """The dubbed frames (all of `self.shape`), a chunk at a time by one worker process per core (`render.parallel`)."""
+        gain, refiner = self.cfg.motion.gain, self.refiner
+
+        def render(pictures: np.ndarray, items: list) -> list[np.ndarray]:
+            jobs, rig = [], None
+            for picture, (face, motion, speech) in zip(pictures, items):
+                if face is not None:  # each frame's own rig; its neighbour's mouth mesh and colours serve again
+                    rig = FaceRig(picture, face, gain, refiner, like=rig)
+                    jobs.append((rig, motion, speech, None))
+            made = iter(render_frames(jobs)) if jobs else iter(())
+            return [next(made) if face is not None else picture for picture, (face, _, _) in zip(pictures, items)]
+
+        with Renderer(render, self.shape, CHUNK) as renderer:  # forked before the tracking thread starts
+            chunks = iter_audio(audio, self.cfg.audio.sample_rate, chunk=self.cfg.audio.sample_rate)
+            motions = MotionStream(self.model, self.cfg, seed=self.seed).run(chunks)
+            tracked = ahead(_Tracked(self.cfg, self.face_index, video)(itertools.islice(frames, total)))
+            work = ((frame, (face, motion, speech)) for (frame, face), (motion, speech) in zip(tracked, motions))
+            yield from renderer.map((np.stack([f for f, _ in part]), [i for _, i in part]) for part in _batched(work, CHUNK))
+            for _ in tracked:  # the tracker's verdict on a video where the face never showed
+                pass
+
+
+def _batched(items: Iterator, n: int) -> Iterator[list]:
+    while part := list(itertools.islice(items, n)):
+        yield part
 
 
 class _Dubber:

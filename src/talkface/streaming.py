@@ -31,7 +31,7 @@ from talkface.models import Generator, GeneratorState
 from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
-from talkface.render.rig import FaceRig
+from talkface.render.rig import FaceRig, Job, render_frames
 from talkface.threads import one_thread
 
 
@@ -152,23 +152,37 @@ class PhotoStream:
 
     With the motion model, each frame's mouth motion (`MotionStream`) moves the photo's own pixels
     (`FaceRig`); with the seed's frame generator, each generated crop (`FaceStream`) is pasted back.
+    The frames that one push completes are rendered together (`render.rig.render_frames`: one
+    refiner call for all of them); `inputs` gives what renders them, for renderers of their own
+    (`render.parallel`).
     """
 
     def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None, refiner=None):
         """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`);
         `refiner`: what runs a motion model's mouth refiner (`accel.MotionBackend.refiner`; default: the model's own)."""
         self.photo = photo
-        self.render = photo.paste
+        self.render = self._paste
         if crops is None and isinstance(model, MotionModel):
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
-            rig = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner)
-            expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
-            # frame: (motion, speech); blinks, brows and head motion follow the same seed and speech
-            self.render = lambda frame: rig.render(*frame, expressions.step(frame[1]) if expressions else None)
+            self.rig = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner)
+            # blinks, brows and head motion follow the same seed and speech
+            self.expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
+            self.render = self._move
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
         self.crops = crops
+
+    def _paste(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.photo.paste(c) for c in crops]
+
+    def _move(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        return render_frames(self.jobs(frames)) if frames else []
+
+    def jobs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[Job]:
+        """(motion, speech) of consecutive frames -> what `render_frames` renders them from; the
+        expressions (blinks, head) are stepped here, in order."""
+        return [(self.rig, motion, speech, self.expressions.step(speech) if self.expressions else None) for motion, speech in frames]
 
     @property
     def frames_out(self) -> int:
@@ -180,15 +194,17 @@ class PhotoStream:
 
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         """Full-resolution frames (H, W, 3) uint8 completed by these samples (possibly none)."""
-        return [self.render(c) for c in self.crops.push(samples)]
+        return self.render(self.crops.push(samples))
 
     def flush(self) -> list[np.ndarray]:
         """The remaining frames once the audio has ended."""
-        return [self.render(c) for c in self.crops.flush()]
+        return self.render(self.crops.flush())
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for crop in self.crops.run(chunks):
-            yield self.render(crop)
+        """All frames for an iterator of audio chunks, each chunk's frames rendered together."""
+        for samples in chunks:
+            yield from self.push(samples)
+        yield from self.flush()
 
 
 @dataclass

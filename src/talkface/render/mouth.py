@@ -211,7 +211,9 @@ class MouthWarp:
     that close, not squeezed; continued by a painted mouth where lips part wider than the photo's).
     """
 
-    def __init__(self, picture: np.ndarray, landmarks: np.ndarray):
+    def __init__(self, picture: np.ndarray, landmarks: np.ndarray, like: "MouthWarp | None" = None):
+        """`like`: the warp of a picture of the same face a moment before (the previous video frame):
+        its triangles are kept where none of them turns over on this face, and its colours are taken."""
         if not (picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8):
             raise ValueError(f"picture must be (H, W, 3) uint8, got {picture.shape} {picture.dtype}")
         lm = np.asarray(landmarks, np.float64)
@@ -232,7 +234,10 @@ class MouthWarp:
         canonical[:n], canonical[k:] = opened, opened[_PAIR_UPPER + _PAIR_LOWER]
         outside = [_AT[i] for i in LIPS_OUTER + CHIN] + list(range(n, k))
         inside = [[_CORNERS[0], *rows, _CORNERS[1]] for rows in (self._inside_upper, self._inside_lower)]
-        self.triangles, self._mouth = _triangles(canonical, outside, tuple(inside))
+        if like is not None and len(like.source) == len(self.source) and (signed_area(canonical, like.triangles) > 0).all():
+            self.triangles, self._mouth = like.triangles, like._mouth
+        else:
+            self.triangles, self._mouth = _triangles(canonical, outside, tuple(inside))
 
         self.width = float(np.linalg.norm(self.rest[_AT[LIPS_OUTER[0]]] - self.rest[_AT[UPPER_OUTER[-1]]]))
         self.gaps = _aperture(self.rest)  # (9,) the photo's own lip gaps
@@ -242,7 +247,10 @@ class MouthWarp:
         outer = [_AT[i] for i in UPPER_OUTER[1:-1] + LOWER_OUTER[1:-1]]
         towards = self.rest[outer] - self.rest[self._lip_rows]
         self._into_lip = towards / np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-9)
-        self._colours(lm)
+        if like is None:
+            self._colours(lm)
+        else:
+            self.lip, self.skin, self.teeth, self.grain = like.lip, like.skin, like.teeth, like.grain
 
     def _colours(self, lm: np.ndarray) -> None:
         """The painted mouth's colours: the lips' own, a light tone for teeth from the skin's, and the

@@ -13,6 +13,7 @@ faded to nothing at the crop's edges, is added to the full-resolution frame: the
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -143,31 +144,65 @@ class Refinement:
 
     def __init__(self, net: MouthRefiner, landmarks: np.ndarray, skin: np.ndarray):
         self.net, self.cfg = net, net.cfg  # or anything called like it (accel.RefinerGraph)
-        self.device = next(net.parameters()).device if isinstance(net, torch.nn.Module) else torch.device("cpu")
-        self.threads = one_thread if isinstance(net, torch.nn.Module) and self.device.type == "cpu" else contextlib.nullcontext
         self.u, self.iod = face_frame(landmarks)
         self.fade = edge_fade(self.cfg)
         skin = np.maximum(np.asarray(skin, np.float32), 1.0)
         self.tint = skin / float(skin @ LUMA.numpy())  # luma 1
 
-    @torch.inference_mode()
-    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
-        """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), where its warp
-        painted the mouth, and the frame's MFCC window (n_mfcc, steps) -> the frame refined (as it is
-        when nothing was painted)."""
+    def prepare(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> "Prepared | None":
+        """What the network needs for one warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points`
+        (53, 2), where its warp painted the mouth, and the frame's MFCC window (n_mfcc, steps): None when
+        nothing was painted (the frame stays as it is)."""
         if painted is None:
-            return frame
+            return None
         cfg = self.cfg
         M = moved_mouth_matrix(points, self.u, self.iod, cfg)
-        crop = crop_mouth(frame, M, cfg)
-        x = to_tensor(crop)[None].to(self.device)
-        opening = torch.from_numpy(opening_map(points, M, cfg))[None, None].to(self.device)
-        sound = torch.from_numpy(speech_slice(speech, cfg)).float()[None].to(self.device)
-        with self.threads():
-            y = self.net(x, opening, sound)
-        where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
-        change = grey(y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.tint * where[..., None]
-        return paste_change(frame, change, M)
+        return Prepared(crop_mouth(frame, M, cfg), opening_map(points, M, cfg), speech_slice(speech, cfg), M,
+                        self.fade * mouth_region(painted_map(painted, M, cfg), cfg))
+
+    def finish(self, frame: np.ndarray, prepared: Prepared, refined: np.ndarray) -> np.ndarray:
+        """The frame with the network's redrawing (`refined`: its output for `prepared`, (3, height, width)
+        float32 in [-1, 1]) added where the warp painted."""
+        change = luma_change(refined, prepared.crop) * self.tint * prepared.where[..., None]
+        return paste_change(frame, change, prepared.M)
+
+    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
+        """`prepare`, the network, `finish`, for one frame: the frame refined (as it is when nothing was painted)."""
+        prepared = self.prepare(frame, points, painted, speech)
+        if prepared is None:
+            return frame
+        return self.finish(frame, prepared, run_refiner(self.net, [prepared])[0])
+
+
+@dataclass
+class Prepared:
+    """One frame's mouth crop ready for the network: crop (height, width, 3) uint8, opening (height, width)
+    and speech (n_mfcc, audio_steps) float32, M (2, 3) picture -> crop, where (height, width) the network may change it."""
+
+    crop: np.ndarray
+    opening: np.ndarray
+    speech: np.ndarray
+    M: np.ndarray
+    where: np.ndarray
+
+
+@torch.inference_mode()
+def run_refiner(net, prepared: list[Prepared]) -> np.ndarray:
+    """One network call for many frames' crops (of any faces): (N, 3, height, width) float32 in [-1, 1].
+    `net`: the model's refiner, or anything called like it (accel.RefinerGraph)."""
+    module = isinstance(net, torch.nn.Module)
+    device = next(net.parameters()).device if module else torch.device("cpu")
+    x = to_tensor(np.stack([p.crop for p in prepared])).to(device)
+    opening = torch.from_numpy(np.stack([p.opening for p in prepared]))[:, None].to(device)
+    sound = torch.from_numpy(np.stack([p.speech for p in prepared])).float().to(device)
+    with one_thread() if module and device.type == "cpu" and len(prepared) == 1 else contextlib.nullcontext():
+        return net(x, opening, sound).float().cpu().numpy()
+
+
+def luma_change(refined: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """The network's change of a crop (uint8 (h, w, 3) -> its output (3, h, w) in [-1, 1]), as (h, w, 1) luma in pixel levels (`grey`)."""
+    before = crop.astype(np.float32) @ (LUMA.numpy() / 127.5) - 1
+    return ((np.tensordot(LUMA.numpy(), refined, 1) - before) * 127.5)[..., None]
 
 
 def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray) -> np.ndarray:

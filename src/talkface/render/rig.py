@@ -16,6 +16,10 @@ for its size, as a frontal one.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 
 from talkface.expression import Expression
@@ -24,7 +28,7 @@ from talkface.geometry import face_axes
 from talkface.render.head import HeadWarp
 from talkface.media.face import MOTION_POINTS, MOUTH_CORNERS, Face, align_matrix
 from talkface.models.refiner import MouthRefiner
-from talkface.render.refine import Refinement
+from talkface.render.refine import Prepared, Refinement, run_refiner
 from talkface.render.mouth import MouthWarp, close_mouth
 
 
@@ -36,12 +40,11 @@ class FaceRig:
     model's mouth refiner (or its graph, `accel.RefinerGraph`), or None for the warp alone.
     """
 
-    def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None):
+    def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None, like: FaceRig | None = None):
+        """`like`: the rig of the previous video frame of this face, whose mouth mesh and colours are reused (`MouthWarp`)."""
         self.face, self.shape = face, picture.shape[:2]
-        self.warp = MouthWarp(picture, face.landmarks)
-        self._eyes: EyeWarp | None = None
-        self._head: HeadWarp | None = None
-        self.refinement = Refinement(refiner, face.landmarks, self.warp.skin) if refiner is not None else None
+        self.mouth = MouthWarp(picture, face.landmarks, like.mouth if like is not None else None)
+        self.refinement = Refinement(refiner, face.landmarks, self.mouth.skin) if refiner is not None else None
         rest = close_mouth(face.landmarks)
         self.rest = rest[MOTION_POINTS].astype(np.float64)  # (P, 2) picture pixels
         points = face.points
@@ -57,23 +60,63 @@ class FaceRig:
             # a row vector m in the upright frame is m @ rotation in the picture (rotation is orthonormal)
             self.unit = rotation * (width * gain)
 
+    @cached_property
+    def eyes(self) -> EyeWarp:
+        """The lids and brows, made when a frame first moves them (a dubbed frame never does). Two
+        threads asking at once may both make one: the same, so either will do."""
+        return EyeWarp(self.face.landmarks, self.face.size)
+
+    @cached_property
+    def head(self) -> HeadWarp:
+        return HeadWarp(self.face, self.shape)
+
     def target(self, motion: np.ndarray) -> np.ndarray:
         """motion (P, 2) in rest mouth widths -> positions (P, 2) of MOTION_POINTS in picture pixels"""
         return self.rest + np.asarray(motion, np.float64) @ self.unit
+
+    def warp(self, motion: np.ndarray, speech: np.ndarray) -> Warped:
+        """The first stage of `render`: the mouth and chin moved, and the refiner's input when the warp painted."""
+        target = self.target(motion)
+        if self.refinement is None:
+            return Warped(self.mouth.render(target), None)
+        frame, painted = self.mouth.render_painted(target)
+        return Warped(frame, self.refinement.prepare(frame, target, painted, speech))
+
+    def finish(self, warped: Warped, refined: np.ndarray | None, expression: Expression | None) -> np.ndarray:
+        """The last stage of `render`: the refiner's output (for `warped.prepared`) added, lids, brows and head moved."""
+        frame = warped.frame if refined is None else self.refinement.finish(warped.frame, warped.prepared, refined)
+        if expression is None:
+            return frame
+        frame = self.eyes.render(frame, expression.closure, expression.brow)
+        return self.head.render(frame, expression.pose, expression.shift) if expression.moves_head else frame
 
     def render(self, motion: np.ndarray, speech: np.ndarray, expression: Expression | None = None) -> np.ndarray:
         """The picture with its mouth and chin moved by `motion` (P, 2), and the inside of the mouth drawn
         for the frame's speech (its MFCC window (n_mfcc, steps), as the motion model got it); lids, brows
         and head moved by `expression` (None: they stay as in the picture): (H, W, 3) uint8"""
-        target = self.target(motion)
-        if self.refinement is None:
-            frame = self.warp.render(target)
-        else:
-            frame, painted = self.warp.render_painted(target)
-            frame = self.refinement.apply(frame, target, painted, speech)
-        if expression is None:
-            return frame
-        if self._eyes is None:
-            self._eyes, self._head = EyeWarp(self.face.landmarks, self.face.size), HeadWarp(self.face, self.shape)
-        frame = self._eyes.render(frame, expression.closure, expression.brow)
-        return self._head.render(frame, expression.pose, expression.shift) if expression.moves_head else frame
+        return render_frames([(self, motion, speech, expression)])[0]
+
+
+@dataclass
+class Warped:
+    """A frame after the mouth warp: the frame (H, W, 3) uint8, and its mouth crop prepared for the refiner (None: nothing to refine)."""
+
+    frame: np.ndarray
+    prepared: Prepared | None
+
+
+Job = tuple[FaceRig, np.ndarray, np.ndarray, Expression | None]  # rig, motion (P, 2), speech (n_mfcc, steps), expression
+
+
+def render_frames(jobs: Sequence[Job]) -> list[np.ndarray]:
+    """`FaceRig.render` for many frames at once (of one face or many), with one refiner call for every
+    frame that needs it (all rigs must share one refiner: the model's). Frames equal those rendered one
+    by one, to float rounding."""
+    warped = [rig.warp(motion, speech) for rig, motion, speech, _ in jobs]
+    todo = [i for i, w in enumerate(warped) if w.prepared is not None]
+    refined: list[np.ndarray | None] = [None] * len(jobs)
+    if todo:
+        outputs = run_refiner(jobs[todo[0]][0].refinement.net, [warped[i].prepared for i in todo])
+        for i, out in zip(todo, outputs):
+            refined[i] = out
+    return [rig.finish(w, r, expression) for (rig, _, _, expression), w, r in zip(jobs, warped, refined)]
