@@ -151,12 +151,12 @@ class Refinement:
         self.tint = skin / float(skin @ LUMA.numpy())  # luma 1
 
     @torch.inference_mode()
-    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
+    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), where its warp
         painted the mouth, and the frame's MFCC window (n_mfcc, steps) -> the frame refined (as it is
-        when nothing was painted)."""
+        when nothing was painted). `out`: as `paste_change`'s."""
         if painted is None:
-            return frame
+            return paste_change(frame, None, None, out)
         cfg = self.cfg
         M = moved_mouth_matrix(points, self.u, self.iod, cfg)
         crop = crop_mouth(frame, M, cfg)
@@ -167,17 +167,24 @@ class Refinement:
             y = self.net(x, opening, sound)
         where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
         change = grey(y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.tint * where[..., None]
-        return paste_change(frame, change, M)
+        return paste_change(frame, change, M, out)
 
 
-def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray) -> np.ndarray:
+def paste_change(frame: np.ndarray, change: np.ndarray | None, M: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
     """frame (H, W, 3) uint8 plus a change (h, w, 3) float32 made in crop pixels (M: picture -> crop);
-    only the pixels the crop covers can change."""
-    x0, y0, x1, y1 = _covered(M, change.shape[:2], frame.shape, after=1)
-    if x1 <= x0 or y1 <= y0:
-        return frame
+    only the pixels the crop covers can change. `out`: where to write it (it may be `frame` itself);
+    None: a new picture (`frame` itself when nothing changes). A change of None changes nothing."""
+    box = None if change is None else _covered(M, change.shape[:2], frame.shape, after=1)
+    if out is None:
+        if box is None or box[2] <= box[0] or box[3] <= box[1]:
+            return frame
+        out = frame.copy()
+    elif out is not frame:
+        out[...] = frame
+    if box is None or box[2] <= box[0] or box[3] <= box[1]:
+        return out
+    x0, y0, x1, y1 = box
     delta = cv2.warpAffine(change, _offset(M, x0, y0), (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    out = frame.copy()
-    roi = out[y0:y1, x0:x1].astype(np.float32) + delta
+    roi = frame[y0:y1, x0:x1].astype(np.float32) + delta
     out[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -16,6 +16,8 @@ for its size, as a frontal one.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from talkface.expression import Expression
@@ -39,8 +41,8 @@ class FaceRig:
     def __init__(self, picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None):
         self.face, self.shape = face, picture.shape[:2]
         self.warp = MouthWarp(picture, face.landmarks)
-        self._eyes: EyeWarp | None = None
-        self._head: HeadWarp | None = None
+        self._expressive: tuple[EyeWarp, HeadWarp] | None = None  # made by the first frame that needs them (a dubbed frame never does)
+        self._lock = threading.Lock()  # frames of one rig may be rendered by two threads at once
         self.refinement = Refinement(refiner, face.landmarks, self.warp.skin) if refiner is not None else None
         rest = close_mouth(face.landmarks)
         self.rest = rest[MOTION_POINTS].astype(np.float64)  # (P, 2) picture pixels
@@ -57,6 +59,14 @@ class FaceRig:
             # a row vector m in the upright frame is m @ rotation in the picture (rotation is orthonormal)
             self.unit = rotation * (width * gain)
 
+    @property
+    def expressive(self) -> tuple[EyeWarp, HeadWarp]:
+        """The lids' and brows' warp and the head's, made once."""
+        with self._lock:
+            if self._expressive is None:
+                self._expressive = EyeWarp(self.face.landmarks, self.face.size), HeadWarp(self.face, self.shape)
+        return self._expressive
+
     def target(self, motion: np.ndarray) -> np.ndarray:
         """motion (P, 2) in rest mouth widths -> positions (P, 2) of MOTION_POINTS in picture pixels"""
         return self.rest + np.asarray(motion, np.float64) @ self.unit
@@ -69,11 +79,10 @@ class FaceRig:
         if self.refinement is None:
             frame = self.warp.render(target)
         else:
-            frame, painted = self.warp.render_painted(target)
-            frame = self.refinement.apply(frame, target, painted, speech)
+            frame, painted = self.warp.render_painted(target)  # a new picture: the stages below write into it
+            frame = self.refinement.apply(frame, target, painted, speech, out=frame)
         if expression is None:
             return frame
-        if self._eyes is None:
-            self._eyes, self._head = EyeWarp(self.face.landmarks, self.face.size), HeadWarp(self.face, self.shape)
-        frame = self._eyes.render(frame, expression.closure, expression.brow)
-        return self._head.render(frame, expression.pose, expression.shift) if expression.moves_head else frame
+        eyes, head = self.expressive
+        frame = eyes.render(frame, expression.closure, expression.brow, out=frame)
+        return head.render(frame, expression.pose, expression.shift, out=frame) if expression.moves_head else frame
