@@ -1,6 +1,7 @@
 """The face around the mouth: blinks, brows and head motion (expressions, eye and head warps, controls)."""
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 from conftest import speech_like, write_audio
@@ -88,6 +89,22 @@ def test_head_warp_turns_the_head_in_3d_and_keeps_the_background(face_image):
     oval = face.landmarks[[10, 152, 234, 454]]
     width = oval[3, 0] - oval[2, 0]
     assert xs.min() >= oval[2, 0] - width and xs.max() <= oval[3, 0] + width
+
+
+def test_eye_and_head_warps_write_into_a_given_picture_as_into_a_new_one(face_image):
+    face = detect_faces(face_image)[0]
+    eyes, head = EyeWarp(face.landmarks, face.size), HeadWarp(face, face_image.shape[:2])
+    shut = eyes.render(face_image, (0.8, 0.6), 0.02)
+    frame = face_image.copy()
+    assert eyes.render(frame, (0.8, 0.6), 0.02, out=frame) is frame and np.array_equal(frame, shut)
+    turned = head.render(shut, (4.0, -2.0, 1.5), (0.02, 0.01))
+    assert head.render(frame, (4.0, -2.0, 1.5), (0.02, 0.01), out=frame) is frame and np.array_equal(frame, turned)
+    # the ring's box, remapped a band at a time, equals one remap of the whole box
+    map_x, map_y = head.maps((4.0, -2.0, 1.5), (0.02, 0.01))
+    x0, y0, x1, y1 = head.box
+    whole = shut.copy()
+    cv2.copyTo(cv2.remap(shut, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE), head.inside, whole[y0:y1, x0:x1])
+    assert np.array_equal(whole, turned)
 
 
 @pytest.fixture

@@ -201,3 +201,51 @@ def test_sampling_maps_drive_grid_sample_the_same_way(still, warp):
     sampled = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
     diff = np.abs(sampled[0].permute(1, 2, 0).numpy() - expected)
     assert diff.mean() < 0.2 and diff.max() < 4  # cv2.remap weighs neighbours in 1/32 pixel steps
+
+
+def _reference_maps(source, target, triangles, shape):
+    """`sampling_maps` the plain way: every moved triangle's pixels drawn in order, each pixel's
+    barycentric coordinates clamped to its triangle."""
+    h, w = shape
+    moved = (np.abs(target - source) > 1e-6).any(1)[triangles].any(1)
+    tris = [t for t in triangles[moved] if abs(np.cross(target[t[1]] - target[t[0]], target[t[2]] - target[t[0]])) > 2e-6]
+    if not tris:
+        return None
+    corners = target[np.array(tris)].reshape(-1, 2)
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
+    ids = np.full((y1 - y0, x1 - x0), -1)
+    ids32 = ids.astype(np.int32)
+    for k, t in enumerate(tris):
+        cv2.fillConvexPoly(ids32, np.round((target[t] - (x0, y0)) * 16).astype(np.int32), k, lineType=cv2.LINE_8, shift=4)
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    map_x, map_y = xs.copy(), ys.copy()
+    for (i, j), k in np.ndenumerate(ids32):
+        if k < 0:
+            continue
+        a, b, c = target[tris[k]]
+        m = np.array([b - a, c - a]).T
+        w1, w2 = np.linalg.solve(m, np.array([xs[i, j], ys[i, j]]) - a)
+        w = np.maximum([1 - w1 - w2, w1, w2], 0)
+        w /= w.sum()
+        map_x[i, j], map_y[i, j] = w @ source[tris[k]]
+    return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
+
+
+def test_sampling_maps_match_a_plain_reference_on_random_overlapping_meshes():
+    from scipy.spatial import Delaunay
+
+    rng = np.random.default_rng(1)
+    for _ in range(25):
+        n = int(rng.integers(5, 25))
+        source = rng.uniform(-5, 45, (n, 2))
+        tris = Delaunay(source).simplices.astype(np.int32)
+        extra = rng.integers(0, n, (6, 3)).astype(np.int32)  # painted last, over the others
+        tris = np.concatenate([tris, extra[[len(set(t)) == 3 for t in extra]]])
+        target = source + rng.normal(0, 3, source.shape) * (rng.random(n) < 0.6)[:, None]
+        got, want = sampling_maps(source, target, tris, (40, 44)), _reference_maps(source, target, tris, (40, 44))
+        assert (got is None) == (want is None)
+        if got is None:
+            continue
+        assert got[2] == want[2]
+        assert np.abs(got[0] - want[0]).max() < 1e-2 and np.abs(got[1] - want[1]).max() < 1e-2

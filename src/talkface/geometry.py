@@ -189,37 +189,53 @@ def sampling_maps(
     if x1 <= x0 or y1 <= y0:
         return None
     corner = np.array([x0, y0], np.float64)
-    # per triangle: the coefficients giving barycentric coordinates b1, b2 of box pixels from (x, y, 1), and its source corners
+    # per triangle: the coefficients giving barycentric coordinates b1, b2 of box pixels from (x, y, 1),
+    # and the affine that takes box pixels to source pixels, s0 + b1 (s1 - s0) + b2 (s2 - s0)
     p = tgt - corner
     e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]  # (M, 2)
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * p[:, 0, 1] - e2[:, 1] * p[:, 0, 0]], 1) / det[:, None]
     b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * p[:, 0, 0] - e1[:, 0] * p[:, 0, 1]], 1) / det[:, None]
-    s0 = src[:, 0]
-    table = np.concatenate([b1, b2, s0, src[:, 1] - s0, src[:, 2] - s0], 1)
-    # the last row, for pixels outside every moved triangle: b1 = x, b2 = y, which this maps onto themselves
-    table = np.concatenate([table, [[1, 0, 0, 0, 1, 0, x0, y0, 1, 0, 0, 1]]]).T.astype(np.float32)
+    s0, d1, d2 = src[:, 0], src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
+    affine = d1[:, :, None] * b1[:, None, :] + d2[:, :, None] * b2[:, None, :]  # (M, 2, 3)
+    affine[:, :, 2] += s0
+    # the last row, for pixels outside every moved triangle: themselves
+    affine = np.concatenate([affine, [[[1, 0, x0], [0, 1, y0]]]]).astype(np.float32)
 
     ids = np.full((y1 - y0, x1 - x0), len(tris), np.int32)
-    for k, t in enumerate(np.round((tgt - corner) * 16).astype(np.int32)):
+    for k, t in enumerate(np.round(p * 16).astype(np.int32)):
         cv2.fillConvexPoly(ids, t, k, lineType=cv2.LINE_8, shift=4)
-    c = table[:, ids]  # (12, h, w)
+    at = ids.astype(np.float32)
     xs = np.arange(x1 - x0, dtype=np.float32)[None, :]
     ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
-    b1 = c[0] * xs + c[1] * ys + c[2]
-    b2 = c[3] * xs + c[4] * ys + c[5]
-    map_x = c[6] + b1 * c[8] + b2 * c[10]
-    map_y = c[7] + b1 * c[9] + b2 * c[11]
-    # pixels that rasterising gives to a triangle they lie just outside of: clamped onto it
-    out = ((b1 < 0) | (b2 < 0) | (b1 + b2 > 1)) & (ids < len(tris))
-    if out.any():
-        b1, b2, c = b1[out], b2[out], c[:, out]
-        b0 = np.maximum(1 - b1 - b2, 0)
-        b1, b2 = np.maximum(b1, 0), np.maximum(b2, 0)
-        norm = b0 + b1 + b2
-        b1, b2 = b1 / norm, b2 / norm
-        map_x[out] = c[6] + b1 * c[8] + b2 * c[10]
-        map_y[out] = c[7] + b1 * c[9] + b2 * c[11]
+    zeros, maps = np.zeros_like(at), []
+    for row in (0, 1):  # each pixel's coefficients, looked up by its triangle (a nearest-neighbour remap is the fastest gather)
+        c = cv2.remap(np.ascontiguousarray(affine[None, :, row]), at, zeros, cv2.INTER_NEAREST)  # (h, w, 3)
+        m = c[..., 0] * xs
+        m += c[..., 1] * ys
+        m += c[..., 2]
+        maps.append(m)
+    map_x, map_y = maps
+
+    # pixels that rasterising gives to a triangle they lie just outside of are clamped onto it; they lie
+    # on the border of their triangle's pixels, so only pixels with another id among their 3x3 neighbours
+    # (or on the box's edge, beyond which their triangle may go on) are looked at
+    kernel = np.ones((3, 3), np.uint8)
+    border = cv2.erode(at, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=-1) != cv2.dilate(at, kernel)
+    border &= ids < len(tris)
+    yy, xx = np.nonzero(border)
+    if len(yy):
+        k = ids[yy, xx]
+        w1 = b1[k, 0] * xx + b1[k, 1] * yy + b1[k, 2]
+        w2 = b2[k, 0] * xx + b2[k, 1] * yy + b2[k, 2]
+        out = (w1 < 0) | (w2 < 0) | (w1 + w2 > 1)
+        if out.any():
+            k, yy, xx, w1, w2 = k[out], yy[out], xx[out], w1[out], w2[out]
+            w0 = np.maximum(1 - w1 - w2, 0)
+            w1, w2 = np.maximum(w1, 0), np.maximum(w2, 0)
+            norm = w0 + w1 + w2
+            at = s0[k] + (w1 / norm)[:, None] * d1[k] + (w2 / norm)[:, None] * d2[k]
+            map_x[yy, xx], map_y[yy, xx] = at[:, 0], at[:, 1]
     return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
 
 

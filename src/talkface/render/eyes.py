@@ -117,14 +117,20 @@ class EyeWarp:
             tgt[r["brow_upper"]] += up
         return tgt
 
-    def render(self, frame: np.ndarray, closure: tuple[float, float] | np.ndarray, brow: float) -> np.ndarray:
-        """`frame` (H, W, 3) uint8 with the lids and brows moved; pixels outside the moved triangles stay exactly."""
-        if max(closure) <= 1e-4 and abs(brow) <= 1e-6:
-            return frame
-        maps = sampling_maps(self.source, self.target(closure, brow), self.triangles, frame.shape[:2])
-        if maps is None:
-            return frame
-        map_x, map_y, (x0, y0, x1, y1) = maps
-        out = frame.copy()
-        out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    def render(self, frame: np.ndarray, closure: tuple[float, float] | np.ndarray, brow: float, out: np.ndarray | None = None) -> np.ndarray:
+        """`frame` (H, W, 3) uint8 with the lids and brows moved; pixels outside the moved triangles stay exactly.
+        `out`: where to write it (it may be `frame` itself: only the moved box is written); None: a new
+        picture (`frame` itself when nothing moves)."""
+        maps = None
+        if max(closure) > 1e-4 or abs(brow) > 1e-6:
+            maps = sampling_maps(self.source, self.target(closure, brow), self.triangles, frame.shape[:2])
+        if out is None:
+            if maps is None:
+                return frame
+            out = frame.copy()
+        elif out is not frame:
+            out[...] = frame
+        if maps is not None:
+            map_x, map_y, (x0, y0, x1, y1) = maps
+            out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import sparse
 from scipy.spatial import Delaunay
 
 from talkface.geometry import FACE_OVAL, face_axes, pixel_box, rotation, signed_area
@@ -30,6 +31,17 @@ RINGS = (1.3, 1.65, 2.0)  # moving with the head, moving half as much, fixed: si
 PIVOT = (1.5, 1.0)  # the pivot below the face's centre and behind it, in face sizes
 INTERIOR_STEP = 5  # every 5th mesh point inside the oval carries the face's depth
 GRID = 2  # the displacement is computed every GRID pixels and enlarged
+BAND = 16  # rows of the box remapped at once, each as wide as the ring is there
+
+
+def _bands(inside: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of the box's bands of `BAND` rows, each cut to the columns where a mask (h, w) has any pixel."""
+    bands = []
+    for ya in range(0, inside.shape[0], BAND):
+        cols = np.flatnonzero(inside[ya : ya + BAND].any(0))
+        if len(cols):
+            bands.append((ya, min(ya + BAND, inside.shape[0]), int(cols[0]), int(cols[-1]) + 1))
+    return bands
 
 
 class HeadWarp:
@@ -69,6 +81,7 @@ class HeadWarp:
             x0, y0, x1, y1 = self.box
             self.inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(self.inside, [np.round((outer - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
+            self.bands = _bands(self.inside)
             self._grid()
 
     def _moved(self, points: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -110,29 +123,42 @@ class HeadWarp:
         wc = ((b[..., 0] - a[..., 0]) * (ys - a[..., 1]) - (b[..., 1] - a[..., 1]) * (xs - a[..., 0])) / det
         weights = np.clip(np.stack([1 - wb - wc, wb, wc], -1), 0, 1)
         weights /= np.maximum(weights.sum(-1, keepdims=True), 1e-9)
-        self._corners = corners
-        self._weights = np.where((ids >= 0)[..., None], weights, 0).astype(np.float32)
+        weights = np.where((ids >= 0)[..., None], weights, 0).astype(np.float32)
+        # the displacement at each grid pixel is its weights times its corners' moves: one sparse product a frame
+        rows = np.repeat(np.arange(h * w), 3)
+        self._spread = sparse.csr_matrix((weights.ravel(), (rows, corners.ravel())), shape=(h * w, len(self.source)))
         self._at = np.stack([xs, ys], -1).astype(np.float32)  # each grid pixel's own position, in grid pixels
 
-    def maps(self, pose, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-        """map_x, map_y (h, w) float32 over `box`: where each of its pixels samples the frame."""
+    def _map(self, pose, shift) -> np.ndarray:
+        """(h, w, 2) float32 over `box`: where each of its pixels samples the frame (x, y)."""
         x0, y0, x1, y1 = self.box
         moves = ((self.target(pose, shift) - self.source) / GRID).astype(np.float32)  # in grid pixels
-        d = np.einsum("hwk,hwkc->hwc", self._weights, moves[self._corners])  # forward displacement at each grid pixel
+        d = (self._spread @ moves).reshape(*self._at.shape[:2], 2)  # forward displacement at each grid pixel
         q = self._at - d
         for _ in range(2):  # q = p - d(q): where the content now at p came from
             q = self._at - cv2.remap(d, q[..., 0], q[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        size = (d.shape[1] * GRID, d.shape[0] * GRID)
-        full = cv2.resize(q, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0] * GRID
-        return full[..., 0] + np.float32(self.origin[0]), full[..., 1] + np.float32(self.origin[1])
+        q = q * np.float32(GRID) + self.origin.astype(np.float32)  # in picture pixels: enlarging is linear, so this commutes with it
+        return cv2.resize(q, (d.shape[1] * GRID, d.shape[0] * GRID), interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
 
-    def render(self, frame: np.ndarray, pose, shift=(0.0, 0.0)) -> np.ndarray:
-        """`frame` (H, W, 3) uint8 with the head moved; pixels outside the fixed outer ring stay exactly."""
+    def maps(self, pose, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """map_x, map_y (h, w) float32 over `box`: where each of its pixels samples the frame."""
+        full = self._map(pose, shift)
+        return np.ascontiguousarray(full[..., 0]), np.ascontiguousarray(full[..., 1])
+
+    def render(self, frame: np.ndarray, pose, shift=(0.0, 0.0), out: np.ndarray | None = None) -> np.ndarray:
+        """`frame` (H, W, 3) uint8 with the head moved; pixels outside the fixed outer ring stay exactly.
+        `out`: where to write it (it may be `frame` itself: only the box inside the ring is written);
+        None: a new picture (`frame` itself when the head does not move)."""
         if self.box is None or not np.any(np.abs(np.r_[pose, shift]) > 1e-6):
-            return frame
+            if out is not None and out is not frame:
+                out[...] = frame
+            return frame if out is None else out
         x0, y0, x1, y1 = self.box
-        map_x, map_y = self.maps(pose, shift)
-        warped = cv2.remap(frame, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        out = frame.copy()
+        full = self._map(pose, shift)
+        warped = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        for ya, yb, xa, xb in self.bands:  # only what lies inside the ring
+            cv2.remap(frame, full[ya:yb, xa:xb], None, cv2.INTER_CUBIC, dst=warped[ya:yb, xa:xb], borderMode=cv2.BORDER_REPLICATE)
+        if out is None:
+            out = frame.copy()
         cv2.copyTo(warped, self.inside, out[y0:y1, x0:x1])
         return out

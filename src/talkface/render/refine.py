@@ -162,9 +162,9 @@ class Refinement:
 
     def finish(self, frame: np.ndarray, prepared: Prepared, refined: np.ndarray) -> np.ndarray:
         """The frame with the network's redrawing (`refined`: its output for `prepared`, (3, height, width)
-        float32 in [-1, 1]) added where the warp painted."""
+        float32 in [-1, 1]) added where the warp painted, in place."""
         change = luma_change(refined, prepared.crop) * self.tint * prepared.where[..., None]
-        return paste_change(frame, change, prepared.M)
+        return paste_change(frame, change, prepared.M, out=frame)
 
     def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
         """`prepare`, the network, `finish`, for one frame: the frame refined (as it is when nothing was painted)."""
@@ -205,14 +205,20 @@ def luma_change(refined: np.ndarray, crop: np.ndarray) -> np.ndarray:
     return ((np.tensordot(LUMA.numpy(), refined, 1) - before) * 127.5)[..., None]
 
 
-def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray) -> np.ndarray:
+def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """frame (H, W, 3) uint8 plus a change (h, w, 3) float32 made in crop pixels (M: picture -> crop);
-    only the pixels the crop covers can change."""
+    only the pixels the crop covers can change. `out`: where to write it (it may be `frame` itself);
+    None: a new picture (`frame` itself when nothing changes)."""
     x0, y0, x1, y1 = _covered(M, change.shape[:2], frame.shape, after=1)
+    if out is None:
+        if x1 <= x0 or y1 <= y0:
+            return frame
+        out = frame.copy()
+    elif out is not frame:
+        out[...] = frame
     if x1 <= x0 or y1 <= y0:
-        return frame
+        return out
     delta = cv2.warpAffine(change, _offset(M, x0, y0), (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    out = frame.copy()
-    roi = out[y0:y1, x0:x1].astype(np.float32) + delta
+    roi = frame[y0:y1, x0:x1].astype(np.float32) + delta
     out[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
     return out

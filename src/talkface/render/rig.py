@@ -87,8 +87,8 @@ class FaceRig:
         frame = warped.frame if refined is None else self.refinement.finish(warped.frame, warped.prepared, refined)
         if expression is None:
             return frame
-        frame = self.eyes.render(frame, expression.closure, expression.brow)
-        return self.head.render(frame, expression.pose, expression.shift) if expression.moves_head else frame
+        frame = self.eyes.render(frame, expression.closure, expression.brow, out=frame)  # the warp's own new picture: written in place
+        return self.head.render(frame, expression.pose, expression.shift, out=frame) if expression.moves_head else frame
 
     def render(self, motion: np.ndarray, speech: np.ndarray, expression: Expression | None = None) -> np.ndarray:
         """The picture with its mouth and chin moved by `motion` (P, 2), and the inside of the mouth drawn
