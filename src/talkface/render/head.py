@@ -13,9 +13,10 @@ triangles of a head turned by a few degrees differ in slope by hundredths), so i
 cheap way round: once per photo, every pixel of a coarse grid over the head (every `GRID` pixels)
 learns its triangle and barycentric weights in the photo's mesh; per frame, the points' moves are
 spread over the grid by those weights (the forward displacement d), the backward map p - d(q) is
-found by two fixed-point steps (q = p, then q = p - d(q)), enlarged to every pixel and sampled
-bicubically (a bilinear pass at fractional offsets keeps under half of a sharp photo's fine detail,
-the variance of its Laplacian; a bicubic one about three quarters).
+found by two fixed-point steps (q = p, then q = p - d(q)), enlarged to every pixel and sampled:
+bicubically inside the ring that moves with the head (a bilinear pass at fractional offsets keeps
+half of a sharp face's fine detail, the variance of its Laplacian; a bicubic one four fifths), and
+bilinearly around it, where hair and background move less, at a fifth of the cost.
 """
 from __future__ import annotations
 
@@ -34,13 +35,23 @@ GRID = 2  # the displacement is computed every GRID pixels and enlarged
 BAND = 16  # rows of the box remapped at once, each as wide as the ring is there
 
 
-def _bands(inside: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(y0, y1, x0, x1) of the box's bands of `BAND` rows, each cut to the columns where a mask (h, w) has any pixel."""
+def _bands(inside: np.ndarray, sharp: np.ndarray) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """The box's bands of `BAND` rows, each cut to the columns where the mask `inside` (h, w) has any
+    pixel: (y0, y1, [(x0, x1, interpolation), ...]), bicubic in the columns where `sharp` has any, bilinear beside them."""
     bands = []
     for ya in range(0, inside.shape[0], BAND):
-        cols = np.flatnonzero(inside[ya : ya + BAND].any(0))
-        if len(cols):
-            bands.append((ya, min(ya + BAND, inside.shape[0]), int(cols[0]), int(cols[-1]) + 1))
+        yb = min(ya + BAND, inside.shape[0])
+        cols = np.flatnonzero(inside[ya:yb].any(0))
+        if not len(cols):
+            continue
+        xa, xb = int(cols[0]), int(cols[-1]) + 1
+        fine = np.flatnonzero(sharp[ya:yb, xa:xb].any(0))
+        if len(fine):
+            sa, sb = xa + int(fine[0]), xa + int(fine[-1]) + 1
+            parts = [(xa, sa, cv2.INTER_LINEAR), (sa, sb, cv2.INTER_CUBIC), (sb, xb, cv2.INTER_LINEAR)]
+        else:
+            parts = [(xa, xb, cv2.INTER_LINEAR)]
+        bands.append((ya, yb, [part for part in parts if part[1] > part[0]]))
     return bands
 
 
@@ -81,7 +92,11 @@ class HeadWarp:
             x0, y0, x1, y1 = self.box
             self.inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(self.inside, [np.round((outer - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
-            self.bands = _bands(self.inside)
+            # the head itself (inside the ring that moves with it) is sampled bicubically; what moves less around it bilinearly
+            sharp = np.zeros_like(self.inside)
+            ring = self.source[self.groups[0]][-len(FACE_OVAL):]
+            cv2.fillPoly(sharp, [np.round((ring - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
+            self.bands = _bands(self.inside, sharp)
             self._grid()
 
     def _moved(self, points: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -156,8 +171,9 @@ class HeadWarp:
         x0, y0, x1, y1 = self.box
         full = self._map(pose, shift)
         warped = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-        for ya, yb, xa, xb in self.bands:  # only what lies inside the ring
-            cv2.remap(frame, full[ya:yb, xa:xb], None, cv2.INTER_CUBIC, dst=warped[ya:yb, xa:xb], borderMode=cv2.BORDER_REPLICATE)
+        for ya, yb, parts in self.bands:  # only what lies inside the ring
+            for xa, xb, interpolation in parts:
+                cv2.remap(frame, full[ya:yb, xa:xb], None, interpolation, dst=warped[ya:yb, xa:xb], borderMode=cv2.BORDER_REPLICATE)
         if out is None:
             out = frame.copy()
         cv2.copyTo(warped, self.inside, out[y0:y1, x0:x1])
