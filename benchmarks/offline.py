@@ -64,7 +64,7 @@ def main() -> None:
         p512 = args.photo512 or save(example, os.path.join(tmp, "photo512.png"))
         p1080 = args.photo1080 or save(wide(pictures()["360x288"]), os.path.join(tmp, "photo1080.png"))
         video = os.path.join(tmp, "talking512.mp4")
-        subprocess.run([sys.executable, "-m", "talkface", "generate", "--image", p512, "--audio", other, "--out", video, "--quiet"], check=True)
+        subprocess.run([sys.executable, "-m", "talkface", "generate", "--image", p512, "--audio", other, "--out", video, "--quiet"], check=True, stdout=subprocess.DEVNULL)
         runs = {
             "generate 512x512": ["generate", "--image", p512, "--audio", speech, "--out", os.path.join(tmp, "a.mp4"), "--overwrite"],
             "generate 1920x1080": ["generate", "--image", p1080, "--audio", speech, "--out", os.path.join(tmp, "b.mp4"), "--overwrite"],

@@ -18,7 +18,7 @@ from talkface.stopping import stop_on_signals
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8", "onnx", "onnx-int8")  # as talkface.accel.BACKENDS, without importing torch here
 
 
-BACKEND_HELP = "what runs the networks (auto = torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)"
+BACKEND_HELP = "what runs the networks (auto: the mouth refiner in onnx on the CPU, else torch; openvino and onnx run the mouth refiner or the seed's generator on the CPU; -int8: the seed's generator only)"
 CHECKPOINT_HELP = "weights (.safetensors) or a training checkpoint (.pt), or a bundled model: motion (the default) or paper (the seed's direct generator)"
 
 
@@ -379,7 +379,7 @@ def build_parser() -> Parser:
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise generator")
     d.add_argument("--mouth-scale", type=MOUTH_SCALE, default=1.0, metavar="S", help=MOUTH_SCALE_HELP)
     d.add_argument("--device", default="auto", help=DEVICE_HELP)
-    d.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the mouth refiner (auto = torch; openvino and onnx run it on the CPU); the seed's generator dubs with torch only")
+    d.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs the mouth refiner (auto: onnx on the CPU, else torch; openvino and onnx run it on the CPU); the seed's generator dubs with torch only")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
 
