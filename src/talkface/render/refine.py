@@ -13,6 +13,7 @@ faded to nothing at the crop's edges, is added to the full-resolution frame: the
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -132,6 +133,31 @@ def edge_fade(cfg: RefinerConfig) -> np.ndarray:
     return np.outer(ramp(cfg.height), ramp(cfg.width)).astype(np.float32)
 
 
+@dataclass
+class MouthCrop:
+    """What the refiner gets for one warped frame (`Refinement.prepare`): the crop (1, 3, h, w) in [-1, 1],
+    the map of the new opening (1, 1, h, w), the frame's speech (1, n_mfcc, audio_steps), and for putting
+    its answer back (`Refinement.finish`): M (2, 3) picture -> crop and where the warp painted (in the crop)."""
+
+    crop: torch.Tensor
+    opening: torch.Tensor
+    speech: torch.Tensor
+    M: np.ndarray
+    painted: np.ndarray
+
+
+@torch.inference_mode()
+def run_refiner(net, crops: list[MouthCrop]) -> list[torch.Tensor]:
+    """One network call for mouth crops of any faces and frames -> each one's redrawn crop (1, 3, h, w)."""
+    if not crops:
+        return []
+    device = next(net.parameters()).device if isinstance(net, torch.nn.Module) else torch.device("cpu")
+    inputs = [torch.cat([getattr(c, name) for c in crops]).to(device) for name in ("crop", "opening", "speech")]
+    with one_thread() if isinstance(net, torch.nn.Module) and device.type == "cpu" else contextlib.nullcontext():
+        y = net(*inputs)
+    return list(y.float().cpu().split(1))
+
+
 class Refinement:
     """A refiner ready for one face: `apply(frame, points, painted, speech)` redraws the mouth of a warped frame.
 
@@ -139,35 +165,43 @@ class Refinement:
     colour of the face's cheeks (`warp.MouthWarp.skin`): the refiner draws light and shade (`grey`),
     given the hue of the light the photo was taken in at the same luma, so drawn teeth are lit like the
     face (a neutral grey reads blue next to warm lips).
+    `apply` is `prepare`, `run_refiner`, `finish`: apart, one network call serves many frames.
     """
 
     def __init__(self, net: MouthRefiner, landmarks: np.ndarray, skin: np.ndarray):
         self.net, self.cfg = net, net.cfg  # or anything called like it (accel.RefinerGraph)
-        self.device = next(net.parameters()).device if isinstance(net, torch.nn.Module) else torch.device("cpu")
-        self.threads = one_thread if isinstance(net, torch.nn.Module) and self.device.type == "cpu" else contextlib.nullcontext
         self.u, self.iod = face_frame(landmarks)
         self.fade = edge_fade(self.cfg)
         skin = np.maximum(np.asarray(skin, np.float32), 1.0)
         self.tint = skin / float(skin @ LUMA.numpy())  # luma 1
 
-    @torch.inference_mode()
-    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
+    def prepare(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> MouthCrop | None:
         """A warped frame (H, W, 3) uint8 whose MOTION_POINTS sit at `points` (53, 2), where its warp
-        painted the mouth, and the frame's MFCC window (n_mfcc, steps) -> the frame refined (as it is
-        when nothing was painted)."""
+        painted the mouth, and the frame's MFCC window (n_mfcc, steps) -> the refiner's input (None:
+        nothing was painted, the frame stays as it is)."""
         if painted is None:
-            return frame
+            return None
         cfg = self.cfg
         M = moved_mouth_matrix(points, self.u, self.iod, cfg)
-        crop = crop_mouth(frame, M, cfg)
-        x = to_tensor(crop)[None].to(self.device)
-        opening = torch.from_numpy(opening_map(points, M, cfg))[None, None].to(self.device)
-        sound = torch.from_numpy(speech_slice(speech, cfg)).float()[None].to(self.device)
-        with self.threads():
-            y = self.net(x, opening, sound)
-        where = self.fade * mouth_region(painted_map(painted, M, cfg), cfg)
-        change = grey(y - x)[0].movedim(0, -1).float().cpu().numpy() * 127.5 * self.tint * where[..., None]
-        return paste_change(frame, change, M)
+        return MouthCrop(
+            to_tensor(crop_mouth(frame, M, cfg))[None],
+            torch.from_numpy(opening_map(points, M, cfg))[None, None],
+            torch.from_numpy(speech_slice(speech, cfg)).float()[None],
+            M,
+            painted_map(painted, M, cfg),
+        )
+
+    @torch.inference_mode()
+    def finish(self, frame: np.ndarray, crop: MouthCrop, refined: torch.Tensor) -> np.ndarray:
+        """The warped frame with the refiner's answer (1, 3, h, w) for `crop` pasted in where the warp painted."""
+        where = self.fade * mouth_region(crop.painted, self.cfg)
+        change = grey(refined - crop.crop)[0].movedim(0, -1).numpy() * 127.5 * self.tint * where[..., None]
+        return paste_change(frame, change, crop.M)
+
+    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
+        """`frame` refined (as it is when nothing was painted): `prepare`'s arguments."""
+        crop = self.prepare(frame, points, painted, speech)
+        return frame if crop is None else self.finish(frame, crop, run_refiner(self.net, [crop])[0])
 
 
 def paste_change(frame: np.ndarray, change: np.ndarray, M: np.ndarray) -> np.ndarray:

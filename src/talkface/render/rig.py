@@ -10,13 +10,18 @@ renders a frame in stages, each moving the photo's own pixels:
 3. the whole head, turned in 3-D (`talkface.render.head.HeadWarp`).
 
 It is made once per photo (or once per video frame when dubbing) and reused for every frame.
+`render` runs the stages in one go; apart (`warp_mouth`, then `finish` with the refiner's answer),
+one refiner call serves the frames of many streams, or a whole chunk of one.
 Where the face mesh gave depth, the mouth moves in the face's own 3-D frame: its width is the 3-D
 one, and its motion is projected with the face's axes, so a turned face opens its mouth as far,
 for its size, as a frontal one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 from talkface.expression import Expression
 from talkface.render.eyes import EyeWarp
@@ -24,7 +29,7 @@ from talkface.geometry import face_axes
 from talkface.render.head import HeadWarp
 from talkface.media.face import MOTION_POINTS, MOUTH_CORNERS, Face, align_matrix
 from talkface.models.refiner import MouthRefiner
-from talkface.render.refine import Refinement
+from talkface.render.refine import MouthCrop, Refinement, run_refiner
 from talkface.render.mouth import MouthWarp, close_mouth
 
 
@@ -61,19 +66,38 @@ class FaceRig:
         """motion (P, 2) in rest mouth widths -> positions (P, 2) of MOTION_POINTS in picture pixels"""
         return self.rest + np.asarray(motion, np.float64) @ self.unit
 
-    def render(self, motion: np.ndarray, speech: np.ndarray, expression: Expression | None = None) -> np.ndarray:
-        """The picture with its mouth and chin moved by `motion` (P, 2), and the inside of the mouth drawn
-        for the frame's speech (its MFCC window (n_mfcc, steps), as the motion model got it); lids, brows
-        and head moved by `expression` (None: they stay as in the picture): (H, W, 3) uint8"""
+    def warp_mouth(self, motion: np.ndarray, speech: np.ndarray) -> Warped:
+        """Stage 1: the picture with its mouth and chin moved by `motion` (P, 2), and what the refiner
+        needs to draw the inside of the mouth for the frame's speech (its MFCC window (n_mfcc, steps))."""
         target = self.target(motion)
         if self.refinement is None:
-            frame = self.warp.render(target)
-        else:
-            frame, painted = self.warp.render_painted(target)
-            frame = self.refinement.apply(frame, target, painted, speech)
+            return Warped(self.warp.render(target))
+        frame, painted = self.warp.render_painted(target)
+        return Warped(frame, self.refinement.prepare(frame, target, painted, speech))
+
+    def finish(self, warped: Warped, refined: torch.Tensor | None, expression: Expression | None = None) -> np.ndarray:
+        """Stage 2: the refiner's answer for `warped.crop` (`run_refiner`; None when there is no crop) pasted
+        in, then lids, brows and head moved by `expression` (None: they stay as in the picture): (H, W, 3) uint8"""
+        frame = warped.frame if warped.crop is None else self.refinement.finish(warped.frame, warped.crop, refined)
         if expression is None:
             return frame
         if self._eyes is None:
             self._eyes, self._head = EyeWarp(self.face.landmarks, self.face.size), HeadWarp(self.face, self.shape)
         frame = self._eyes.render(frame, expression.closure, expression.brow)
         return self._head.render(frame, expression.pose, expression.shift) if expression.moves_head else frame
+
+    def render(self, motion: np.ndarray, speech: np.ndarray, expression: Expression | None = None) -> np.ndarray:
+        """The picture with its mouth and chin moved by `motion` (P, 2), and the inside of the mouth drawn
+        for the frame's speech (its MFCC window (n_mfcc, steps), as the motion model got it); lids, brows
+        and head moved by `expression` (None: they stay as in the picture): (H, W, 3) uint8"""
+        warped = self.warp_mouth(motion, speech)
+        refined = run_refiner(self.refinement.net, [warped.crop])[0] if warped.crop is not None else None
+        return self.finish(warped, refined, expression)
+
+
+@dataclass
+class Warped:
+    """A frame after the mouth warp (H, W, 3) uint8, and the refiner's input for it (None: nothing to redraw)."""
+
+    frame: np.ndarray
+    crop: MouthCrop | None = None
