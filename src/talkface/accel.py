@@ -381,8 +381,9 @@ class GraphBackend:
 
 
 class RefinerGraph:
-    """The motion model's mouth refiner exported to ONNX and run by OpenVINO or ONNX Runtime (float32),
-    one crop per call: called like the module, (crop, opening, speech) tensors -> the refined crop."""
+    """The motion model's mouth refiner exported to ONNX and run by OpenVINO or ONNX Runtime (float32):
+    called like the module, (crop, opening, speech) tensors -> the refined crops; the graph takes one
+    crop at a time, so a batch runs crop by crop."""
 
     def __init__(self, refiner: nn.Module, runtime: str, threads: int = 1, streams: int = 1):
         self.cfg = refiner.cfg
@@ -393,7 +394,8 @@ class RefinerGraph:
         self.graph = RUNTIMES[runtime](model, ["crop", "opening", "speech"], threads, 1, streams)
 
     def __call__(self, crop: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.graph(*(x.cpu().float().numpy() for x in (crop, opening, speech))))
+        inputs = [x.cpu().float().numpy() for x in (crop, opening, speech)]
+        return torch.from_numpy(np.concatenate([self.graph(*(x[i : i + 1] for x in inputs)) for i in range(len(crop))]))
 
 
 class MotionBackend:

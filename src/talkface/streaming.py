@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ from talkface.models import Generator, GeneratorState
 from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
+from talkface.render.refine import MouthCrop, run_refiner
 from talkface.render.rig import FaceRig
-from talkface.threads import one_thread
+from talkface.threads import Batcher, one_thread
 
 
 class _AudioStream:
@@ -96,19 +98,83 @@ class FaceStream(_AudioStream):
 class MotionStream(_AudioStream):
     """Push 16 kHz mono samples, get (the mouth motion (P, 2) float32, the MFCC window (n_mfcc, steps)
     it came from) for every frame whose audio is complete: the motion model's counterpart of
-    `FaceStream` (`FaceRig.render` draws such a pair)."""
+    `FaceStream` (`FaceRig.render` draws such a pair). `batch`: a `MotionBatch` whose other streams'
+    frames are decoded in the same model calls."""
 
-    def __init__(self, model: MotionModel, cfg: Config, seed: int = 0, max_batch: int = 32):
+    def __init__(self, model: MotionModel, cfg: Config, seed: int = 0, max_batch: int = 32, batch: MotionBatch | None = None):
         super().__init__(cfg, seed, max_batch)
-        self.model = model
-        self.device = next(model.parameters()).device
+        self.model, self.batch = model, batch
 
-    @torch.inference_mode()
-    def _outputs(self, mfcc: torch.Tensor) -> Iterator[np.ndarray]:
-        z = self.model.noise.sample(1, mfcc.shape[1], generator=self.noise_rng)
-        with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
-            motion, self.state = self.model.decode(mfcc.to(self.device), z.to(self.device), self.state)
-        yield from zip(motion[0].float().cpu().numpy(), mfcc[0].numpy())
+    def _decode(self, windows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(windows), self.max_batch):
+            chunk = windows[i : i + self.max_batch]
+            yield from self.batch.motion((self, chunk)) if self.batch is not None else decode_motion(self.model, [(self, chunk)])[0]
+
+
+def _stack_hidden(hidden: list[torch.Tensor | None], gru: torch.nn.GRU, device: torch.device) -> torch.Tensor | None:
+    """Streams' GRU states (layers, 1, dim) as one batch; a stream that has not started yet starts from zeros (as None does)."""
+    if all(h is None for h in hidden):
+        return None
+    zero = torch.zeros(gru.num_layers, 1, gru.hidden_size, device=device)
+    return torch.cat([zero if h is None else h for h in hidden], 1)
+
+
+@torch.inference_mode()
+def decode_motion(model: MotionModel, work: list[tuple[MotionStream, np.ndarray]]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Streams' new MFCC windows (T, n_mfcc, steps) -> each stream's (motion (P, 2), window) pairs.
+
+    Streams with as many new windows run in one model call, each with its own recurrent state and noise
+    (drawn from its own generator, frame by frame): a stream's motion is the same, to float rounding,
+    whatever else runs with it.
+    """
+    device = next(model.parameters()).device
+    out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in work]
+    by_length: dict[int, list[int]] = {}
+    for i, (_, windows) in enumerate(work):
+        if len(windows):
+            by_length.setdefault(len(windows), []).append(i)
+    for t, rows in by_length.items():
+        streams = [work[i][0] for i in rows]
+        mfcc = torch.from_numpy(np.stack([work[i][1] for i in rows])).to(device)  # (B, T, n_mfcc, steps)
+        z = torch.cat([model.noise.sample(1, t, generator=s.noise_rng) for s in streams]).to(device)
+        state = GeneratorState(_stack_hidden([s.state.audio for s in streams], model.audio_encoder.gru, device),
+                               _stack_hidden([s.state.noise for s in streams], model.noise.gru, device))
+        with one_thread() if device.type == "cpu" else contextlib.nullcontext():
+            motion, state = model.decode(mfcc, z, state)
+        motion = motion.float().cpu().numpy()
+        for b, (i, stream) in enumerate(zip(rows, streams)):
+            stream.state = GeneratorState(state.audio[:, b : b + 1], state.noise[:, b : b + 1])
+            stream.frames_out += t
+            out[i] = list(zip(motion[b], work[i][1]))
+    return out
+
+
+class MotionBatch:
+    """Live streams of the motion model made together: every stream that has frames due when a call
+    is made joins one motion model call (`decode_motion`), and the mouth crops of all their frames
+    one refiner call (`run_refiner`), whichever thread drives each stream (`threads.Batcher`: while
+    one call runs, the next gathers). Each stream keeps its own recurrent state, noise, audio
+    features and expressions; its warps and whatever follows run on its own thread, so the streams'
+    pixel work spreads over the cores.
+
+    `stream(cfg, photo, seed)`: a `PhotoStream` in the batch. Its frames equal a stream's alone with
+    the same seed, to float rounding.
+    """
+
+    def __init__(self, model: MotionModel, refiner=None):
+        """`refiner`: what runs the mouth refiner (`accel.MotionBackend.refiner`; default: the model's own)."""
+        self.model = model.eval()
+        self.refiner = model.refiner if refiner is None else refiner
+        self.motion = Batcher(lambda work: decode_motion(self.model, work))
+        self.refine = Batcher(self._refine)
+
+    def _refine(self, groups: list[list[MouthCrop]]) -> list[list[torch.Tensor]]:
+        refined = run_refiner(self.refiner, [c for g in groups for c in g])
+        starts = np.cumsum([0] + [len(g) for g in groups])
+        return [refined[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+    def stream(self, cfg: Config, photo: PreparedPhoto, seed: int = 0) -> PhotoStream:
+        return PhotoStream(self.model, cfg, photo, seed=seed, batch=self)
 
 
 class PreparedPhoto:
@@ -154,21 +220,38 @@ class PhotoStream:
     (`FaceRig`); with the seed's frame generator, each generated crop (`FaceStream`) is pasted back.
     """
 
-    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None, refiner=None):
+    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None, refiner=None,
+                 batch: MotionBatch | None = None):
         """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`);
-        `refiner`: what runs a motion model's mouth refiner (`accel.MotionBackend.refiner`; default: the model's own)."""
+        `refiner`: what runs a motion model's mouth refiner (`accel.MotionBackend.refiner`; default: the model's own);
+        `batch`: a `MotionBatch` that makes this stream's frames together with its other streams' (its refiner is used)."""
         self.photo = photo
-        self.render = photo.paste
+        self.render = self._paste
         if crops is None and isinstance(model, MotionModel):
-            crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
-            rig = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner)
-            expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
-            # frame: (motion, speech); blinks, brows and head motion follow the same seed and speech
-            self.render = lambda frame: rig.render(*frame, expressions.step(frame[1]) if expressions else None)
+            refiner = batch.refiner if batch is not None else model.refiner if refiner is None else refiner
+            crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch, batch=batch)
+            self.rig = photo.rig(cfg.motion.gain, refiner)
+            # blinks, brows and head motion follow the same seed and speech
+            self.expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
+            self.refine = batch.refine if batch is not None else partial(run_refiner, refiner)
+            self.render = self._animate
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
         self.crops = crops
+
+    def _paste(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.photo.paste(c) for c in crops]
+
+    def _animate(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """(motion, speech) pairs -> frames: every mouth warped, then one refiner call for all their mouth crops."""
+        warped = [self.rig.warp_mouth(motion, speech) for motion, speech in frames]
+        crops = [w.crop for w in warped if w.crop is not None]
+        refined = iter(self.refine(crops) if crops else [])
+        return [
+            self.rig.finish(w, next(refined) if w.crop is not None else None, self.expressions.step(speech) if self.expressions else None)
+            for w, (_, speech) in zip(warped, frames)
+        ]
 
     @property
     def frames_out(self) -> int:
@@ -180,15 +263,16 @@ class PhotoStream:
 
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         """Full-resolution frames (H, W, 3) uint8 completed by these samples (possibly none)."""
-        return [self.render(c) for c in self.crops.push(samples)]
+        return self.render(self.crops.push(samples))
 
     def flush(self) -> list[np.ndarray]:
         """The remaining frames once the audio has ended."""
-        return [self.render(c) for c in self.crops.flush()]
+        return self.render(self.crops.flush())
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for crop in self.crops.run(chunks):
-            yield self.render(crop)
+        for samples in chunks:
+            yield from self.push(samples)
+        yield from self.flush()
 
 
 @dataclass
