@@ -17,7 +17,8 @@ complete would be a bug, and is counted (`early`).
 A count is sustained when p99 latency <= 250 ms, every expected frame arrived, and no stream was
 stopped ("generation cannot keep up"). Run:
     PYTHONPATH=src python benchmarks/serve_load.py [--streams 1,2,4,6] [--seconds 20] [--photo P] [--speech S] [--device auto]
-Prints a table and one JSON line.
+Also reported: the server's CPU time per frame delivered, and the cores used meanwhile by the server, the
+clients and everything else on the machine (another job's load skews a row: rerun it). Prints a table and one JSON line.
 """
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def example_512() -> np.ndarray:
     big = cv2.resize(face, (round(face.shape[1] * scale), 512), interpolation=cv2.INTER_CUBIC)
     x0 = (big.shape[1] - 512) // 2
     return np.ascontiguousarray(big[:, x0 : x0 + 512])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time all processes of the machine have spent so far (Linux /proc/stat, every core together)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _, _, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def samples_needed(cfg: AudioConfig, frames: int) -> np.ndarray:
@@ -116,17 +131,18 @@ async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speec
     return {"frames": len(arrivals), "latency_ms": latency, "early": early, "last": last}
 
 
-async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: float, cfg: AudioConfig) -> dict:
+async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: float, cfg: AudioConfig, pid: int) -> dict:
     blocks = int(round(seconds * RATE / BLOCK))
     expected = num_frames(blocks * BLOCK, cfg)
     needed = samples_needed(cfg, expected)
     frame_s = 1 / cfg.fps
     async with aiohttp.ClientSession() as session:
-        load_before = os.getloadavg()
+        load_before, server_cpu, client_cpu, busy, t0 = os.getloadavg(), cpu_seconds(pid), time.process_time(), busy_seconds(), time.perf_counter()
         results = await asyncio.gather(*[
             one_stream(session, base, face, speech, blocks, k * 7919, k * frame_s / n, needed) for k in range(n)
         ])
-        load_after = os.getloadavg()
+        load_after, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
+        busy, wall = busy_seconds() - busy, time.perf_counter() - t0
     latency = np.concatenate([r["latency_ms"] for r in results]) if any(r["latency_ms"] for r in results) else np.array([math.nan])
     stopped = sum(1 for r in results if not r["last"] or r["last"]["type"] != "done")
     row = {
@@ -135,12 +151,15 @@ async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: f
         "stopped": stopped, "early": sum(r["early"] for r in results),
         "errors": sorted({r["last"]["error"] for r in results if r["last"] and r["last"]["type"] == "error"}),
         "load_1min_before": round(load_before[0], 2), "load_1min_after": round(load_after[0], 2),
+        "server_cpu_ms_per_frame": round(server_cpu * 1000 / max(1, sum(r["frames"] for r in results)), 1),
+        "server_cores": round(server_cpu / wall, 2), "client_cores": round(client_cpu / wall, 2),
+        "other_cores": round(max(0.0, busy - server_cpu - client_cpu) / wall, 2),  # everything else on the machine meanwhile
     }
     row["sustained"] = row["latency_ms_p99"] <= P99_LIMIT_MS and row["frames"] == row["frames_expected"] and stopped == 0
     return row
 
 
-async def drive(args: argparse.Namespace, base: str, photo: bytes, counts: list[int]) -> tuple[dict, list[dict]]:
+async def drive(args: argparse.Namespace, base: str, pid: int, photo: bytes, counts: list[int]) -> tuple[dict, list[dict]]:
     cfg = AudioConfig()
     speech = load_audio(args.speech or asset("example_speech.wav"), RATE)
     async with aiohttp.ClientSession() as session:
@@ -148,14 +167,15 @@ async def drive(args: argparse.Namespace, base: str, photo: bytes, counts: list[
         answer = await r.json()
         assert r.status == 200, answer
         info = await (await session.get(f"{base}/api/info")).json()
-    await run_count(base, answer["face"], speech, 1, 2.0, cfg)  # warm-up (first calls, allocations), not reported
+    await run_count(base, answer["face"], speech, 1, 2.0, cfg, pid)  # warm-up (first calls, allocations), not reported
     rows = []
     for n in counts:
         await asyncio.sleep(args.pause)
-        row = await run_count(base, answer["face"], speech, n, args.seconds, cfg)
+        row = await run_count(base, answer["face"], speech, n, args.seconds, cfg, pid)
         rows.append(row)
         print(f"  {n:3d} streams: latency p50 {row['latency_ms_p50']:7.1f} ms, p99 {row['latency_ms_p99']:7.1f} ms, max {row['latency_ms_max']:7.1f} ms; "
-              f"frames {row['frames']}/{row['frames_expected']}, stopped {row['stopped']}, load {row['load_1min_before']}->{row['load_1min_after']}"
+              f"frames {row['frames']}/{row['frames_expected']}, stopped {row['stopped']}; server {row['server_cpu_ms_per_frame']} ms CPU a frame, "
+              f"{row['server_cores']} cores (client {row['client_cores']}, others {row['other_cores']}); load {row['load_1min_before']}->{row['load_1min_after']}"
               f"{'' if row['sustained'] else '  (not sustained)'}", flush=True)
     return {**answer, "backend": info["backend"]}, rows
 
@@ -187,7 +207,7 @@ def main() -> None:
                 log.seek(0)
                 raise SystemExit(f"server did not start: {line!r}\n{log.read()[-2000:]}")
             print(f"serve load: {line.strip()}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {args.seconds:g} s of speech per stream", flush=True)
-            face, rows = asyncio.run(drive(args, f"http://127.0.0.1:{port}", photo, counts))
+            face, rows = asyncio.run(drive(args, f"http://127.0.0.1:{port}", server.pid, photo, counts))
         finally:
             server.terminate()
             server.wait(10)
