@@ -397,7 +397,8 @@ def build_parser() -> Parser:
     v.add_argument("--max-jobs", type=COUNT, default=1, help="mp4 jobs (/api/generate) at once; more get 429")
     v.add_argument("--device", default="auto", help=DEVICE_HELP + "; the graph backends run on the CPU")
     v.add_argument("--batch-streams", action=argparse.BooleanOptionalAction, default=None,
-                   help="make all live streams' frames in shared generator calls (default: on a GPU only; needs backend torch)")
+                   help="make all live streams' frames in shared model calls (default: always for the motion model; "
+                        "for the seed's generator on a GPU only, and it needs backend torch)")
     v.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("train-sync", help="train the lip-sync expert used by `evaluate`")

@@ -3,7 +3,8 @@
 `FaceStream` turns pushed audio into face crops; `PhotoStream` wraps it for a whole photo (the
 face found, aligned and encoded once; every generated crop pasted back at full resolution);
 `StreamBatch` runs many streams of different faces through one generator call per step, which is
-how one GPU serves many live streams at once.
+how one GPU serves many live streams at once; `MotionBatch` does the same for the motion model (one
+motion model call and one mouth refiner call for every stream with frames due).
 They are the engine behind both offline generation (all of a file's audio pushed in chunks) and
 live streaming (microphone chunks of any size), so the two produce the same frames.
 
