@@ -17,7 +17,7 @@ complete would be a bug, and is counted (`early`).
 A count is sustained when p99 latency <= 250 ms, every expected frame arrived, and no stream was
 stopped ("generation cannot keep up"). Run:
     PYTHONPATH=src python benchmarks/serve_load.py [--streams 1,2,4,6] [--seconds 20] [--photo P] [--speech S] [--device auto]
-Also reported: the server's CPU time per frame delivered, and the cores used meanwhile by the server, the
+Also reported: the server's own time to make each frame (its header), its CPU time per frame delivered, and the cores used meanwhile by the server, the
 clients and everything else on the machine (another job's load skews a row: rerun it). Prints a table and one JSON line.
 """
 from __future__ import annotations
@@ -92,6 +92,7 @@ async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speec
     sent = np.full(blocks, np.nan)  # when block i was sent
     ended = [math.nan]
     arrivals: list[tuple[int, int, float]] = []  # (frame index, samples in its header, arrival time)
+    made: list[float] = []  # the server's time to make each frame (its header)
     last = None
     async with session.ws_connect(f"{base}/ws?face={face}", max_msg_size=2**23) as ws:
         ready = await ws.receive_json()
@@ -112,8 +113,9 @@ async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speec
         task = asyncio.create_task(sender())
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
-                index, samples, _ = FRAME_HEADER.unpack(msg.data[:12])
+                index, samples, ms = FRAME_HEADER.unpack(msg.data[:12])
                 arrivals.append((index, samples, time.perf_counter()))
+                made.append(ms)
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 last = json.loads(msg.data)
                 if last["type"] in ("done", "error"):
@@ -128,7 +130,7 @@ async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speec
         if block < blocks and samples < needed[index]:
             early += 1
         latency.append((at - start) * 1000)
-    return {"frames": len(arrivals), "latency_ms": latency, "early": early, "last": last}
+    return {"frames": len(arrivals), "latency_ms": latency, "made_ms": made, "early": early, "last": last}
 
 
 async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: float, cfg: AudioConfig, pid: int) -> dict:
@@ -144,10 +146,12 @@ async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: f
         load_after, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
         busy, wall = busy_seconds() - busy, time.perf_counter() - t0
     latency = np.concatenate([r["latency_ms"] for r in results]) if any(r["latency_ms"] for r in results) else np.array([math.nan])
+    made = np.concatenate([r["made_ms"] for r in results]) if any(r["made_ms"] for r in results) else np.array([math.nan])
     stopped = sum(1 for r in results if not r["last"] or r["last"]["type"] != "done")
     row = {
         "streams": n, "latency_ms_p50": round(float(np.percentile(latency, 50)), 1), "latency_ms_p99": round(float(np.percentile(latency, 99)), 1),
-        "latency_ms_max": round(float(np.max(latency)), 1), "frames": sum(r["frames"] for r in results), "frames_expected": expected * n,
+        "latency_ms_max": round(float(np.max(latency)), 1),
+        "made_ms_p50": round(float(np.percentile(made, 50)), 1), "made_ms_p99": round(float(np.percentile(made, 99)), 1), "frames": sum(r["frames"] for r in results), "frames_expected": expected * n,
         "stopped": stopped, "early": sum(r["early"] for r in results),
         "errors": sorted({r["last"]["error"] for r in results if r["last"] and r["last"]["type"] == "error"}),
         "load_1min_before": round(load_before[0], 2), "load_1min_after": round(load_after[0], 2),
@@ -174,6 +178,7 @@ async def drive(args: argparse.Namespace, base: str, pid: int, photo: bytes, cou
         row = await run_count(base, answer["face"], speech, n, args.seconds, cfg, pid)
         rows.append(row)
         print(f"  {n:3d} streams: latency p50 {row['latency_ms_p50']:7.1f} ms, p99 {row['latency_ms_p99']:7.1f} ms, max {row['latency_ms_max']:7.1f} ms; "
+              f"server made them in p50 {row['made_ms_p50']}, p99 {row['made_ms_p99']} ms; "
               f"frames {row['frames']}/{row['frames_expected']}, stopped {row['stopped']}; server {row['server_cpu_ms_per_frame']} ms CPU a frame, "
               f"{row['server_cores']} cores (client {row['client_cores']}, others {row['other_cores']}); load {row['load_1min_before']}->{row['load_1min_after']}"
               f"{'' if row['sustained'] else '  (not sustained)'}", flush=True)

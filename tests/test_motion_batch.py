@@ -158,6 +158,8 @@ def animator(motion_checkpoint):
 def test_server_batches_motion_streams_and_seeds_each_stream(animator):
     from test_serve import run, upload_face
 
+    from talkface.serve import Limits
+
     import aiohttp
     import json
 
@@ -186,7 +188,7 @@ def test_server_batches_motion_streams_and_seeds_each_stream(animator):
         chosen = await asyncio.gather(frames_of(client, face, 7), frames_of(client, face, 7))
         return info, (bad.status, await bad.json()), default, chosen
 
-    info, bad, default, chosen = run(animator, scenario, batch_streams=None)
+    info, bad, default, chosen = run(animator, scenario, Limits(max_streams=2), batch_streams=None)
     assert info["batched_streams"] is True
     assert bad[0] == 400 and "seed must be a whole number" in bad[1]["error"]
     (seed_a, a), (seed_b, b) = default
