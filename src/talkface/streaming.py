@@ -288,14 +288,6 @@ class _Slot:
     frames_out: int = 0
 
 
-@dataclass
-class _Request:
-    key: int
-    windows: np.ndarray
-    crops: list[np.ndarray] | None = None
-    error: BaseException | None = None
-
-
 class StreamBatch:
     """Many live streams, one face each, generated together: one generator call per step for every
     stream that has a frame ready, each with its own recurrent state, noise and audio features.
@@ -305,7 +297,7 @@ class StreamBatch:
     Single-threaded use: `push({key: samples})` -> `{key: new crops}`. From many threads (a server's
     workers, one per stream): `stream(still)` gives each a `FaceStream`-like handle whose pushes
     are generated together with whatever the other threads ask for meanwhile (while one batch runs,
-    the next gathers; then one of the waiting threads runs it).
+    the next gathers; then one of the waiting threads runs it: `threads.Batcher`).
     """
 
     def __init__(self, generator: Generator, cfg: Config, stills: Iterable[np.ndarray] = (), seeds: Iterable[int] | None = None):
@@ -314,9 +306,8 @@ class StreamBatch:
         self.device = next(generator.parameters()).device
         self.slots: dict[int, _Slot] = {}
         self.next_key = 0
-        self.cond = threading.Condition()
-        self.queue: list[_Request] = []
-        self.busy = False
+        self.lock = threading.Lock()  # slots join and leave from any thread
+        self.gather = Batcher(self._generate)
         self._stacked: tuple[tuple[int, ...], Identity] | None = None  # identities of the last batch, stacked
         stills = list(stills)
         for still, seed in zip(stills, seeds if seeds is not None else [0] * len(stills)):
@@ -337,13 +328,13 @@ class StreamBatch:
             torch.Generator().manual_seed(seed),
             FeatureStream(self.cfg.audio),
         )
-        with self.cond:
+        with self.lock:
             key, self.next_key = self.next_key, self.next_key + 1
             self.slots[key] = slot
         return key
 
     def remove(self, key: int) -> None:
-        with self.cond:
+        with self.lock:
             self.slots.pop(key, None)
 
     def push(self, chunks: dict[int, np.ndarray | None]) -> dict[int, list[np.ndarray]]:
@@ -363,28 +354,11 @@ class StreamBatch:
         """Thread-safe: crops for `windows` of stream `key`, in one batch with other threads' requests."""
         if len(windows) == 0:
             return []
-        request = _Request(key, windows)
-        with self.cond:
-            self.queue.append(request)
-            while request.crops is None and request.error is None:
-                if self.busy:
-                    self.cond.wait()
-                    continue
-                self.busy, batch, self.queue = True, self.queue, []
-                self.cond.release()
-                try:
-                    crops, error = self._decode({r.key: r.windows for r in batch}), None
-                except BaseException as e:  # handed to every waiting thread of this batch
-                    crops, error = {}, e
-                finally:
-                    self.cond.acquire()
-                    self.busy = False
-                    for r in batch:
-                        r.crops, r.error = crops.get(r.key, []), error
-                    self.cond.notify_all()
-        if request.error is not None:
-            raise request.error
-        return request.crops
+        return self.gather((key, windows))
+
+    def _generate(self, work: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
+        crops = self._decode(dict(work))
+        return [crops.get(key, []) for key, _ in work]
 
     def _identity(self, keys: tuple[int, ...]) -> Identity:
         """The identities of these streams stacked into one batch (kept while the same streams step together)."""
