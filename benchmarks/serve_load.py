@@ -125,7 +125,7 @@ async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speec
             await task
     latency, early = [], 0
     for index, samples, at in arrivals:
-        block = int(math.ceil(needed[index] / BLOCK)) - 1 if index < len(needed) else blocks
+        block = math.ceil(needed[index] / BLOCK) - 1 if index < len(needed) else blocks
         start = sent[block] if block < blocks else ended[0]
         if block < blocks and samples < needed[index]:
             early += 1
@@ -134,7 +134,7 @@ async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speec
 
 
 async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: float, cfg: AudioConfig, pid: int) -> dict:
-    blocks = int(round(seconds * RATE / BLOCK))
+    blocks = round(seconds * RATE / BLOCK)
     expected = num_frames(blocks * BLOCK, cfg)
     needed = samples_needed(cfg, expected)
     frame_s = 1 / cfg.fps

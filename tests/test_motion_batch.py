@@ -156,12 +156,12 @@ def animator(motion_checkpoint):
 
 
 def test_server_batches_motion_streams_and_seeds_each_stream(animator):
+    import json
+
+    import aiohttp
     from test_serve import run, upload_face
 
     from talkface.serve import Limits
-
-    import aiohttp
-    import json
 
     audio = speech_like(1.0, seed=4)
 

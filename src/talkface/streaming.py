@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -172,7 +173,7 @@ class MotionBatch:
     def _refine(self, groups: list[list[MouthCrop]]) -> list[list[torch.Tensor]]:
         refined = run_refiner(self.refiner, [c for g in groups for c in g])
         starts = np.cumsum([0] + [len(g) for g in groups])
-        return [refined[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        return [refined[a:b] for a, b in pairwise(starts)]
 
     def stream(self, cfg: Config, photo: PreparedPhoto, seed: int = 0) -> PhotoStream:
         return PhotoStream(self.model, cfg, photo, seed=seed, batch=self)
