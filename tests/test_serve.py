@@ -236,7 +236,7 @@ def test_openvino_backend_serves_two_streams_at_once(tiny_weights):
         face = await upload_face(client)
         return await asyncio.gather(*(stream(client, face["face"], a, chunk=640) for a in audios))
 
-    for (frames, last), audio in zip(run(animator, scenario), audios):
+    for (frames, last), audio in zip(run(animator, scenario, Limits(max_streams=2)), audios):
         n = num_frames(len(audio), animator.cfg.audio)
         assert last == {"type": "done", "frames": n} and [f[0] for f in frames] == list(range(n))
 
@@ -256,7 +256,7 @@ def test_batched_streams_share_generator_calls(tiny_weights):
         return results, len(service.batch)
 
     try:
-        results, left = run(animator, scenario, workers=3, batch_streams=True)
+        results, left = run(animator, scenario, Limits(max_streams=3), workers=3, batch_streams=True)
     finally:
         animator.generator.decode = decode
     n = num_frames(len(audio), animator.cfg.audio)

@@ -3,7 +3,8 @@
 `FaceStream` turns pushed audio into face crops; `PhotoStream` wraps it for a whole photo (the
 face found, aligned and encoded once; every generated crop pasted back at full resolution);
 `StreamBatch` runs many streams of different faces through one generator call per step, which is
-how one GPU serves many live streams at once.
+how one GPU serves many live streams at once; `MotionBatch` does the same for the motion model (one
+motion model call and one mouth refiner call for every stream with frames due).
 They are the engine behind both offline generation (all of a file's audio pushed in chunks) and
 live streaming (microphone chunks of any size), so the two produce the same frames.
 
@@ -18,6 +19,8 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -31,8 +34,9 @@ from talkface.models import Generator, GeneratorState
 from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
+from talkface.render.refine import Prepared, run_refiner
 from talkface.render.rig import FaceRig, Job, render_frames
-from talkface.threads import one_thread
+from talkface.threads import Batcher, one_thread
 
 
 class _AudioStream:
@@ -96,19 +100,83 @@ class FaceStream(_AudioStream):
 class MotionStream(_AudioStream):
     """Push 16 kHz mono samples, get (the mouth motion (P, 2) float32, the MFCC window (n_mfcc, steps)
     it came from) for every frame whose audio is complete: the motion model's counterpart of
-    `FaceStream` (`FaceRig.render` draws such a pair)."""
+    `FaceStream` (`FaceRig.render` draws such a pair). `batch`: a `MotionBatch` whose other streams'
+    frames are decoded in the same model calls."""
 
-    def __init__(self, model: MotionModel, cfg: Config, seed: int = 0, max_batch: int = 32):
+    def __init__(self, model: MotionModel, cfg: Config, seed: int = 0, max_batch: int = 32, batch: MotionBatch | None = None):
         super().__init__(cfg, seed, max_batch)
-        self.model = model
-        self.device = next(model.parameters()).device
+        self.model, self.batch = model, batch
 
-    @torch.inference_mode()
-    def _outputs(self, mfcc: torch.Tensor) -> Iterator[np.ndarray]:
-        z = self.model.noise.sample(1, mfcc.shape[1], generator=self.noise_rng)
-        with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
-            motion, self.state = self.model.decode(mfcc.to(self.device), z.to(self.device), self.state)
-        yield from zip(motion[0].float().cpu().numpy(), mfcc[0].numpy())
+    def _decode(self, windows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(windows), self.max_batch):
+            chunk = windows[i : i + self.max_batch]
+            yield from self.batch.motion((self, chunk)) if self.batch is not None else decode_motion(self.model, [(self, chunk)])[0]
+
+
+def _stack_hidden(hidden: list[torch.Tensor | None], gru: torch.nn.GRU, device: torch.device) -> torch.Tensor | None:
+    """Streams' GRU states (layers, 1, dim) as one batch; a stream that has not started yet starts from zeros (as None does)."""
+    if all(h is None for h in hidden):
+        return None
+    zero = torch.zeros(gru.num_layers, 1, gru.hidden_size, device=device)
+    return torch.cat([zero if h is None else h for h in hidden], 1)
+
+
+@torch.inference_mode()
+def decode_motion(model: MotionModel, work: list[tuple[MotionStream, np.ndarray]]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Streams' new MFCC windows (T, n_mfcc, steps) -> each stream's (motion (P, 2), window) pairs.
+
+    Streams with as many new windows run in one model call, each with its own recurrent state and noise
+    (drawn from its own generator, frame by frame): a stream's motion is the same, to float rounding,
+    whatever else runs with it.
+    """
+    device = next(model.parameters()).device
+    out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in work]
+    by_length: dict[int, list[int]] = {}
+    for i, (_, windows) in enumerate(work):
+        if len(windows):
+            by_length.setdefault(len(windows), []).append(i)
+    for t, rows in by_length.items():
+        streams = [work[i][0] for i in rows]
+        mfcc = torch.from_numpy(np.stack([work[i][1] for i in rows])).to(device)  # (B, T, n_mfcc, steps)
+        z = torch.cat([model.noise.sample(1, t, generator=s.noise_rng) for s in streams]).to(device)
+        state = GeneratorState(_stack_hidden([s.state.audio for s in streams], model.audio_encoder.gru, device),
+                               _stack_hidden([s.state.noise for s in streams], model.noise.gru, device))
+        with one_thread() if device.type == "cpu" else contextlib.nullcontext():
+            motion, state = model.decode(mfcc, z, state)
+        motion = motion.float().cpu().numpy()
+        for b, (i, stream) in enumerate(zip(rows, streams)):
+            stream.state = GeneratorState(state.audio[:, b : b + 1], state.noise[:, b : b + 1])
+            stream.frames_out += t
+            out[i] = list(zip(motion[b], work[i][1]))
+    return out
+
+
+class MotionBatch:
+    """Live streams of the motion model made together: every stream that has frames due when a call
+    is made joins one motion model call (`decode_motion`), and the mouth crops of all their frames
+    one refiner call (`run_refiner`), whichever thread drives each stream (`threads.Batcher`: while
+    one call runs, the next gathers). Each stream keeps its own recurrent state, noise, audio
+    features and expressions; its warps and whatever follows run on its own thread, so the streams'
+    pixel work spreads over the cores.
+
+    `stream(cfg, photo, seed)`: a `PhotoStream` in the batch. Its frames equal a stream's alone with
+    the same seed, to float rounding.
+    """
+
+    def __init__(self, model: MotionModel, refiner=None):
+        """`refiner`: what runs the mouth refiner (`accel.MotionBackend.refiner`; default: the model's own)."""
+        self.model = model.eval()
+        self.refiner = model.refiner if refiner is None else refiner
+        self.motion = Batcher(lambda work: decode_motion(self.model, work))
+        self.refine = Batcher(self._refine)
+
+    def _refine(self, groups: list[list[Prepared]]) -> list[np.ndarray]:
+        refined = run_refiner(self.refiner, [c for g in groups for c in g])
+        starts = np.cumsum([0] + [len(g) for g in groups])
+        return [refined[a:b] for a, b in pairwise(starts)]
+
+    def stream(self, cfg: Config, photo: PreparedPhoto, seed: int = 0) -> PhotoStream:
+        return PhotoStream(self.model, cfg, photo, seed=seed, batch=self)
 
 
 class PreparedPhoto:
@@ -152,22 +220,23 @@ class PhotoStream:
 
     With the motion model, each frame's mouth motion (`MotionStream`) moves the photo's own pixels
     (`FaceRig`); with the seed's frame generator, each generated crop (`FaceStream`) is pasted back.
-    The frames that one push completes are rendered together (`render.rig.render_frames`: one
-    refiner call for all of them); `inputs` gives what renders them, for renderers of their own
-    (`render.parallel`).
     """
 
-    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None, refiner=None):
+    def __init__(self, model, cfg: Config, photo: PreparedPhoto, seed: int = 0, max_batch: int = 32, crops=None, refiner=None,
+                 batch: MotionBatch | None = None):
         """`crops`: where the face crops come from instead of a `FaceStream` of `model` (e.g. `StreamBatch.stream`);
-        `refiner`: what runs a motion model's mouth refiner (`accel.MotionBackend.refiner`; default: the model's own)."""
+        `refiner`: what runs a motion model's mouth refiner (`accel.MotionBackend.refiner`; default: the model's own);
+        `batch`: a `MotionBatch` that makes this stream's frames together with its other streams' (its refiner is used)."""
         self.photo = photo
         self.render = self._paste
         if crops is None and isinstance(model, MotionModel):
-            crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch)
-            self.rig = photo.rig(cfg.motion.gain, model.refiner if refiner is None else refiner)
+            refiner = batch.refiner if batch is not None else model.refiner if refiner is None else refiner
+            crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch, batch=batch)
+            self.rig = photo.rig(cfg.motion.gain, refiner)
             # blinks, brows and head motion follow the same seed and speech
             self.expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
-            self.render = self._move
+            self.refine = batch.refine if batch is not None else partial(run_refiner, refiner)
+            self.render = self._animate
         elif crops is None:
             backend = TorchBackend(model) if isinstance(model, Generator) else model
             crops = FaceStream(backend, cfg, photo.crop, seed=seed, max_batch=max_batch, face=photo.encoded(backend))
@@ -176,8 +245,9 @@ class PhotoStream:
     def _paste(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         return [self.photo.paste(c) for c in crops]
 
-    def _move(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        return render_frames(self.jobs(frames)) if frames else []
+    def _animate(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """(motion, speech) pairs -> frames: every mouth warped, then one refiner call for all their mouth crops."""
+        return render_frames(self.jobs(frames), self.refine) if frames else []
 
     def jobs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[Job]:
         """(motion, speech) of consecutive frames -> what `render_frames` renders them from; the
@@ -201,7 +271,6 @@ class PhotoStream:
         return self.render(self.crops.flush())
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """All frames for an iterator of audio chunks, each chunk's frames rendered together."""
         for samples in chunks:
             yield from self.push(samples)
         yield from self.flush()
@@ -219,14 +288,6 @@ class _Slot:
     frames_out: int = 0
 
 
-@dataclass
-class _Request:
-    key: int
-    windows: np.ndarray
-    crops: list[np.ndarray] | None = None
-    error: BaseException | None = None
-
-
 class StreamBatch:
     """Many live streams, one face each, generated together: one generator call per step for every
     stream that has a frame ready, each with its own recurrent state, noise and audio features.
@@ -236,7 +297,7 @@ class StreamBatch:
     Single-threaded use: `push({key: samples})` -> `{key: new crops}`. From many threads (a server's
     workers, one per stream): `stream(still)` gives each a `FaceStream`-like handle whose pushes
     are generated together with whatever the other threads ask for meanwhile (while one batch runs,
-    the next gathers; then one of the waiting threads runs it).
+    the next gathers; then one of the waiting threads runs it: `threads.Batcher`).
     """
 
     def __init__(self, generator: Generator, cfg: Config, stills: Iterable[np.ndarray] = (), seeds: Iterable[int] | None = None):
@@ -245,9 +306,8 @@ class StreamBatch:
         self.device = next(generator.parameters()).device
         self.slots: dict[int, _Slot] = {}
         self.next_key = 0
-        self.cond = threading.Condition()
-        self.queue: list[_Request] = []
-        self.busy = False
+        self.lock = threading.Lock()  # slots join and leave from any thread
+        self.gather = Batcher(self._generate)
         self._stacked: tuple[tuple[int, ...], Identity] | None = None  # identities of the last batch, stacked
         stills = list(stills)
         for still, seed in zip(stills, seeds if seeds is not None else [0] * len(stills)):
@@ -268,13 +328,13 @@ class StreamBatch:
             torch.Generator().manual_seed(seed),
             FeatureStream(self.cfg.audio),
         )
-        with self.cond:
+        with self.lock:
             key, self.next_key = self.next_key, self.next_key + 1
             self.slots[key] = slot
         return key
 
     def remove(self, key: int) -> None:
-        with self.cond:
+        with self.lock:
             self.slots.pop(key, None)
 
     def push(self, chunks: dict[int, np.ndarray | None]) -> dict[int, list[np.ndarray]]:
@@ -294,28 +354,11 @@ class StreamBatch:
         """Thread-safe: crops for `windows` of stream `key`, in one batch with other threads' requests."""
         if len(windows) == 0:
             return []
-        request = _Request(key, windows)
-        with self.cond:
-            self.queue.append(request)
-            while request.crops is None and request.error is None:
-                if self.busy:
-                    self.cond.wait()
-                    continue
-                self.busy, batch, self.queue = True, self.queue, []
-                self.cond.release()
-                try:
-                    crops, error = self._decode({r.key: r.windows for r in batch}), None
-                except BaseException as e:  # handed to every waiting thread of this batch
-                    crops, error = {}, e
-                finally:
-                    self.cond.acquire()
-                    self.busy = False
-                    for r in batch:
-                        r.crops, r.error = crops.get(r.key, []), error
-                    self.cond.notify_all()
-        if request.error is not None:
-            raise request.error
-        return request.crops
+        return self.gather((key, windows))
+
+    def _generate(self, work: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
+        crops = self._decode(dict(work))
+        return [crops.get(key, []) for key, _ in work]
 
     def _identity(self, keys: tuple[int, ...]) -> Identity:
         """The identities of these streams stacked into one batch (kept while the same streams step together)."""

@@ -16,7 +16,7 @@ for its size, as a frontal one.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -108,15 +108,17 @@ class Warped:
 Job = tuple[FaceRig, np.ndarray, np.ndarray, Expression | None]  # rig, motion (P, 2), speech (n_mfcc, steps), expression
 
 
-def render_frames(jobs: Sequence[Job]) -> list[np.ndarray]:
+def render_frames(jobs: Sequence[Job], refine: Callable[[list[Prepared]], Sequence[np.ndarray]] | None = None) -> list[np.ndarray]:
     """`FaceRig.render` for many frames at once (of one face or many), with one refiner call for every
-    frame that needs it (all rigs must share one refiner: the model's). Frames equal those rendered one
-    by one, to float rounding."""
+    frame that needs it: `refine` (e.g. a `streaming.MotionBatch`'s, shared with other streams), by
+    default `run_refiner` of the rigs' refiner (all rigs must share one: the model's). Frames equal
+    those rendered one by one, to float rounding."""
     warped = [rig.warp(motion, speech) for rig, motion, speech, _ in jobs]
     todo = [i for i, w in enumerate(warped) if w.prepared is not None]
     refined: list[np.ndarray | None] = [None] * len(jobs)
     if todo:
-        outputs = run_refiner(jobs[todo[0]][0].refinement.net, [warped[i].prepared for i in todo])
+        prepared = [warped[i].prepared for i in todo]
+        outputs = refine(prepared) if refine is not None else run_refiner(jobs[todo[0]][0].refinement.net, prepared)
         for i, out in zip(todo, outputs):
             refined[i] = out
     return [rig.finish(w, r, expression) for (rig, _, _, expression), w, r in zip(jobs, warped, refined)]

@@ -1,7 +1,10 @@
 """The real-time web service: a page, a face upload, a WebSocket that turns speech into frames, mp4 jobs.
 
-Protocol of `/ws?face=ID` (one live stream):
-- server -> client, text: {"type": "ready", fps, width, height, sample_rate, lookahead_ms, max_seconds}
+Protocol of `/ws?face=ID[&seed=N]` (one live stream):
+- `seed` (optional, 0 to 2**32 - 1): the seed of the stream's noise, blinks and head motion (the same
+  seed and audio make the same frames); without it each stream gets its own (the count of streams
+  the server has started), so two viewers of one face do not blink together
+- server -> client, text: {"type": "ready", fps, width, height, sample_rate, lookahead_ms, max_seconds, seed}
 - client -> server, binary: 16 kHz mono PCM, signed 16-bit little-endian, any number of samples
 - client -> server, text: {"type": "end"} (the audio is over: the last frames follow, then "done")
 - server -> client, binary: one frame = 12-byte header (uint32 frame index, uint32 samples received
@@ -11,6 +14,10 @@ Protocol of `/ws?face=ID` (one live stream):
 
 Every limit answers with a JSON `{"error": ...}` and a status: 413 (upload too large), 400 (bad
 input, audio too long), 429 (too many live streams or mp4 jobs), 401 (missing or wrong token).
+
+Live streams of the motion model are made together (`MotionBatch`): one motion model call and one
+mouth refiner call serve every stream with frames due, each stream's warps and JPEG on its own
+worker thread, so they spread over the cores.
 """
 from __future__ import annotations
 
@@ -41,18 +48,21 @@ from talkface.errors import TalkfaceError
 from talkface.media.face import MOUTH_CORNERS
 from talkface.media.image import load_image
 from talkface.pipeline import Animator, scan_audio
-from talkface.streaming import PhotoStream, PreparedPhoto, StreamBatch
+from talkface.streaming import MotionBatch, PhotoStream, PreparedPhoto, StreamBatch
 
 log = logging.getLogger("talkface.serve")
 FRAME_HEADER = struct.Struct("<IIf")
 TOKEN_COOKIE = "talkface_token"
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
 class Limits:
     max_upload_mb: float = 20.0  # one request body (photo, or photo + audio)
     max_audio_seconds: float = 120.0  # an uploaded recording, and one live stream
-    max_streams: int = 4  # live WebSocket streams at once
+    # live WebSocket streams at once: what a 2-core machine holds at p99 <= 250 ms on a 512x512 photo
+    # with blinks and head motion (benchmarks/serve_load.py; README, "Batching across streams")
+    max_streams: int = 1
     max_jobs: int = 1  # mp4 jobs at once (each takes the CPU for a while)
     max_faces: int = 32  # prepared photos kept (least recently used dropped)
     max_side: int = 720  # live streams animate the photo shrunk to this longest side (JPEG per frame)
@@ -108,31 +118,39 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 class Service:
     """What the routes share: the model, a worker pool, prepared faces, counters for the limits."""
 
-    def __init__(self, animator: Animator, limits: Limits, token: str | None = None, workers: int | None = None, batch_streams: bool = False):
+    def __init__(self, animator: Animator, limits: Limits, token: str | None = None, workers: int | None = None, batch_streams: bool | None = None):
+        """`batch_streams`: make the live streams' frames in shared model calls; None: for the motion model
+        always, for the seed's frame generator when it runs in torch on a GPU."""
         self.animator, self.limits, self.token = animator, limits, token
+        _ = animator.backend  # build (export) it now, not on the first request
+        if batch_streams is None:
+            batch_streams = animator.motion or (animator.backend.name == "torch" and animator.device.type == "cuda")
+        if batch_streams and not animator.motion and animator.backend.name != "torch":
+            raise TalkfaceError(f"batching streams runs the plain generator: use backend torch, not {animator.backend.name}")
         workers = workers or os.cpu_count() or 1
-        if batch_streams:  # a stream's worker mostly waits for its batch: one each, or streams queue behind waiting ones
+        if batch_streams:  # a stream's worker waits for its batch now and then: one each, or streams queue behind waiting ones
             workers = max(workers, limits.max_streams + limits.max_jobs + 1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="talkface")
         self.faces: OrderedDict[str, PreparedPhoto] = OrderedDict()
         self.streams = 0
+        self.streams_started = 0  # each stream's default seed
         self.jobs = 0
         self.frames_sent = 0
-        _ = animator.backend  # build (export) it now, not on the first request
-        if batch_streams and animator.motion:
-            raise TalkfaceError("batching streams runs the seed's frame generator (--config paper); the motion model streams one worker per stream")
-        if batch_streams and animator.backend.name != "torch":
-            raise TalkfaceError(f"batching streams runs the plain generator: use backend torch, not {animator.backend.name}")
-        # all live streams' frames made in shared generator calls (the way one GPU serves many streams)
-        self.batch = StreamBatch(animator.generator, animator.cfg) if batch_streams else None
+        # all live streams' networks run in shared calls (the way one GPU serves many streams; on a CPU,
+        # the motion model's per-call cost is shared too)
+        self.batch: MotionBatch | StreamBatch | None = None
+        if batch_streams:
+            self.batch = MotionBatch(animator.generator, animator.backend.refiner) if animator.motion else StreamBatch(animator.generator, animator.cfg)
 
-    def live(self, photo: PreparedPhoto) -> PhotoStream:
+    def live(self, photo: PreparedPhoto, seed: int) -> PhotoStream:
         if self.batch is None:
-            return self.animator.live(photo)
-        return PhotoStream(None, self.animator.cfg, photo, crops=self.batch.stream(photo.crop))
+            return self.animator.live(photo, seed)
+        if isinstance(self.batch, MotionBatch):
+            return self.batch.stream(self.animator.cfg, photo, seed)
+        return PhotoStream(None, self.animator.cfg, photo, crops=self.batch.stream(photo.crop, seed))
 
     def release(self, live: PhotoStream) -> None:
-        if self.batch is not None:
+        if isinstance(self.batch, StreamBatch):
             live.crops.close()
 
     async def run(self, fn, *args):
@@ -329,13 +347,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
     photo = service.faces.get(request.query.get("face", ""))
     if photo is None:
         return error(400, "unknown face: upload a photo to /api/face first")
+    seed = request.query.get("seed")
+    if seed is not None and not (seed.isdigit() and int(seed) <= MAX_SEED):
+        return error(400, f"seed must be a whole number from 0 to {MAX_SEED}, not {seed[:20]!r}")
     if service.streams >= service.limits.max_streams:
         return error(429, f"busy: {service.streams} live stream(s) running (at most {service.limits.max_streams}); try again shortly")
     service.streams += 1
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2**20)
+    seed = int(seed) if seed is not None else service.streams_started
+    service.streams_started += 1
+    # no permessage-deflate: frames are JPEG already, and deflating them only costs the server CPU
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=2**20, compress=False)
     try:
         await ws.prepare(request)
-        await _stream(service, photo, ws)
+        await _stream(service, photo, seed, ws)
     except (ConnectionError, asyncio.CancelledError):
         pass  # the client went away
     except Exception:
@@ -349,22 +373,22 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _stream(service: Service, photo: PreparedPhoto, ws: web.WebSocketResponse) -> None:
-    live = await service.run(service.live, photo)
+async def _stream(service: Service, photo: PreparedPhoto, seed: int, ws: web.WebSocketResponse) -> None:
+    live = await service.run(service.live, photo, seed)
     try:
-        await _run_stream(service, photo, live, ws)
+        await _run_stream(service, photo, live, seed, ws)
     finally:
         service.release(live)
 
 
-async def _run_stream(service: Service, photo: PreparedPhoto, live: PhotoStream, ws: web.WebSocketResponse) -> None:
+async def _run_stream(service: Service, photo: PreparedPhoto, live: PhotoStream, seed: int, ws: web.WebSocketResponse) -> None:
     cfg, limits = service.animator.cfg, service.limits
     rate = cfg.audio.sample_rate
     h, w = photo.shape
     await ws.send_json(
         {
             "type": "ready", "fps": cfg.audio.fps, "width": w, "height": h, "sample_rate": rate,
-            "lookahead_ms": service.info()["lookahead_ms"], "max_seconds": limits.max_audio_seconds,
+            "lookahead_ms": service.info()["lookahead_ms"], "max_seconds": limits.max_audio_seconds, "seed": seed,
         }
     )
     queue: asyncio.Queue = asyncio.Queue()
@@ -467,7 +491,7 @@ BAD_REQUESTS = OneLineBadRequests()
 
 
 def make_app(animator: Animator, limits: Limits | None = None, token: str | None = None, workers: int | None = None,
-             batch_streams: bool = False) -> web.Application:
+             batch_streams: bool | None = None) -> web.Application:
     limits = limits or Limits()
     if BAD_REQUESTS not in logging.getLogger("aiohttp.server").filters:
         logging.getLogger("aiohttp.server").addFilter(BAD_REQUESTS)
@@ -505,8 +529,9 @@ def serve(
 ) -> None:
     """Run the service until interrupted. Off loopback an access token is required: one is made when not given.
 
-    `batch_streams`: make all live streams' frames in shared generator calls (`StreamBatch`);
-    None: when the generator runs on a GPU (on a CPU a worker per stream is faster: README, "Batching across streams").
+    `batch_streams`: make all live streams' frames in shared model calls (`MotionBatch`, or `StreamBatch` for
+    the seed's generator); None: always for the motion model, and for the seed's generator when it runs on
+    a GPU (on a CPU a worker per stream is faster there: README, "Batching across streams").
     `mouth_scale`: how far every face's lips and chin move; `still`, `head_motion`, `blinks`: the rest of the face (`Animator`).
     `device`: where torch runs (auto: CUDA when present); the graph backends run on the CPU.
     """
@@ -524,12 +549,10 @@ def serve(
     try:
         animator = Animator(checkpoint, device=device if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
                             mouth_scale=mouth_scale, still=still, head_motion=head_motion, blinks=blinks)
-        if batch_streams is None:
-            batch_streams = not animator.motion and animator.backend.name == "torch" and animator.device.type == "cuda"
         app = make_app(animator, limits, token, batch_streams=batch_streams)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-        batched = ", streams batched" if batch_streams else ""
+        batched = ", streams batched" if app[SERVICE].batch is not None else ""
 
         async def announce(app: web.Application) -> None:  # the socket listens already: the address works once shown
             print(f"talkface serve: {url} (backend {animator.backend.name}{batched}; Ctrl+C to stop)", flush=True)

@@ -1,0 +1,199 @@
+"""Live streams of the motion model made together: shared model calls, each stream's own frames."""
+import asyncio
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from talkface.config import preset
+from talkface.models.motion import MotionModel
+from talkface.pipeline import Animator
+from talkface.render.refine import run_refiner
+from talkface.streaming import MotionBatch, MotionStream, PhotoStream, PreparedPhoto, decode_motion
+from talkface.threads import Batcher
+
+from conftest import speech_like
+from test_refine import opening_motion
+
+
+@pytest.fixture(scope="module")
+def model_and_cfg():
+    """A tiny motion model with a refiner, both changing what they see (untrained: plumbing, not quality)."""
+    cfg = preset("motion-tiny")
+    cfg.motion.refiner.enabled = True
+    torch.manual_seed(0)
+    model = MotionModel(cfg)
+    with torch.no_grad():
+        model.head[-1].weight.mul_(4.0)
+        model.refiner.decoder.t6.weight.normal_(0, 0.05)
+    return model.eval(), cfg
+
+
+@pytest.fixture(scope="module")
+def photo(face_image, model_and_cfg):
+    return PreparedPhoto(face_image, (model_and_cfg[1].model.height, model_and_cfg[1].model.width))
+
+
+def alone(model, cfg, photo, audio, seed, chunk=640):
+    live = PhotoStream(model, cfg, photo, seed=seed)
+    frames = []
+    for i in range(0, len(audio), chunk):
+        frames += live.push(audio[i : i + chunk])
+    return frames + live.flush()
+
+
+def test_batcher_gathers_overlapping_calls_and_hands_errors_to_each_caller():
+    sizes = []
+
+    def slow_double(items):
+        sizes.append(len(items))
+        time.sleep(0.05)  # long enough for the other threads to queue behind the first call
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [2 * x for x in items]
+
+    batcher = Batcher(slow_double)
+    out, errors = {}, {}
+
+    def call(x):
+        try:
+            out[x] = batcher(x)
+        except ValueError as e:
+            errors[x] = str(e)
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {x: 2 * x for x in range(5)} and max(sizes) > 1 and sum(sizes) == 5
+    threads = [threading.Thread(target=call, args=(x,)) for x in ("bad", 7)]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)  # 7 queues while "bad" runs alone
+    for t in threads:
+        t.join()
+    assert errors == {"bad": "bad item"} and out[7] == 14
+
+
+def test_one_model_call_equals_each_stream_alone(model_and_cfg, photo):
+    model, cfg = model_and_cfg
+    audios = [speech_like(0.6, seed=s) for s in range(3)]
+    batched = [MotionStream(model, cfg, seed=s) for s in range(3)]
+    separate = [MotionStream(model, cfg, seed=s) for s in range(3)]
+    calls = []
+    decode = model.decode
+    model.decode = lambda mfcc, *a: calls.append(mfcc.shape[0]) or decode(mfcc, *a)
+    try:
+        for i in range(0, len(audios[0]), 640):  # streams of different lengths take part where they have windows
+            work = [(s, s.features.push(a[i : i + 640 * (1 + k)])) for k, (s, a) in enumerate(zip(batched, audios))]
+            for (s, windows), out in zip(work, decode_motion(model, work)):
+                expected = list(separate[batched.index(s)]._decode(windows))
+                assert len(out) == len(expected) == len(windows)
+                for (m, w), (m1, w1) in zip(out, expected):
+                    assert np.abs(m - m1).max() < 1e-5 and np.array_equal(w, w1)
+    finally:
+        model.decode = decode
+    assert max(calls) == 3
+
+    rig = photo.rig(cfg.motion.gain, model.refiner)
+    crops = [rig.warp(opening_motion(0.1 * k), windows[0]).prepared for k in (1, 2, 3)]
+    assert all(c is not None for c in crops)  # opened wider than the photo's mouth: the refiner redraws it
+    together = run_refiner(model.refiner, crops)
+    for c, y in zip(crops, together):
+        assert np.allclose(y, run_refiner(model.refiner, [c])[0], atol=1e-5)
+
+
+def test_batched_streams_equal_each_stream_alone(model_and_cfg, photo):
+    """Three streams (two of one face, all with their own seed) pushed from three threads at once through
+    one MotionBatch: every frame equals the stream's alone, to float rounding, and calls were shared."""
+    model, cfg = model_and_cfg
+    audios = [speech_like(1.0, seed=10 + s) for s in range(3)]
+    photos = [photo, photo, PreparedPhoto(cv2.flip(photo.picture, 1), (cfg.model.height, cfg.model.width))]
+    sizes = []
+    refiner = model.refiner
+
+    class SlowRefiner:  # long enough that the other streams' crops queue behind each call
+        cfg = refiner.cfg
+
+        def __call__(self, *inputs):
+            sizes.append(len(inputs[0]))
+            time.sleep(0.03)
+            return refiner(*inputs)
+
+    batch = MotionBatch(model, SlowRefiner())
+    streams = [batch.stream(cfg, p, seed=s) for s, p in enumerate(photos)]
+    out = [[] for _ in streams]
+    step = threading.Barrier(len(streams))
+
+    def drive(k):
+        for i in range(0, len(audios[k]), 640):
+            step.wait()
+            out[k] += streams[k].push(audios[k][i : i + 640])
+        out[k] += streams[k].flush()
+
+    threads = [threading.Thread(target=drive, args=(k,)) for k in range(len(streams))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    worst = 0
+    for k, (p, audio) in enumerate(zip(photos, audios)):
+        expected = alone(model, cfg, p, audio, seed=k)
+        assert len(out[k]) == len(expected) == 25
+        worst = max(worst, max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(out[k], expected)))
+    assert worst <= 2
+    assert sum(sizes) > 0 and max(sizes) > 1
+    assert not np.array_equal(np.stack(out[0]), np.stack(out[1]))  # one face, two seeds: other blinks and head motion
+
+
+@pytest.fixture(scope="module")
+def animator(motion_checkpoint):
+    return Animator(motion_checkpoint, device="cpu")
+
+
+def test_server_batches_motion_streams_and_seeds_each_stream(animator):
+    import json
+
+    import aiohttp
+    from test_serve import run, upload_face
+
+    from talkface.serve import Limits
+
+    audio = speech_like(1.0, seed=4)
+
+    async def frames_of(client, face, seed=None):
+        query = f"/ws?face={face}" + (f"&seed={seed}" if seed is not None else "")
+        frames = []
+        async with client.ws_connect(query) as ws:
+            ready = await ws.receive_json()
+            for i in range(0, len(audio), 640):
+                await ws.send_bytes((audio[i : i + 640] * 32767).round().astype("<i2").tobytes())
+            await ws.send_str(json.dumps({"type": "end"}))
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    frames.append(cv2.imdecode(np.frombuffer(msg.data[12:], np.uint8), cv2.IMREAD_COLOR).astype(int))
+                elif json.loads(msg.data)["type"] in ("done", "error"):
+                    break
+        return ready["seed"], frames
+
+    async def scenario(client, service):
+        info = await (await client.get("/api/info")).json()
+        face = (await upload_face(client))["face"]
+        bad = await client.get(f"/ws?face={face}&seed=-1")
+        default = await asyncio.gather(frames_of(client, face), frames_of(client, face))
+        chosen = await asyncio.gather(frames_of(client, face, 7), frames_of(client, face, 7))
+        return info, (bad.status, await bad.json()), default, chosen
+
+    info, bad, default, chosen = run(animator, scenario, Limits(max_streams=2), batch_streams=None)
+    assert info["batched_streams"] is True
+    assert bad[0] == 400 and "seed must be a whole number" in bad[1]["error"]
+    (seed_a, a), (seed_b, b) = default
+    assert seed_a != seed_b and len(a) == len(b) == 25
+    assert max(np.abs(x - y).mean() for x, y in zip(a, b)) > 1  # their own blinks and head motion
+    (seed_c, c), (seed_d, d) = chosen
+    assert seed_c == seed_d == 7 and len(c) == len(d) == 25
+    assert max(np.abs(x - y).max() for x, y in zip(c, d)) <= 2  # the same seed makes the same frames
