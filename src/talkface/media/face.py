@@ -354,11 +354,6 @@ class FaceTracker:
         self.dt = 1.0 / fps
         self.index = index
         self.mesh = FaceMesh(False, max(max_faces, index + 1))
-        # Searching for several faces runs the detector on every frame (mediapipe looks for the faces it
-        # is not yet tracking): twice the cost of following one. So while the face was the only one
-        # found, a one-face mesh follows it, and the search runs again only when that loses it.
-        self.single = FaceMesh(False, 1)
-        self.alone = False
         self.filter = OneEuro(min_cutoff, beta)
         self.last: Face | None = None  # where the followed face was last seen (smoothed)
         self.started = False  # whether the face has been chosen
@@ -366,13 +361,8 @@ class FaceTracker:
         self.patience = max(1, int(round(fps)))  # after a second away, choose again by index
 
     def __call__(self, frame: np.ndarray) -> Face | None:
-        image = _check_image(frame)
-        face = self._choose(_faces(self.single.process(image), frame.shape)) if self.alone else None
-        if face is None:
-            faces = _faces(self.mesh.process(image), frame.shape)
-            face = self._choose(faces)
-            self.alone = face is not None and len(faces) == 1
-        self.missing = 0 if face is not None else self.missing + 1
+        faces = _faces(self.mesh.process(_check_image(frame)), frame.shape)
+        face = self._follow(faces)
         if face is None:
             self.filter.reset()
             return None
@@ -381,6 +371,11 @@ class FaceTracker:
         smooth = self.filter(points / scale, self.dt) * scale
         self.last = Face.from_landmarks(smooth[:, :2], smooth[:, 2] if face.depth is not None else None)
         return self.last
+
+    def _follow(self, faces: list[Face]) -> Face | None:
+        face = self._choose(faces)
+        self.missing = 0 if face is not None else self.missing + 1
+        return face
 
     def _choose(self, faces: list[Face]) -> Face | None:
         if not faces:
@@ -398,7 +393,6 @@ class FaceTracker:
 
     def close(self) -> None:
         self.mesh.close()
-        self.single.close()
 
     def __enter__(self) -> "FaceTracker":
         return self
