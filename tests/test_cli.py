@@ -142,3 +142,10 @@ def test_serve_refuses_a_gpu_device_for_a_cpu_backend(capsys):
     assert main(["serve", "--backend", "openvino", "--device", "cuda", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err == "talkface: error: argument --device: the openvino backend runs on the CPU, not cuda (use --backend torch)\n"
+
+
+def test_a_flag_that_is_only_the_start_of_another_is_unknown(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["generate", "--face", "photo.jpg"])  # not --face-index
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "unrecognized arguments: --face photo.jpg" in err[0]

@@ -37,6 +37,7 @@ class Help(argparse.HelpFormatter):
 class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", Help)
+        kwargs.setdefault("allow_abbrev", False)  # `--face x.jpg` is not `--face-index x.jpg`: an unknown flag is named as such
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one line, exit 2, like every other user mistake
