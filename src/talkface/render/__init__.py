@@ -10,5 +10,7 @@ pixel exactly as it was:
     eyes.EyeWarp      the lids (blinks) and brows
     head.HeadWarp     the whole head, turned in 3-D
 
-`rig.FaceRig` composes them in that order for a frame's motion and expression.
+`rig.FaceRig` composes them in that order for a frame's motion and expression, and
+`rig.render_frames` renders many frames with one refiner call; `parallel.Renderer` spreads chunks
+of frames over worker processes, one per core.
 """
