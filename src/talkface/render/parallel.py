@@ -8,9 +8,10 @@ frame) and gets the frames back in slots of shared memory. Each chunk is rendere
 `render_frames` in its worker, one refiner call for the chunk, exactly as a stream renders the
 frames one push completes: only float rounding differs.
 
-Where processes cannot be forked (Windows; a thread other than the main one, such as a server's
-worker, where forking would copy locks other threads hold), the chunks are rendered in this process,
-in order, by the same task.
+Where processes are not forked (off Linux: Windows has no fork, and macOS's system libraries are not
+safe in a forked child; a thread other than the main one, such as a server's worker, where forking
+would copy locks other threads hold), the chunks are rendered in this process, in order, by the same
+task.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import mmap
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,7 +46,8 @@ def cores() -> int:
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods() and threading.current_thread() is threading.main_thread()
+    """Linux only (macOS offers fork, but its system libraries are not safe in a forked child), from the main thread."""
+    return sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
 
 
 def _start_worker() -> None:
