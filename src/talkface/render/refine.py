@@ -134,7 +134,8 @@ def edge_fade(cfg: RefinerConfig) -> np.ndarray:
 
 
 class Refinement:
-    """A refiner ready for one face: `apply(frame, points, painted, speech)` redraws the mouth of a warped frame.
+    """A refiner ready for one face: `prepare` a warped frame's mouth crop, run the network on it (`run_refiner`,
+    for many frames at once), `finish` the frame with its answer.
 
     landmarks: (478, 2) the face's mesh in the picture (its axes and size place the crop); skin: the RGB
     colour of the face's cheeks (`warp.MouthWarp.skin`): the refiner draws light and shade (`grey`),
@@ -165,13 +166,6 @@ class Refinement:
         float32 in [-1, 1]) added where the warp painted, in place."""
         change = luma_change(refined, prepared.crop) * self.tint * prepared.where[..., None]
         return paste_change(frame, change, prepared.M, out=frame)
-
-    def apply(self, frame: np.ndarray, points: np.ndarray, painted: Painted | None, speech: np.ndarray) -> np.ndarray:
-        """`prepare`, the network, `finish`, for one frame: the frame refined (as it is when nothing was painted)."""
-        prepared = self.prepare(frame, points, painted, speech)
-        if prepared is None:
-            return frame
-        return self.finish(frame, prepared, run_refiner(self.net, [prepared])[0])
 
 
 @dataclass

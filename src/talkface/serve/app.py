@@ -48,6 +48,7 @@ from talkface.errors import TalkfaceError
 from talkface.media.face import MOUTH_CORNERS
 from talkface.media.image import load_image
 from talkface.pipeline import Animator, scan_audio
+from talkface.render.parallel import cores
 from talkface.streaming import MotionBatch, PhotoStream, PreparedPhoto, StreamBatch
 
 log = logging.getLogger("talkface.serve")
@@ -127,7 +128,7 @@ class Service:
             batch_streams = animator.motion or (animator.backend.name == "torch" and animator.device.type == "cuda")
         if batch_streams and not animator.motion and animator.backend.name != "torch":
             raise TalkfaceError(f"batching streams runs the plain generator: use backend torch, not {animator.backend.name}")
-        workers = workers or os.cpu_count() or 1
+        workers = workers or cores()
         if batch_streams:  # a stream's worker waits for its batch now and then: one each, or streams queue behind waiting ones
             workers = max(workers, limits.max_streams + limits.max_jobs + 1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="talkface")
@@ -547,7 +548,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="talkface serve: %(message)s")
     # one worker thread per core, and as many OpenVINO streams (with one, its requests would queue)
     try:
-        animator = Animator(checkpoint, device=device if backend in ("auto", "torch") else "cpu", backend=backend, streams=os.cpu_count() or 1,
+        animator = Animator(checkpoint, device=device if backend in ("auto", "torch") else "cpu", backend=backend, streams=cores(),
                             mouth_scale=mouth_scale, still=still, head_motion=head_motion, blinks=blinks)
         app = make_app(animator, limits, token, batch_streams=batch_streams)
         shown = f"[{host}]" if ":" in host else host
