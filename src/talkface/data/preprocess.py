@@ -148,7 +148,8 @@ def process_group(group: int, videos: list[str], out: str, opts: PreprocessOptio
             if error:
                 report["failed"][path] = error
             for split, key, files in clips:
-                writers[split].add(key, files)
+                meta = json.loads(files["json"])
+                writers[split].add(key, files, speaker=meta["speaker"], frames=meta["frames"])
                 report["clips"][split] += 1
         for w in writers.values():
             w.close()
