@@ -133,13 +133,14 @@ def write_face_video(path, frames: int, fps: float = 25.0, blank: tuple[int, ...
 def tiny_weights(tmp_path_factory) -> str:
     """Release weights of a tiny generator trained for 2 steps on synthetic faces."""
     from talkface.config import override, tiny
-    from talkface.data.synthetic import SyntheticDataset
-    from talkface.train import Trainer
+    from talkface.data.synthetic import write_synthetic_shards
+    from talkface.training.gan import gan_task
+    from talkface.training.loop import Trainer
 
     out = tmp_path_factory.mktemp("tiny_run")
     cfg = override(tiny(), ["train.batch_size=2", "train.clip_frames=4", "train.checkpoint_every=1000", "train.log_every=1"])
-    data = SyntheticDataset(4, 8, (cfg.model.height, cfg.model.width), cfg.audio, seed=1)
-    Trainer(cfg, data, str(out)).fit(2, progress=False)
+    data = write_synthetic_shards(str(out / "data"), cfg, 4, 8, seed=1)
+    Trainer(gan_task(cfg), data, str(out)).fit(2, progress=False)
     return str(out / "generator.safetensors")
 
 

@@ -8,11 +8,13 @@ import torch
 from talkface.checkpoint import load_generator, save_release
 from talkface.config import AugmentConfig, override, preset
 from talkface.data.motion import augment, motion_targets, openness, resample_motion, time_stretch
-from talkface.data.synthetic import synthetic_motion_clips
+from talkface.data.synthetic import synthetic_motion_clip, write_synthetic_shards
+from talkface.media.audio import mfcc_windows
 from talkface.media.face import LIPS_INNER, LIPS_OUTER, MOTION_POINTS
 from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.streaming import MotionStream
-from talkface.train import Trainer
+from talkface.training.gan import MotionTask
+from talkface.training.loop import Trainer, read_batch
 
 LOWER_INNER = slice(len(LIPS_OUTER) + len(LIPS_INNER) // 2 + 1, len(LIPS_OUTER) + len(LIPS_INNER))
 
@@ -119,18 +121,20 @@ def test_release_round_trip(cfg, tmp_path):
 
 
 def test_generator_phase_leaves_the_critic_untouched(cfg, tmp_path):
-    data = synthetic_motion_clips(8, 30, cfg)
-    trainer = Trainer(override(preset("motion-tiny"), ["train.batch_size=4"]), data, tmp_path)
-    critic = [p.detach().clone() for p in trainer.D.parameters()]
-    model = [p.detach().clone() for p in trainer.G.parameters()]
-    batch = trainer.task.draw(data, 0)
-    fake = trainer.task.forward(trainer.G, batch, 0)
-    trainer.D.requires_grad_(False)
-    sum(trainer.generator_phase(batch, fake, 0).values()).backward()
-    assert all(p.grad is None for p in trainer.D.parameters())
-    trainer.train_step()
-    assert any(not torch.equal(a, b) for a, b in zip(model, trainer.G.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(critic, trainer.D.parameters()))
+    small = override(preset("motion-tiny"), ["train.batch_size=4"])
+    trainer = Trainer(MotionTask(small), write_synthetic_shards(str(tmp_path / "data"), small, 8, 30), tmp_path)
+    task = trainer.task
+    critic = [p.detach().clone() for p in task.D.parameters()]
+    model = [p.detach().clone() for p in task.G.parameters()]
+    batch, _ = read_batch(task.reader, trainer.stream.take(4), 0, 0)
+    assert batch["mfcc"].shape[:2] == batch["motion"].shape[:2] == (4, 24)
+    fake = task.forward(task.G, batch, 0)
+    task.D.requires_grad_(False)
+    sum(task.generator_phase(batch, fake, 0).values()).backward()
+    assert all(p.grad is None for p in task.D.parameters())
+    task.train_step(batch, 0)
+    assert any(not torch.equal(a, b) for a, b in zip(model, task.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic, task.D.parameters()))
 
 
 def lower_lip_drop(model, mfcc: np.ndarray, seed: int) -> np.ndarray:
@@ -141,17 +145,18 @@ def lower_lip_drop(model, mfcc: np.ndarray, seed: int) -> np.ndarray:
 
 def test_motion_model_learns_to_follow_the_audio(tmp_path):
     cfg = override(preset("motion-tiny"), ["train.steps=150", "train.log_every=50", "train.checkpoint_every=150"])
-    train = synthetic_motion_clips(128, 48, cfg, seed=0)
-    val = synthetic_motion_clips(12, 75, cfg, seed=777)  # speech never heard
-    trainer = Trainer(cfg, train, tmp_path)
+    train = write_synthetic_shards(str(tmp_path / "data"), cfg, 128, 48, seed=0)
+    val = [synthetic_motion_clip(777_000 + i, 75, cfg.audio) for i in range(12)]  # speech never heard
+    val = [(mfcc_windows(audio, cfg.audio)[: len(motion)], motion) for audio, motion in val]
+    trainer = Trainer(MotionTask(cfg), train, tmp_path)
     trainer.fit(progress=False)
     assert trainer.step == 150
     own, swapped = [], []
-    for i in range(len(val)):
-        truth = val.clip(i)["motion"][:, LOWER_INNER, 1].mean(-1)
-        own.append(np.corrcoef(lower_lip_drop(trainer.ema, val.clip(i)["mfcc"], i), truth)[0, 1])
-        other = val.clip((i + 1) % len(val))["mfcc"]
-        swapped.append(np.corrcoef(lower_lip_drop(trainer.ema, other, i), truth)[0, 1])
+    for i, (mfcc, motion) in enumerate(val):
+        truth = motion[:, LOWER_INNER, 1].mean(-1)
+        own.append(np.corrcoef(lower_lip_drop(trainer.task.ema, mfcc, i), truth)[0, 1])
+        other = val[(i + 1) % len(val)][0]
+        swapped.append(np.corrcoef(lower_lip_drop(trainer.task.ema, other, i)[: len(truth)], truth[: len(other)])[0, 1])
     own, swapped = float(np.nanmean(own)), float(np.nanmean(swapped))
     print(f"\nmotion learning: {trainer.step} steps, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
     assert own >= 0.8, f"the mouth does not follow the audio: r={own:.3f} after {trainer.step} steps"

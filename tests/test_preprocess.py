@@ -5,15 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from talkface.config import AudioConfig, override, tiny
-from talkface.data import load_dataset
-from talkface.data.preprocess import PreprocessOptions, find_videos, preprocess, speaker_of, split_of
-from talkface.data.shards import ShardDataset, ShardStream
-from talkface.media.video import VideoWriter, iter_frames
-from talkface.train import draw_batch
-
 from conftest import no_grid
+
+from talkface.config import AudioConfig
+from talkface.data.preprocess import (
+    PreprocessOptions,
+    find_videos,
+    preprocess,
+    speaker_of,
+    split_of,
+)
+from talkface.data.shards import read_sample, shard_index, to_clip
+from talkface.media.audio import mfcc_windows
+from talkface.media.video import VideoWriter, iter_frames
 
 GRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grid_s1" / "video"
 needs_grid = pytest.mark.skipif(not GRID.is_dir(), reason=no_grid(GRID))
@@ -57,11 +61,12 @@ def test_preprocess_real_videos_skips_broken_ones_and_resumes(tmp_path):
     assert again == report and {p: p.stat().st_mtime_ns for p in out.glob("*/*.tar")} == stamps
 
     split = "train" if report["clips"]["train"] else "val"
-    data = ShardDataset(out, split, AudioConfig())
-    clip = data.full_clip(0)
+    shard = str(next(out.glob(f"{split}/*.tar")))
+    entry = shard_index(shard)[0]
+    clip = to_clip(read_sample(shard, entry))
     assert clip.frames.shape == (75, 48, 32, 3) and clip.landmarks.shape == (75, 478, 2)
-    assert abs(len(clip.audio) - 75 * 640) <= 640 and clip.meta["speaker"] == "spk a"
-    assert data.clip(0)["mfcc"].shape == (75, 13, 35)
+    assert abs(len(clip.audio) - 75 * 640) <= 640 and clip.meta["speaker"] == "spk a" == entry["speaker"]
+    assert mfcc_windows(clip.audio, AudioConfig())[:75].shape == (75, 13, 35) and entry["frames"] == 75
     # the aligned mouth sits where the template puts it: lips around 0.68 of the crop's height
     lips_y = clip.landmarks[:, [13, 14], 1].mean() / 48
     assert 0.6 < lips_y < 0.76
@@ -78,30 +83,6 @@ def test_cluster_shards_partition_the_work(tmp_path):
     assert sorted(p.name for p in (tmp_path / "o" / "groups").glob("*.json")) == ["000001.json"]
     report = preprocess([str(videos)], str(tmp_path / "o"), opts, shard_index=0, num_shards=2, progress=False)
     assert report["videos"] == 2
-
-
-def test_streamed_shards_give_the_same_clips_on_resume(tmp_path):
-    from talkface.data.shards import ShardWriter, clip_files
-    from talkface.data.synthetic import make_clip
-
-    cfg = override(tiny(), ["train.batch_size=2", "train.clip_frames=4"])
-    (tmp_path / "train").mkdir()
-    for s in range(3):
-        w = ShardWriter(str(tmp_path / "train" / f"{s:06d}.tar"))
-        for i in range(3):
-            c = make_clip(10 * s + i, 12, (48, 32), cfg.audio)
-            meta = {"fps": 25.0, "speaker": "x", "source": "synthetic", "start": 0, "frames": 12, "size": [48, 32]}
-            w.add(f"c{s}_{i}", clip_files(c.frames, c.audio, np.zeros((12, 478, 2)), meta, 16000))
-        w.close()
-    stream = load_dataset(str(tmp_path), cfg, stream=True)
-    assert isinstance(stream, ShardStream)
-    batches = [draw_batch(stream, cfg, step) for step in range(6)]  # 12 clips: more than one epoch
-    fresh = ShardStream(tmp_path, "train", cfg.audio)
-    again = draw_batch(fresh, cfg, 4)  # a resumed run jumps straight to its step
-    assert all(np.array_equal(again[k], batches[4][k]) for k in again)
-    assert not np.array_equal(batches[0]["frames"], batches[1]["frames"])
-    with pytest.raises(Exception, match="fewer than"):
-        ShardStream(tmp_path, "train", cfg.audio, world=4)
 
 
 def test_shard_audio_is_16_bit_wav_read_back_as_written():

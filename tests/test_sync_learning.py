@@ -8,19 +8,21 @@ import pytest
 import torch
 
 from talkface.config import override, tiny
-from talkface.data.synthetic import SyntheticDataset, measure_opening
+from talkface.data.synthetic import make_clip, measure_opening, write_synthetic_shards
+from talkface.media.audio import mfcc_windows
 from talkface.pixels import to_tensor, to_uint8
-from talkface.train import Trainer
+from talkface.training.gan import FramesTask
+from talkface.training.loop import Trainer
 
 
-def opening_correlations(model, val: SyntheticDataset) -> tuple[float, float]:
+def opening_correlations(model, clips, mfccs) -> tuple[float, float]:
     """Mean Pearson r of the generated mouth opening with the true one: own audio, swapped audio."""
     own, swapped = [], []
     with torch.inference_mode():
-        for i, clip in enumerate(val.clips):
+        for i, clip in enumerate(clips):
             still = to_tensor(clip.frames[0])[None]
             z = model.noise.sample(1, len(clip.frames), generator=torch.Generator().manual_seed(i))
-            for mfcc, out in ((val.mfcc[i], own), (val.mfcc[(i + 1) % len(val)], swapped)):
+            for mfcc, out in ((mfccs[i], own), (mfccs[(i + 1) % len(clips)], swapped)):
                 frames = to_uint8(model(still, torch.from_numpy(mfcc)[None], z)[0])
                 out.append(np.corrcoef(measure_opening(frames), clip.opening)[0, 1])
     return float(np.nanmean(own)), float(np.nanmean(swapped))
@@ -30,12 +32,12 @@ def learn(steps: int, settings: list[str], out) -> tuple[float, float]:
     """Train the tiny preset for `steps` with `settings` on 200 synthetic clips; r(own audio), r(swapped) on 12 unseen ones."""
     cfg = override(tiny(), [f"train.steps={steps}", "train.log_every=50", f"train.checkpoint_every={steps}", *settings])
     size = (cfg.model.height, cfg.model.width)
-    train = SyntheticDataset(200, 48, size, cfg.audio, seed=0)
-    val = SyntheticDataset(12, 75, size, cfg.audio, seed=12345)  # identities and speech never seen
-    trainer = Trainer(cfg, train, out)
+    train = write_synthetic_shards(str(out / "data"), cfg, 200, 48, seed=0)
+    val = [make_clip(12345 * 1_000_003 + i, 75, size, cfg.audio) for i in range(12)]  # identities and speech never seen
+    trainer = Trainer(FramesTask(cfg), train, out)
     trainer.fit(progress=False)
     assert trainer.step == steps
-    own, swapped = opening_correlations(trainer.ema, val)
+    own, swapped = opening_correlations(trainer.task.ema, val, [mfcc_windows(c.audio, cfg.audio) for c in val])
     print(f"\nsync learning: {steps} steps, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
     return own, swapped
 

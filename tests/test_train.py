@@ -1,4 +1,12 @@
+"""The training loop and the GAN tasks: steps, exact resume from any position, releases, and the
+shards streamed underneath (positions, speakers, corrupt data)."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
 import zipfile
 
 import numpy as np
@@ -6,21 +14,39 @@ import pytest
 import torch
 
 from talkface.checkpoint import load_generator, load_training_state, read_metadata, save_release
-from talkface.config import override, tiny
-from talkface.data.synthetic import SyntheticDataset
+from talkface.config import StreamConfig, override, preset, tiny
+from talkface.data.shards import INDEX_SUFFIX, shard_index
+from talkface.data.stream import ShardStream
+from talkface.data.synthetic import write_synthetic_shards
 from talkface.errors import TalkfaceError
-from talkface.train import Trainer, draw_batch
+from talkface.training import loop
+from talkface.training.gan import gan_task
+from talkface.training.loop import Trainer, read_batch
 
 
-def small_cfg(**sets):
+def small_cfg(*sets):
     cfg = override(tiny(), ["train.batch_size=2", "train.clip_frames=4", "train.checkpoint_every=1000", "train.log_every=1"])
-    return override(cfg, [f"{k}={v}" for k, v in sets.items()])
+    return override(cfg, list(sets))
 
 
 @pytest.fixture(scope="module")
-def data():
-    cfg = small_cfg()
-    return SyntheticDataset(6, 12, (cfg.model.height, cfg.model.width), cfg.audio, seed=5)
+def data(tmp_path_factory):
+    """12 synthetic clips of 12 frames in shards of 3."""
+    return write_synthetic_shards(str(tmp_path_factory.mktemp("frames")), small_cfg(), 12, 12, seed=5, per_shard=3)
+
+
+@pytest.fixture(scope="module")
+def motion_data(tmp_path_factory):
+    cfg = override(preset("motion-tiny"), ["train.batch_size=4"])
+    return write_synthetic_shards(str(tmp_path_factory.mktemp("motion")), cfg, 24, 30, seed=1, per_shard=4)
+
+
+def trainer(cfg, data, out, **kw):
+    return Trainer(gan_task(cfg), data, out, **kw)
+
+
+def batch_of(tr: Trainer, step: int = 0):
+    return read_batch(tr.task.reader, tr.stream.take(tr.task.schedule.batch_size), tr.task.schedule.seed, step)[0]
 
 
 def snapshot(module):
@@ -31,9 +57,16 @@ def changed(before, module):
     return any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
-def test_batches_are_a_pure_function_of_step(data):
-    cfg = small_cfg()
-    a, b, c = draw_batch(data, cfg, 3), draw_batch(data, cfg, 3), draw_batch(data, cfg, 4)
+def same_weights(a: Trainer, b: Trainer) -> bool:
+    pairs = [(a.task.G, b.task.G), (a.task.ema, b.task.ema), (a.task.D, b.task.D)]
+    return all(torch.equal(x.state_dict()[k], y.state_dict()[k]) for x, y in pairs for k in x.state_dict())
+
+
+def test_batches_follow_the_stream_and_are_reproducible(data, tmp_path):
+    tr = trainer(small_cfg(), data, tmp_path / "a")
+    a = batch_of(tr)
+    b = batch_of(trainer(small_cfg(), data, tmp_path / "b"))
+    c = batch_of(tr, 1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["frames"], c["frames"])
     assert a["frames"].shape == (2, 4, 3, 48, 32) and a["mfcc"].shape == (2, 4, 13, 35)
@@ -41,67 +74,116 @@ def test_batches_are_a_pure_function_of_step(data):
 
 
 def test_generator_phase_leaves_discriminators_untouched(data, tmp_path):
-    tr = Trainer(small_cfg(), data, tmp_path)
-    batch = draw_batch(data, tr.cfg, 0)
-    fake = tr.G(batch["still"], batch["mfcc"])
-    d_before, g_before = snapshot(tr.D), snapshot(tr.G)
-    tr.D.eval().requires_grad_(False)
-    losses = tr.generator_phase(batch, fake, 0)
+    task = trainer(small_cfg(), data, tmp_path).task
+    batch = batch_of(trainer(small_cfg(), data, tmp_path / "x"))
+    fake = task.G(batch["still"], batch["mfcc"])
+    d_before, g_before = snapshot(task.D), snapshot(task.G)
+    task.D.eval().requires_grad_(False)
+    losses = task.generator_phase(batch, fake, 0)
     assert set(losses) == {"g_frame_adv", "g_seq_adv", "g_l1"}
-    tr.opt_g.zero_grad()
+    task.opt_g.zero_grad()
     sum(losses.values()).backward()
-    assert all(p.grad is None for p in tr.D.parameters())
-    tr.opt_g.step()
-    assert changed(g_before, tr.G) and not changed(d_before, tr.D)
+    assert all(p.grad is None for p in task.D.parameters())
+    task.opt_g.step()
+    assert changed(g_before, task.G) and not changed(d_before, task.D)
 
 
 def test_one_step_updates_generator_discriminators_and_ema(data, tmp_path):
-    tr = Trainer(small_cfg(), data, tmp_path)
-    g, d, e = snapshot(tr.G), snapshot(tr.D), snapshot(tr.ema)
-    losses = tr.train_step()
-    assert {"d_frame", "d_sequence", "g_l1"} <= set(losses) and all(np.isfinite(list(losses.values())))
-    assert changed(g, tr.G) and changed(d, tr.D) and changed(e, tr.ema)
-    assert tr.step == 1
+    tr = trainer(small_cfg(), data, tmp_path)
+    g, d, e = snapshot(tr.task.G), snapshot(tr.task.D), snapshot(tr.task.ema)
+    tr.fit(1, progress=False)
+    assert changed(g, tr.task.G) and changed(d, tr.task.D) and changed(e, tr.task.ema)
+    assert tr.step == 1 and (tmp_path / "checkpoint.pt").exists() and (tmp_path / "generator.safetensors").exists()
 
 
 def test_l1_goes_down_with_training(data, tmp_path):
-    tr = Trainer(small_cfg(**{"train.batch_size": 4}), data, tmp_path)
-    first = [tr.train_step()["g_l1"] for _ in range(3)]
-    for _ in range(25):
-        last = tr.train_step()["g_l1"]
-    assert last < 0.7 * np.mean(first)
+    tr = trainer(small_cfg("train.batch_size=4"), data, tmp_path)
+    l1 = []
+    for step in range(28):
+        l1.append(float(tr.task.train_step({k: v for k, v in batch_of(tr, step).items()}, step)["g_l1"]))
+    assert l1[-1] < 0.7 * np.mean(l1[:3])
 
 
 def test_resume_ends_with_the_same_weights(data, tmp_path):
-    full = Trainer(small_cfg(), data, tmp_path / "full")
-    full.fit(4, progress=False)
-    part = Trainer(small_cfg(), data, tmp_path / "part")
-    part.fit(2, progress=False)
-    resumed = Trainer(small_cfg(), data, tmp_path / "part")
+    """Stopped at step 3 (past an epoch: 12 clips in 6 steps) and resumed: the same weights as an
+    unbroken run of 8 steps."""
+    full = trainer(small_cfg(), data, tmp_path / "full")
+    full.fit(8, progress=False)
+    part = trainer(small_cfg(), data, tmp_path / "part")
+    part.fit(7, progress=False)
+    resumed = trainer(small_cfg(), data, tmp_path / "part")
     resumed.resume(tmp_path / "part" / "checkpoint.pt")
-    assert resumed.step == 2
-    resumed.fit(4, progress=False)
-    for a, b in [(full.G, resumed.G), (full.ema, resumed.ema), (full.D, resumed.D)]:
-        sa, sb = a.state_dict(), b.state_dict()
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert resumed.step == 7 and resumed.stream.epoch == 1
+    resumed.fit(8, progress=False)
+    assert same_weights(full, resumed)
     log = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
-    assert [r["step"] for r in log] == [1, 2, 3, 4] and "g_l1" in log[0]
+    assert [r["step"] for r in log] == list(range(1, 9)) and "g_l1" in log[0]
+
+
+def test_loader_processes_give_the_same_run(motion_data, tmp_path):
+    cfg = override(preset("motion-tiny"), ["train.batch_size=4", "train.log_every=1"])
+    alone = trainer(cfg, motion_data, tmp_path / "alone")
+    alone.fit(5, progress=False)
+    helped = trainer(override(preset("motion-tiny"), ["train.batch_size=4", "train.log_every=1", "data.workers=2"]), motion_data, tmp_path / "helped")
+    helped.fit(3, progress=False)  # read ahead by two processes; the checkpoint holds the position of step 3, not of what was read
+    again = trainer(override(preset("motion-tiny"), ["train.batch_size=4", "data.workers=2"]), motion_data, tmp_path / "helped")
+    again.resume(tmp_path / "helped" / "checkpoint.pt")
+    again.fit(5, progress=False)
+    assert same_weights(alone, again)
+
+
+def test_resume_reads_nothing_before_its_position(motion_data, tmp_path, monkeypatch):
+    """Time to the first step does not grow with the position: a resumed run reads only its own batch."""
+    cfg = override(preset("motion-tiny"), ["train.batch_size=4"])
+    tr = trainer(cfg, motion_data, tmp_path)
+    tr.fit(14, progress=False)  # 24 clips in batches of 4: epoch 2
+    reads = []
+    real = loop.read_sample
+    monkeypatch.setattr(loop, "read_sample", lambda path, entry: reads.append(entry["key"]) or real(path, entry))
+    resumed = trainer(cfg, motion_data, tmp_path)
+    resumed.resume(tmp_path / "checkpoint.pt")
+    resumed.fit(15, progress=False)
+    assert len(reads) == 4 and resumed.stream.state()["epoch"] == 2
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
+    """`talkface train` killed mid-run (after a checkpoint), then `--resume`: the weights of an unbroken run."""
+    args = [sys.executable, "-m", "talkface", "train", "--config", "motion-tiny", "--data", "synthetic", "--quiet",
+            "--set", "train.steps=30", "--set", "train.checkpoint_every=3", "--set", "train.batch_size=4"]
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "checkpoint.pt").exists() and load_training_state(run / "checkpoint.pt")["step"] >= 6:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "generator.safetensors").exists(), "the run ended before it was killed"
+    subprocess.run(args + ["--out", str(run), "--resume"], check=True, capture_output=True)
+    a = load_training_state(tmp_path / "full" / "checkpoint.pt")
+    b = load_training_state(run / "checkpoint.pt")
+    assert a["step"] == b["step"] == 30
+    for part in ("generator", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
 
 
 def test_release_round_trip_gives_identical_outputs(data, tmp_path):
-    tr = Trainer(small_cfg(), data, tmp_path)
+    tr = trainer(small_cfg(), data, tmp_path)
     tr.fit(1, progress=False)
     path = tmp_path / "generator.safetensors"
     meta = read_metadata(path)
     assert json.loads(meta["config"])["name"] == "tiny" and meta["format"] == "1"
+    assert (meta["clips"], meta["speakers"], meta["steps"]) == ("12", "1", "1") and float(meta["hours"]) > 0
     g, cfg = load_generator(path)
     g2, _ = load_generator(tmp_path / "checkpoint.pt")
     still = torch.rand(1, 3, 48, 32) * 2 - 1
     mfcc, z = torch.randn(1, 3, 13, 35), torch.randn(1, 3, 10)
     with torch.no_grad():
-        ref = tr.ema(still, mfcc, z)
+        ref = tr.task.ema(still, mfcc, z)
         assert torch.equal(g(still, mfcc, z), ref) and torch.equal(g2(still, mfcc, z), ref)
-    save_release(tmp_path / "half.safetensors", tr.ema, cfg, half=True)
+    save_release(tmp_path / "half.safetensors", tr.task.ema, cfg, half=True)
     g3, _ = load_generator(tmp_path / "half.safetensors")
     with torch.no_grad():
         assert (g3(still, mfcc, z) - ref).abs().max() < 0.05
@@ -121,3 +203,95 @@ def test_checkpoint_loading_refuses_pickled_code_and_garbage(tmp_path):
         load_generator(tmp_path / "junk.safetensors")
     with pytest.raises(TalkfaceError, match="no such checkpoint"):
         load_generator(tmp_path / "missing.safetensors")
+
+
+# -- the stream -----------------------------------------------------------------------------------
+def test_ranks_read_disjoint_shards_and_every_clip_once_an_epoch(data):
+    cfg = StreamConfig(mix=2, balance_speakers=False)
+    keys = []
+    for rank in range(2):
+        stream = ShardStream(data, "train", cfg, seed=3, rank=rank, world=2)
+        keys.append([(item.path, item.entry["key"]) for item in stream.take(len(stream.plan(0)))])
+    assert not {p for p, _ in keys[0]} & {p for p, _ in keys[1]}
+    assert sorted(k for part in keys for _, k in part) == sorted(f"synthetic{i:06d}" for i in range(12))
+    again = ShardStream(data, "train", cfg, seed=3, rank=0, world=2)
+    assert [(i.path, i.entry["key"]) for i in again.take(len(keys[0]))] == keys[0]
+    with pytest.raises(TalkfaceError, match="fewer than"):
+        ShardStream(data, "train", cfg, world=5)
+
+
+def test_speakers_are_balanced_in_an_epoch(tmp_path):
+    """Speaker 0 has 4 times the clips of each other speaker (clips 0-19 are all its, then 5 each)."""
+    root = str(tmp_path)
+    cfg = override(preset("motion-tiny"), [])
+    write_synthetic_shards(root, cfg, 20, 10, per_shard=5, speakers=1)
+    more = str(tmp_path / "more")
+    write_synthetic_shards(more, cfg, 20, 10, seed=9, per_shard=5, speakers=4)
+    for path in sorted(os.listdir(os.path.join(more, "train"))):
+        os.replace(os.path.join(more, "train", path), os.path.join(root, "train", "b" + path))
+    plain = ShardStream(root, "train", StreamConfig(balance_speakers=False))
+    balanced = ShardStream(root, "train", StreamConfig())
+    assert plain.speakers["synthetic0"] == 25 and plain.speakers["synthetic1"] == 5
+    counts = [{s: 0 for s in plain.speakers} for _ in range(2)]
+    for epoch in range(20):
+        for i, stream in enumerate((plain, balanced)):
+            for _, entry in stream.plan(epoch):
+                counts[i][entry["speaker"]] += 1
+    share = lambda c: c["synthetic0"] / sum(c.values())  # noqa: E731
+    assert share(counts[0]) == pytest.approx(25 / 40)
+    assert share(counts[1]) < 0.35  # about 5 of the 20 an epoch holds
+
+
+def corrupt_sample(path: str, entry: dict, ext: str) -> None:
+    offset, size = entry["members"][ext]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes(size))
+
+
+def test_a_corrupt_sample_is_skipped_with_one_warning_and_training_goes_on(motion_data, tmp_path, capfd):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(motion_data, root)
+    shard = sorted((root / "train").glob("*.tar"))[0]
+    for entry in shard_index(str(shard))[:2]:
+        corrupt_sample(str(shard), entry, "wav")
+    cfg = override(preset("motion-tiny"), ["train.batch_size=4", "data.max_bad_shards=0.5"])
+    tr = trainer(cfg, str(root), tmp_path / "run")
+    tr.fit(12, progress=False)  # two epochs
+    err = capfd.readouterr().err
+    assert err.count("warning:") == 1 and str(shard) in err and "1 of 6 shards" in err
+    assert tr.step == 12 and list(tr.stream.bad) == [str(shard)]
+    assert load_training_state(tmp_path / "run" / "checkpoint.pt")["streams"][0]["bad"] == {str(shard): tr.stream.bad[str(shard)]}
+
+
+def test_too_many_corrupt_shards_stop_training_with_a_clear_error(motion_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(motion_data, root)
+    shards = sorted((root / "train").glob("*.tar"))
+    with open(shards[0], "r+b") as f:  # cut short: not even its headers can be read
+        f.truncate(700)
+    os.remove(str(shards[0]) + INDEX_SUFFIX)
+    for shard in shards[1:3]:
+        for entry in shard_index(str(shard)):
+            corrupt_sample(str(shard), entry, "wav")
+    cfg = override(preset("motion-tiny"), ["train.batch_size=4", "data.max_bad_shards=0.4"])
+    tr = trainer(cfg, str(root), tmp_path / "run")  # one of six shards unreadable: under 40%
+    assert list(tr.stream.bad) == [str(shards[0])]
+    with pytest.raises(TalkfaceError, match=r"3 of 6 'train' shards are unreadable, more than the 40% allowed"):
+        tr.fit(12, progress=False)
+
+
+def test_the_shard_index_is_rebuilt_when_missing_or_stale(data, tmp_path):
+    import shutil
+
+    shutil.copytree(data, tmp_path / "d")
+    shard = sorted((tmp_path / "d" / "train").glob("*.tar"))[0]
+    written = shard_index(str(shard))
+    os.remove(str(shard) + INDEX_SUFFIX)
+    assert shard_index(str(shard)) == written and os.path.exists(str(shard) + INDEX_SUFFIX)
+    with tarfile.open(shard) as tar:
+        assert [m.name.split(".")[0] for m in tar][::3] == [e["key"] for e in written]

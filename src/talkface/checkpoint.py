@@ -35,9 +35,9 @@ def _atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
-def save_training_state(path: str | os.PathLike, state: dict[str, Any], cfg: Config) -> None:
+def save_training_state(path: str | os.PathLike, state: dict[str, Any], config: dict[str, Any]) -> None:
     """Everything needed for an exact resume, plus the config and versions, in one torch file."""
-    payload = {"format": FORMAT_VERSION, "talkface_version": __version__, "config": cfg.to_dict(), **state}
+    payload = {"format": FORMAT_VERSION, "talkface_version": __version__, "config": config, **state}
     _atomic_write(os.fspath(path), lambda p: torch.save(payload, p))
 
 

@@ -118,21 +118,27 @@ SEED = whole(-(2**63), 2**64 - 1, "from -2**63 to 2**64 - 1")  # what torch's ge
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    load_heavy("talkface.train")
+    load_heavy("talkface.training.gan")
     from talkface.config import override, preset
-    from talkface.data import load_dataset
-    from talkface.train import Trainer, distributed
+    from talkface.data import training_data
+    from talkface.training.gan import gan_task
+    from talkface.training.loop import Trainer, distributed
 
     try:
-        cfg = override(preset(args.config), args.set)
+        cfg = override(preset(args.config), args.set + ([f"data.workers={args.workers}"] if args.workers is not None else []))
     except ValueError as e:
         raise TalkfaceError(str(e)) from None
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if os.path.exists(ckpt) and not (args.resume or args.overwrite):
         raise TalkfaceError("already holds a run (pass --resume to continue it, or --overwrite)", args.out)
     with distributed(args.device) as (rank, world, device):
-        dataset = load_dataset(args.data, cfg, stream=args.stream, rank=rank, world=world)
-        trainer = Trainer(cfg, dataset, args.out, device=device, rank=rank, world=world)
+        data = training_data(args.data, cfg, args.out) if rank == 0 or args.data != "synthetic" else None
+        if world > 1 and args.data == "synthetic":
+            import torch.distributed as dist
+
+            dist.barrier()  # rank 0 writes the synthetic shards once
+            data = training_data(args.data, cfg, args.out)
+        trainer = Trainer(gan_task(cfg), data, args.out, device=device, rank=rank, world=world)
         if args.resume and os.path.exists(ckpt):
             trainer.resume(ckpt)
         trainer.fit(progress=not args.quiet)
@@ -322,7 +328,7 @@ def build_parser() -> Parser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=200")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
-    t.add_argument("--stream", action="store_true", help="read shards one by one instead of holding the data set in memory")
+    t.add_argument("--workers", type=INDEX, default=None, help="processes decoding training samples (default: data.workers of the config, 0: none)")
     t.add_argument("--device", default="auto", help=DEVICE_HELP + "; under torchrun each process takes its LOCAL_RANK's GPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)

@@ -160,6 +160,17 @@ class MotionConfig:
 
 
 @dataclass
+class StreamConfig:
+    """How a trainer reads its shards (talkface.data.stream): each process its own shards, a few at
+    a time, their samples shuffled among each other; speakers balanced; corrupt samples skipped."""
+
+    workers: int = 0  # processes decoding samples (0: the training process itself)
+    mix: int = 8  # shards read together, their samples shuffled among each other
+    balance_speakers: bool = True  # an epoch takes at most the median speaker's number of clips from any speaker
+    max_bad_shards: float = 0.05  # share of shards with unreadable samples past which training stops
+
+
+@dataclass
 class RefinerConfig:
     """The mouth refiner (talkface.render.refine): what a warp cannot show, drawn over the warped mouth.
 
@@ -195,6 +206,10 @@ class RefinerConfig:
     sync: float = 0.05
     seed: int = 0
     threads: int = 2
+    log_every: int = 50
+    eval_every: int = 250  # held-out error of the warp and the refined crops
+    checkpoint_every: int = 250
+    data: StreamConfig = field(default_factory=StreamConfig)
 
 
 @dataclass
@@ -250,7 +265,6 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     amp: bool = True  # mixed precision, on CUDA only
-    num_workers: int = 0
 
 
 KINDS = ("frames", "motion")
@@ -269,6 +283,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: StreamConfig = field(default_factory=StreamConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -306,6 +321,8 @@ class SyncConfig:
     log_every: int = 50
     time_limit_s: float = 0.0  # stop after this many seconds of training (0: no limit)
     threads: int = 1  # on a shared CPU, more threads than free cores only wait on each other
+    checkpoint_every: int = 250
+    data: StreamConfig = field(default_factory=StreamConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

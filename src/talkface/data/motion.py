@@ -5,8 +5,9 @@ Motion targets come from the face-mesh landmarks that `talkface preprocess` stor
 each frame's `MOTION_POINTS` are expressed relative to it, in units of the rest mouth's width (the
 crop is already upright). The same units move a photo's mouth at inference (talkface.render.rig).
 
-Voices: each clip also gets `cfg.augment.variants` augmented copies of its audio (see `augment`),
-drawn once from a seed, so that a model trained on one man's voice moves the mouth for others too.
+Voices: each clip is also heard in `cfg.augment.variants` augmented copies of its audio (see `augment`),
+each drawn from (seed, clip, variant), so that a model trained on one man's voice moves the mouth for
+others too (`training.gan.MotionReader`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import numpy as np
 from scipy import signal
 
 from talkface.config import AugmentConfig, Config
-from talkface.media.audio import mfcc_windows, num_frames
 from talkface.media.face import APERTURE_PAIRS, MOTION_POINTS, MOUTH_CORNERS
 
 REST_SHARE = 0.1  # the rest shape averages this share of a clip's most closed frames (at least 3)
@@ -96,39 +96,6 @@ def resample_motion(motion: np.ndarray, speed: float, frames: int) -> np.ndarray
     hi = np.minimum(lo + 1, len(motion) - 1)
     frac = (src - lo)[:, None, None]
     return ((1 - frac) * motion[lo] + frac * motion[hi]).astype(np.float32)
-
-
-class MotionClips:
-    """Clips as (MFCC windows, motion) in `1 + variants` voices each: `clip(i, variant)`."""
-
-    def __init__(self, audio: list[np.ndarray], motion: list[np.ndarray], cfg: Config, seed: int = 0):
-        self.variants = 1 + cfg.augment.variants
-        self.items: list[list[tuple[np.ndarray, np.ndarray]]] = []
-        for i, (a, m) in enumerate(zip(audio, motion)):
-            rng = np.random.default_rng([seed, i])
-            voices = [self._pair(a, m, 1.0, cfg)]
-            for _ in range(cfg.augment.variants):
-                voice, speed = augment(a, rng, cfg.augment, cfg.audio.sample_rate)
-                voices.append(self._pair(voice, m, speed, cfg))
-            self.items.append(voices)
-
-    @staticmethod
-    def _pair(audio: np.ndarray, motion: np.ndarray, speed: float, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-        n = min(num_frames(len(audio), cfg.audio), int(len(motion) / speed))
-        return mfcc_windows(audio, cfg.audio)[:n].astype(np.float16), resample_motion(motion, speed, n)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def clip(self, i: int, variant: int = 0) -> dict[str, np.ndarray]:
-        """mfcc (T, n_mfcc, steps) float16 and motion (T, P, 2) float32 of clip i in voice `variant` (0: the original)."""
-        mfcc, motion = self.items[i][variant]
-        return {"mfcc": mfcc, "motion": motion}
-
-
-def shard_motion_clips(root: str, split: str, cfg: Config, seed: int = 0, progress: bool = False) -> MotionClips:
-    """The clips of a folder made by `talkface preprocess`, ready to train on."""
-    return MotionClips(*read_audio_motion(root, split, cfg, progress), cfg, seed)
 
 
 def read_audio_motion(root: str, split: str, cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -23,14 +23,11 @@ import tarfile
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 import av
 import numpy as np
 
-from talkface.config import AudioConfig
 from talkface.errors import TalkfaceError
-from talkface.media.audio import mfcc_windows
 
 
 @dataclass
@@ -259,83 +256,3 @@ def shard_paths(root: str | os.PathLike, split: str) -> list[str]:
     if not paths:
         raise TalkfaceError(f"holds no '{split}' shards (make them with `talkface preprocess`)", root)
     return paths
-
-
-class ShardDataset:
-    """Random access to the clips of a split: compressed samples in memory, decoded on demand.
-
-    A GRID-sized split (1000 sentences) takes ~100 MB this way; for data sets larger than memory
-    use `ShardStream`.
-    """
-
-    def __init__(self, root: str | os.PathLike, split: str, audio: AudioConfig, cache: int = 256):
-        self.samples = [s for p in shard_paths(root, split) for s in iter_samples(p)]
-        self.audio = audio
-        self._decode = lru_cache(maxsize=cache)(self._decode_uncached)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _decode_uncached(self, i: int) -> tuple[Clip, np.ndarray]:
-        clip = to_clip(self.samples[i])
-        mfcc = mfcc_windows(clip.audio, self.audio)
-        n = min(len(clip.frames), len(mfcc))
-        clip.frames = clip.frames[:n]
-        return clip, mfcc[:n]
-
-    def full_clip(self, i: int) -> Clip:
-        return self._decode(i)[0]
-
-    def clip(self, i: int) -> dict[str, np.ndarray]:
-        """frames (T, H, W, 3) uint8 and mfcc (T, n_mfcc, steps), as the trainer draws them."""
-        clip, mfcc = self._decode(i)
-        return {"frames": clip.frames, "mfcc": mfcc}
-
-
-class ShardStream:
-    """Clips streamed from many shards without holding the data set: each (rank, worker) reads its
-    own share of the shards, in an order shuffled per epoch by (seed, epoch); a shuffle buffer
-    mixes clips across shards."""
-
-    def __init__(self, root: str | os.PathLike, split: str, audio: AudioConfig, seed: int = 0, rank: int = 0, world: int = 1, buffer: int = 64):
-        self.paths = shard_paths(root, split)
-        if len(self.paths) < world:
-            raise TalkfaceError(f"has {len(self.paths)} '{split}' shards, fewer than the {world} processes training", root)
-        self.audio, self.seed, self.rank, self.world, self.buffer = audio, seed, rank, world, buffer
-        self._position = (0, None)  # (clips consumed, iterator)
-
-    def _clips(self) -> Iterator[dict[str, np.ndarray]]:
-        epoch = 0
-        while True:
-            yield from self.epoch(epoch)
-            epoch += 1
-
-    def clips_for_step(self, step: int, count: int) -> list[dict[str, np.ndarray]]:
-        """The `count` clips of training step `step`: the stream read in order, so a resumed run
-        (which skips ahead to its step) sees exactly the clips an uninterrupted run would."""
-        consumed, it = self._position
-        want = step * count
-        if it is None or consumed > want:
-            consumed, it = 0, self._clips()
-        for _ in range(want - consumed):
-            next(it)
-        clips = [next(it) for _ in range(count)]
-        self._position = (want + count, it)
-        return clips
-
-    def epoch(self, epoch: int, worker: int = 0, workers: int = 1) -> Iterator[dict[str, np.ndarray]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = [self.paths[i] for i in rng.permutation(len(self.paths))]
-        mine = order[self.rank * workers + worker :: self.world * workers]
-        pool: list[dict[str, np.ndarray]] = []
-        pick = np.random.default_rng([self.seed, epoch, self.rank, worker])
-        for path in mine:
-            for sample in iter_samples(path):
-                clip = to_clip(sample)
-                mfcc = mfcc_windows(clip.audio, self.audio)
-                n = min(len(clip.frames), len(mfcc))
-                pool.append({"frames": clip.frames[:n], "mfcc": mfcc[:n]})
-                if len(pool) >= self.buffer:
-                    yield pool.pop(int(pick.integers(len(pool))))
-        while pool:
-            yield pool.pop(int(pick.integers(len(pool))))

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from talkface.config import AudioConfig
-from talkface.media.audio import mfcc_windows
 
 
 @dataclass
@@ -115,22 +114,6 @@ def make_clip(seed: int, frames: int, size: tuple[int, int], cfg: AudioConfig) -
     return SyntheticClip(imgs, audio, opening.astype(np.float32), width.astype(np.float32), mouth_box(size), ident)
 
 
-class SyntheticDataset:
-    """A fixed pool of synthetic clips, generated once, with MFCC windows ready for training."""
-
-    def __init__(self, num_clips: int, frames: int, size: tuple[int, int], cfg: AudioConfig, seed: int = 0):
-        self.clips = [make_clip(seed * 1_000_003 + i, frames, size, cfg) for i in range(num_clips)]
-        self.mfcc = [mfcc_windows(c.audio, cfg) for c in self.clips]
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def clip(self, i: int) -> dict[str, np.ndarray]:
-        """frames (T, H, W, 3) uint8 and mfcc (T, n_mfcc, steps) of clip i."""
-        return {"frames": self.clips[i].frames, "mfcc": self.mfcc[i]}
-
-
 def synthetic_motion(opening: np.ndarray, width: np.ndarray) -> np.ndarray:
     """Mouth and chin motion (T, P, 2) in rest mouth widths (media.face.MOTION_POINTS order: outer lip
     loop, inner lip loop, chin) for a mouth opening and width per frame, as `render_face` draws them."""
@@ -150,15 +133,57 @@ def synthetic_motion(opening: np.ndarray, width: np.ndarray) -> np.ndarray:
     return np.stack([dx, dy], -1)
 
 
-def synthetic_motion_clips(num_clips: int, frames: int, cfg, seed: int = 0):
-    """Synthetic speech with the mouth motion that follows it (opening from loudness, width from the vowel)."""
-    from talkface.data.motion import MotionClips
+def synthetic_motion_clip(seed: int, frames: int, cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic speech (samples) and the mouth motion (T, P, 2) that follows it (opening from loudness,
+    width from the vowel)."""
+    rng = np.random.default_rng(seed)
+    speech, env, vowel = _speech(rng, frames, cfg, rng.uniform(100, 220))
+    opening = np.clip(np.convolve(env, [0.25, 0.5, 0.25], mode="same"), 0, 1)
+    return speech, synthetic_motion(opening, np.where(opening > 0.05, vowel, 0.3))
 
-    audio, motion = [], []
-    for i in range(num_clips):
-        rng = np.random.default_rng(seed * 1_000_003 + i)
-        speech, env, vowel = _speech(rng, frames, cfg.audio, rng.uniform(100, 220))
-        opening = np.clip(np.convolve(env, [0.25, 0.5, 0.25], mode="same"), 0, 1)
-        audio.append(speech)
-        motion.append(synthetic_motion(opening, np.where(opening > 0.05, vowel, 0.3)))
-    return MotionClips(audio, motion, cfg, seed)
+
+def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0, val: int = 0, per_shard: int = 16, speakers: int = 1) -> str:
+    """A folder of shards (train/, val/) of procedural talking faces, laid out as `talkface preprocess`
+    writes real ones: for the seed's GAN each clip's frames (H.264) and speech; for the motion model
+    (cfg.kind) its speech and the motion itself (`KEY.motion.npy`, in place of landmarks). Clip i is
+    spoken by speaker i % `speakers`; the last `val` clips are held out. Written once: a folder that
+    holds them already is returned as it is."""
+    import json
+    import os
+
+    from talkface.data.shards import ShardWriter, encode_frames, encode_wav
+
+    if os.path.isfile(os.path.join(out, "synthetic.json")):
+        return out
+    for split in ("train", "val"):
+        os.makedirs(os.path.join(out, split), exist_ok=True)
+    size = (cfg.model.height, cfg.model.width)
+    rate = cfg.audio.sample_rate
+    writer, split_of = None, lambda i: "val" if i >= clips - val else "train"
+    for i in range(clips):
+        if writer is None or writer.count == per_shard or split_of(i) != split_of(i - 1):
+            if writer is not None:
+                writer.close()
+            writer = ShardWriter(os.path.join(out, split_of(i), f"{i:06d}.tar"))
+        key, speaker = f"synthetic{i:06d}", f"synthetic{i % speakers}"
+        meta = json.dumps({"source": "synthetic", "speaker": speaker, "fps": cfg.audio.fps, "frames": frames}).encode()
+        if cfg.kind == "motion":
+            audio, motion = synthetic_motion_clip(seed * 1_000_003 + i, frames, cfg.audio)
+            files = {"wav": encode_wav(audio, rate), "motion.npy": _npy(motion.astype(np.float32)), "json": meta}
+        else:
+            clip = make_clip(seed * 1_000_003 + i, frames, size, cfg.audio)
+            files = {"mp4": encode_frames(clip.frames, cfg.audio.fps), "wav": encode_wav(clip.audio, rate), "json": meta}
+        writer.add(key, files, speaker=speaker, frames=frames)
+    if writer is not None:
+        writer.close()
+    with open(os.path.join(out, "synthetic.json"), "w") as f:
+        json.dump({"clips": clips, "frames": frames, "seed": seed, "kind": cfg.kind}, f)
+    return out
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
