@@ -174,7 +174,11 @@ def _serve(maker: Maker, conn) -> None:
             job = conn.recv()
         except EOFError:
             return
-        conn.send(_make(maker, *job))
+        result = _make(maker, *job)
+        try:
+            conn.send(result)
+        except OSError:  # the main process is gone
+            return
 
 
 class Workers:
