@@ -220,3 +220,36 @@ def test_window_shards_hold_what_the_maker_computed(tmp_path, monkeypatch):
         assert entry["speaker"] == "s1" and entry["frames"] == cfg.window
     assert arrays["warped"].shape == (cfg.window, 16, 32, 3) and arrays["still"].shape == (16, 32, 3)
     assert arrays["speech"].dtype == np.float32 and arrays["mfcc"].shape == (13, refine.AUDIO_STEPS)
+
+
+@needs_grid
+def test_a_run_killed_and_run_again_ends_with_the_same_shards(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from talkface.data.mouths import cut_mouths
+
+    videos = tmp_path / "s1"
+    videos.mkdir()
+    for name in ("bbaf2n", "bbaf3s", "bbaf4p"):
+        shutil.copy(GRID / f"{name}.mp4", videos / f"{name}.mp4")
+    out = tmp_path / "out"
+    script = ("from talkface.config import SyncConfig\nfrom talkface.data.mouths import cut_mouths\n"
+              f"cut_mouths([{str(videos)!r}], {str(out)!r}, SyncConfig(), workers=1, progress=False, videos_per_group=1)\n")
+    p = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        while not (out / "groups" / "000000.json").exists() and p.poll() is None:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait()
+    report = cut_mouths([str(videos)], str(out), SyncConfig(), workers=0, progress=False, videos_per_group=1)
+    whole = cut_mouths([str(videos)], str(tmp_path / "whole"), SyncConfig(), workers=0, progress=False, videos_per_group=1)
+    assert report == whole and report["train"]["clips"] + report["val"]["clips"] == 3
+    assert not list(out.rglob("*.tmp"))
+    for split in ("train", "val"):
+        assert [e for _, e in index_entries(out, split)] == [e for _, e in index_entries(tmp_path / "whole", split)]
+        for (a, entry), (b, _) in zip(index_entries(out, split), index_entries(tmp_path / "whole", split)):
+            assert read_sample(str(a), entry) == read_sample(str(b), entry)

@@ -297,12 +297,14 @@ def group_report(out: str, group: int) -> str:
 
 def write_group(out: str, group: int, videos: list[str], results: list[list[Sample] | str]) -> dict:
     """A group's shards, then its report: the report exists only when both shards are complete."""
-    from talkface.data.shards import ShardWriter, write_failure
+    from talkface.data.shards import INDEX_SUFFIX, ShardWriter, write_failure
 
     report = {"group": group, "videos": len(videos), "failed": {}}
     report.update({s: {"clips": 0, "frames": 0, "seconds": 0.0, "speakers": set()} for s in SPLITS})
-    writers = {s: ShardWriter(os.path.join(out, s, f"{group:06d}.tar")) for s in SPLITS}
+    writers: dict[str, ShardWriter] = {}
     try:
+        for s in SPLITS:
+            writers[s] = ShardWriter(os.path.join(out, s, f"{group:06d}.tar"))
         for path, result in zip(videos, results):
             if isinstance(result, str):
                 report["failed"][os.path.abspath(path)] = result
@@ -317,8 +319,11 @@ def write_group(out: str, group: int, videos: list[str], results: list[list[Samp
         for w in writers.values():
             w.close()
     except BaseException:
-        for w in writers.values():
+        for w in writers.values():  # the group's shards go, so that none stands without its report
             w.abort()
+            for done in (w.path, w.path + INDEX_SUFFIX):
+                if os.path.exists(done):
+                    os.remove(done)
         raise
     for s in SPLITS:
         report[s]["speakers"] = sorted(report[s]["speakers"])
