@@ -35,7 +35,7 @@ def main() -> None:
             start = time.perf_counter()
             report = preprocess([listing], os.path.join(tmp, "out"), opts, workers=workers, progress=False)
             minutes = (time.perf_counter() - start) / 60
-        clips = report["clips"]["train"] + report["clips"]["val"]
+        clips = report["train"]["clips"] + report["val"]["clips"]
         r = {"workers": workers, "clips": clips, "minutes": round(minutes, 3),
              "clips_per_min": round(clips / minutes, 1), "clips_per_min_per_worker": round(clips / minutes / workers, 1)}
         print(f"{workers} worker(s): {clips} clips in {minutes * 60:.1f} s = {r['clips_per_min']} clips/min, "

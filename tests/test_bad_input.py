@@ -206,6 +206,7 @@ BAD = [
     Case("missing checkpoint", ["generate", "--checkpoint", "{dir}/none.safetensors", *PHOTO], "{dir}/none.safetensors", "no such checkpoint file"),
     Case("corrupt checkpoint", ["generate", "--checkpoint", "{weights.safetensors}", *PHOTO], "{weights.safetensors}", "is not a readable safetensors file"),
     Case("--workers 0", ["preprocess", "{face.mp4}", "--out", "{dir}/shards", "--workers", "0"], "--workers", "must be 1 or more"),
+    Case("missing --speakers file", ["preprocess", "{face.mp4}", "--out", "{dir}/shards", "--speakers", "{dir}/none.txt"], "{dir}/none.txt", "cannot be read as a speaker list"),
     Case("bad --clip-seconds", ["preprocess", "{face.mp4}", "--out", "{dir}/shards", "--clip-seconds", "-3"], "--clip-seconds", "must be above 0"),
     Case("port out of range", ["serve", "--port", "70000"], "--port", "must be from 0 to 65535"),
 ]

@@ -51,7 +51,7 @@ def test_preprocess_real_videos_skips_broken_ones_and_resumes(tmp_path):
     out = tmp_path / "shards"
     opts = PreprocessOptions(size=(48, 32), videos_per_group=2, val_fraction=0.5)
     report = preprocess([str(tmp_path / "my videos")], str(out), opts, progress=False)
-    assert report["clips"]["train"] + report["clips"]["val"] == 2
+    assert report["train"]["clips"] + report["val"]["clips"] == 2 and report["kind"] == "clips"
     assert set(map(os.path.basename, report["failed"])) == {"broken.mp4", "silent.mp4"}
     assert "no audio" in report["failed"][str(src / "silent.mp4")]
     assert json.loads((out / "report.json").read_text()) == report
@@ -60,7 +60,7 @@ def test_preprocess_real_videos_skips_broken_ones_and_resumes(tmp_path):
     again = preprocess([str(tmp_path / "my videos")], str(out), opts, progress=False)
     assert again == report and {p: p.stat().st_mtime_ns for p in out.glob("*/*.tar")} == stamps
 
-    split = "train" if report["clips"]["train"] else "val"
+    split = "train" if report["train"]["clips"] else "val"
     shard = str(next(out.glob(f"{split}/*.tar")))
     entry = shard_index(shard)[0]
     clip = to_clip(read_sample(shard, entry))

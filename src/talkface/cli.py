@@ -147,13 +147,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
+    from talkface.data.cut import read_speakers, summary_line
+
+    speakers = read_speakers(args.speakers) if args.speakers else None  # a mistake in it is told before the slow start
     load_heavy("talkface.data.preprocess", "mediapipe")
     from talkface.data.preprocess import PreprocessOptions, preprocess
 
     opts = PreprocessOptions(size=(args.height, args.width), clip_seconds=args.clip_seconds, val_fraction=args.val_fraction, videos_per_group=args.videos_per_shard)
-    report = preprocess(args.inputs, args.out, opts, workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards, progress=not args.quiet)
-    print(f"clips: {report['clips']['train']} train, {report['clips']['val']} val ({report['split']}); "
-          f"{len(report['failed'])} videos skipped, listed in {os.path.join(args.out, 'report.json')}")
+    report = preprocess(args.inputs, args.out, opts, workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards,
+                        progress=not args.quiet, speakers=speakers)
+    print(summary_line(report, args.out))
 
 
 def load_heavy(*modules: str) -> None:
@@ -334,9 +337,10 @@ def build_parser() -> Parser:
     t.set_defaults(func=cmd_train)
 
     pp = sub.add_parser("preprocess", help="talking videos -> aligned face-crop clips in tar shards")
-    pp.add_argument("inputs", nargs="+", help="folders (searched recursively; VoxCeleb2, LRS2/LRS3 and GRID layouts), list files, or videos")
+    pp.add_argument("inputs", nargs="+", help="folders (searched recursively; VoxCeleb2, LRS2/LRS3, HDTF and GRID layouts), list files, or videos")
     pp.add_argument("--out", required=True, help="output folder: train/ and val/ shards, report.json")
     pp.add_argument("--workers", type=COUNT, default=1, help="parallel processes on this machine (preprocessing runs on the CPU)")
+    pp.add_argument("--speakers", metavar="FILE", help="speaker of each video, where its path does not tell: lines 'video<TAB or comma>speaker'")
     pp.add_argument("--shard-index", type=INDEX, default=0, help="this machine's part of the work (0-based) ...")
     pp.add_argument("--num-shards", type=COUNT, default=1, help="... out of this many")
     pp.add_argument("--clip-seconds", type=positive, default=3.0, help="length of the clips each video is cut into, in seconds")

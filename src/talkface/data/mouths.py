@@ -1,9 +1,9 @@
 """Mouth-crop clips for the lip-sync expert: grayscale mouth crops + MFCC windows, per clip.
 
-Two sources: procedural synthetic faces (tests), and a folder of talking-face videos such as GRID
-(fixed camera), read directly with PyAV. Each video's mouth box is fixed, from the face-mesh lip
-landmarks of its first frame. Crops are cached as one compressed .npz (default: under /tmp) so a
-second run skips decoding.
+Two sources: procedural synthetic faces (tests), and talking-face videos such as GRID (fixed camera),
+read directly with PyAV. Each video's mouth box is fixed, from the face-mesh lip landmarks of its first
+frame. Both are written as shards (talkface.data.cut), one sample per clip: `KEY.npz` holding
+`mouths` (T, crop_height + 2 margin, crop_width + 2 margin) uint8 and `mfcc` (T', n_mfcc, steps) float16.
 """
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from talkface.config import SyncConfig
+from talkface.data.cut import Sample, Split, cut, video_key, write_group, write_report
 from talkface.errors import TalkfaceError
 from talkface.media.audio import load_audio, mfcc_windows
 from talkface.metrics.landmarks import Box, detect_landmarks, mouth_box, mouth_crops
@@ -72,70 +74,101 @@ def list_videos(folder: str | os.PathLike) -> list[str]:
     raise TalkfaceError("contains no videos (.mp4, .mov, .mpg, .avi, .mkv)", folder)
 
 
-def video_clip(path: str, cfg: SyncConfig, margin: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mouth crops, MFCC windows) of one video, or None when it cannot be read or shows no face in its first frame."""
+def video_clip(path: str, cfg: SyncConfig, margin: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """(mouth crops, MFCC windows) of one video, or why it gives none (unreadable, no face in its first frame)."""
     from talkface.media.video import iter_frames
 
     try:
         frames = list(iter_frames(path))
         audio = load_audio(path, cfg.audio.sample_rate)
-    except TalkfaceError:  # a broken file among many is skipped, like a video without a face
-        return None
+    except TalkfaceError as e:  # a broken file among many is skipped, like a video without a face
+        return e.problem
     if not frames:
-        return None
+        return "no video frames"
     lm = detect_landmarks(frames[:1])[0]
     if np.isnan(lm).any():
-        return None
+        return "no face found in the first frame"
     crops = mouth_crops(frames, mouth_box(lm, cfg.box_width), cfg, margin)
     return crops, mfcc_windows(audio, cfg.audio).astype(np.float16)
 
 
-def _cache_key(files: list[str], cfg: SyncConfig) -> str:
-    what = {
-        "files": [(os.path.basename(f), os.path.getsize(f)) for f in files],
-        "audio": cfg.to_dict()["audio"],
-        "crop": (cfg.crop_height, cfg.crop_width, cfg.margin, cfg.box_width),
-        "version": 1,
-    }
-    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+def mouth_sample(path: str, speaker: str, split: Split, cfg: SyncConfig) -> list[Sample] | str:
+    """The maker of mouth shards: one sample per video."""
+    from talkface.data.shards import encode_npz
+    from talkface.media.video import video_info
+
+    got = video_clip(path, cfg, cfg.margin)
+    if isinstance(got, str):
+        return got
+    mouths, mfcc = got
+    key = video_key(path, speaker)
+    files = {"npz": encode_npz({"mouths": mouths, "mfcc": mfcc})}
+    return [Sample(split(speaker, key), key, files, speaker, len(mouths), video_info(path)["fps"])]
 
 
-def folder_clips(folder: str | os.PathLike, cfg: SyncConfig, cache_dir: str | None = None, limit: int | None = None, progress: bool = False) -> MouthClips:
-    """Every video in `folder` as mouth crops + MFCC windows; cached in `cache_dir` (default: the temp folder)."""
-    files = list_videos(folder)[:limit]
-    cache_dir = cache_dir or tempfile.gettempdir()
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-    except OSError as e:
-        raise TalkfaceError(f"cannot be made a cache folder ({e.strerror})", cache_dir) from None
-    cache = os.path.join(cache_dir, f"talkface-mouths-{_cache_key(files, cfg)}.npz")
-    if os.path.exists(cache):
-        with np.load(cache) as z:
-            n = int(z["count"])
-            return MouthClips([str(z[f"id{i}"]) for i in range(n)], [z[f"mouth{i}"] for i in range(n)], [z[f"mfcc{i}"].astype(np.float32) for i in range(n)])
-    from tqdm import tqdm
+def cut_mouths(
+    inputs: list[str], out: str, cfg: SyncConfig, workers: int = 1, progress: bool = True, *, val_fraction: float = 0.05,
+    videos_per_group: int = 50, shard_index: int = 0, num_shards: int = 1, speakers: dict[str, str] | None = None,
+) -> dict:
+    """Mouth shards of the videos of `inputs` (folders, list files, videos) under `out`; the report (talkface.data.cut)."""
+    return cut(inputs, out, partial(mouth_sample, cfg=cfg), "mouths", val_fraction, videos_per_group,
+               workers, shard_index, num_shards, speakers, progress)
+
+
+def synthetic_mouth_shards(out: str, cfg: SyncConfig, num_clips: int = 48, frames: int = 50, seed: int = 0) -> dict:
+    """`synthetic_clips` as mouth shards: each clip its own speaker, the last `cfg.val_clips` (or a
+    fifth, when there are not that many) in val/, the others in train/; the report (talkface.data.cut)."""
+    from talkface.data.shards import encode_npz
+
+    for sub in ("train", "val", "groups"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    clips = synthetic_clips(cfg, num_clips, frames, seed)
+    held = cfg.val_clips if 0 < cfg.val_clips < num_clips else max(1, num_clips // 5)
+    results = [[Sample("val" if i >= num_clips - held else "train", name, {"npz": encode_npz({"mouths": m, "mfcc": a.astype(np.float16)})}, name, len(m))]
+               for i, (name, m, a) in enumerate(zip(clips.ids, clips.mouths, clips.mfcc))]
+    write_group(out, 0, clips.ids, results)
+    return write_report(out, "mouths", single_speaker=False)
+
+
+def read_mouth_clips(root: str) -> MouthClips:
+    """Every sample of the mouth shards under `root` (both splits), held in memory."""
+    from talkface.data.shards import decode_npz, read_sample, shard_index
 
     ids, mouths, mfcc = [], [], []
-    for path in tqdm(files, desc="mouth crops", unit="video", disable=not progress, dynamic_ncols=True):
-        got = video_clip(path, cfg, cfg.margin)
-        if got is None:
-            continue
-        ids.append(os.path.splitext(os.path.basename(path))[0])
-        mouths.append(got[0])
-        mfcc.append(got[1])
-    if not ids:
-        raise TalkfaceError("no face found in any of its videos", folder)
-    arrays = {"count": np.array(len(ids))}
-    for i, (name, m, a) in enumerate(zip(ids, mouths, mfcc)):
-        arrays.update({f"id{i}": np.array(name), f"mouth{i}": m, f"mfcc{i}": a})
-    tmp = cache + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, cache)
-    return MouthClips(ids, mouths, [a.astype(np.float32) for a in mfcc])
+    for split in ("train", "val"):
+        folder = os.path.join(root, split)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith(".tar"):
+                path = os.path.join(folder, name)
+                for entry in shard_index(path):
+                    arrays = decode_npz(read_sample(path, entry)["npz"])
+                    ids.append(entry["key"])
+                    mouths.append(arrays["mouths"])
+                    mfcc.append(arrays["mfcc"].astype(np.float32))
+    return MouthClips(ids, mouths, mfcc)
+
+
+def _cache_name(spec: str, cfg: SyncConfig) -> str:
+    what = {
+        "videos": os.path.abspath(spec),
+        "audio": cfg.to_dict()["audio"],
+        "crop": (cfg.crop_height, cfg.crop_width, cfg.margin, cfg.box_width),
+        "version": 2,
+    }
+    return "talkface-mouths-" + hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_mouth_clips(spec: str, cfg: SyncConfig, cache_dir: str | None = None, progress: bool = False) -> MouthClips:
-    """'synthetic', or a folder of talking-face videos."""
+    """'synthetic', or a folder of talking-face videos: cut into mouth shards in a folder of `cache_dir`
+    (default: the temp folder) named for the videos and crop settings (a second run, or an interrupted
+    one, reads what is there), then read."""
     if spec == "synthetic":
         return synthetic_clips(cfg, cfg.synthetic_clips, cfg.synthetic_frames, seed=cfg.seed)
-    return folder_clips(spec, cfg, cache_dir, progress=progress)
+    if not os.path.isdir(spec):
+        raise TalkfaceError("is not a folder of videos (or 'synthetic')", spec)
+    out = os.path.join(cache_dir or tempfile.gettempdir(), _cache_name(spec, cfg))
+    cut_mouths([spec], out, cfg, workers=1, progress=progress)
+    clips = read_mouth_clips(out)
+    if not len(clips):
+        raise TalkfaceError("no face found in any of its videos", spec)
+    return clips

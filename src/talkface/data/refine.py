@@ -7,21 +7,32 @@ similarity on points speech does not move), so that the warp and the real frame 
 the mouth does. The still (frame i's own crop) conditions the discriminator; each frame's speech (the
 MFCC columns around it) conditions the refiner, and the MFCC window of the middle frame feeds the
 lip-sync expert used as a loss.
+
+`cut_windows` writes them as shards (talkface.data.cut), one sample per window: `KEY.npz` with the
+fields of `RefineWindows` for that window (without the leading N).
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+import tempfile
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from talkface.config import AudioConfig, RefinerConfig
+from talkface.data.cut import Sample, Split, cut, video_key
 from talkface.errors import TalkfaceError
 from talkface.media.face import MOTION_POINTS, similarity
-from talkface.render.refine import crop_mouth, face_frame, moved_mouth_matrix, opening_map, painted_map, speech_slice
+from talkface.render.refine import (
+    crop_mouth,
+    face_frame,
+    moved_mouth_matrix,
+    opening_map,
+    painted_map,
+    speech_slice,
+)
 
 STABLE = [33, 133, 362, 263, 168, 197, 4, 2]  # eye corners and the nose: speech does not move them
 AUDIO_STEPS = 20  # MFCC columns per window given to the expert (200 ms, its audio_steps)
@@ -106,32 +117,63 @@ def training_videos(folder: str | os.PathLike, count: int, val_fraction: float =
     """`count` videos of a folder spread evenly over the clips `preprocess` puts in its training split
     (so a motion model's held-out sentences stay unseen by its refiner too)."""
     from talkface.data.mouths import list_videos
-    from talkface.data.preprocess import clip_key, speaker_of, split_of
+    from talkface.data.cut import Split, speaker_of
 
     paths = list_videos(folder)
-    single = len({speaker_of(p) for p in paths}) == 1
-    train = [p for p in paths if split_of(speaker_of(p), clip_key(speaker_of(p), os.path.splitext(os.path.basename(p))[0], 0), val_fraction, single) == "train"]
+    split = Split(val_fraction, len({speaker_of(p) for p in paths}) == 1)
+    train = [p for p in paths if split(speaker_of(p), video_key(p, speaker_of(p))) == "train"]
     if not train:
         raise TalkfaceError("has no videos in the training split", folder)
     step = max(1, len(train) // max(count, 1))
     return train[::step][:count]
 
 
-def _one(args) -> RefineWindows | None:
-    return video_windows(*args)
+def window_samples(path: str, speaker: str, split: Split, cfg: RefinerConfig, seed: int = 0) -> list[Sample] | str:
+    """The maker of window shards: a video's windows (2 source frames, 4 windows each), all on its side of the split."""
+    from talkface.data.shards import encode_npz
+    from talkface.media.video import video_info
+
+    windows = video_windows(path, cfg, 2, 4, seed)
+    if windows is None:
+        return "no training windows (unreadable, too short, or too few frames with a face)"
+    key = video_key(path, speaker)
+    side, fps = split(speaker, key), video_info(path)["fps"]
+    return [Sample(side, f"{key}_w{n}", {"npz": encode_npz({f: getattr(windows, f)[n] for f in FIELDS})}, speaker, cfg.window, fps)
+            for n in range(len(windows))]
+
+
+def cut_windows(
+    videos: list[str], out: str, cfg: RefinerConfig, workers: int = 2, progress: bool = True, seed: int = 0, *,
+    val_fraction: float = 0.05, videos_per_group: int = 50, shard_index: int = 0, num_shards: int = 1,
+    speakers: dict[str, str] | None = None,
+) -> dict:
+    """Window shards of `videos` (videos, folders or list files) under `out`; the report (talkface.data.cut)."""
+    return cut(videos, out, partial(window_samples, cfg=cfg, seed=seed), "windows", val_fraction, videos_per_group,
+               workers, shard_index, num_shards, speakers, progress)
+
+
+def read_windows(root: str, split: str = "train") -> RefineWindows:
+    """Every window of one split of the window shards under `root`, held in memory."""
+    from talkface.data.shards import decode_npz, read_sample, shard_index, shard_paths
+
+    parts = []
+    for path in shard_paths(root, split):
+        for entry in shard_index(path):
+            arrays = decode_npz(read_sample(path, entry)["npz"])
+            parts.append(RefineWindows(**{f: arrays[f][None] for f in FIELDS}))
+    if not parts:
+        raise TalkfaceError(f"holds no '{split}' windows", root)
+    return RefineWindows.join(parts)
 
 
 def build_windows(paths: list[str], cfg: RefinerConfig, workers: int = 2, progress: bool = True, seed: int = 0) -> RefineWindows:
-    """Training windows of many videos, `workers` processes at a time."""
-    jobs = [(p, cfg, 2, 4, seed) for p in paths]
-    parts = []
-    with ProcessPoolExecutor(workers) as pool:
-        for part in tqdm(pool.map(_one, jobs, chunksize=4), total=len(jobs), desc="mouth windows", unit="video", disable=not progress):
-            if part is not None:
-                parts.append(part)
-    if not parts:
-        raise TalkfaceError("gave no training windows (no readable video with a face)")
-    return RefineWindows.join(parts)
+    """Training windows of many videos in memory (all of them training windows), cut by `workers` processes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cut_windows(paths, tmp, cfg, workers, progress, seed, val_fraction=0.0)
+        try:
+            return read_windows(tmp)
+        except TalkfaceError:
+            raise TalkfaceError("gave no training windows (no readable video with a face)") from None
 
 
 def save_windows(path: str, data: RefineWindows) -> None:

@@ -229,6 +229,19 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays -> compressed .npz bytes (no pickled objects)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_npz(data: bytes) -> dict[str, np.ndarray]:
+    """A sample's .npz bytes -> its named arrays; never unpickles (loading data must not run code)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def iter_samples(path: str) -> Iterator[dict[str, bytes]]:
     """Raw samples of one tar: {'__key__': key, 'mp4': bytes, ...}, in order."""
     current: dict[str, bytes] = {}
