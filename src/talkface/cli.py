@@ -122,28 +122,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     from talkface.config import override, preset
     from talkface.data import training_data
     from talkface.training.gan import gan_task
-    from talkface.training.loop import Trainer, distributed
 
     try:
         cfg = override(preset(args.config), args.set + ([f"data.workers={args.workers}"] if args.workers is not None else []))
     except ValueError as e:
         raise TalkfaceError(str(e)) from None
-    ckpt = os.path.join(args.out, "checkpoint.pt")
-    if os.path.exists(ckpt) and not (args.resume or args.overwrite):
-        raise TalkfaceError("already holds a run (pass --resume to continue it, or --overwrite)", args.out)
-    with distributed(args.device) as (rank, world, device):
-        data = training_data(args.data, cfg, args.out) if rank == 0 or args.data != "synthetic" else None
-        if world > 1 and args.data == "synthetic":
-            import torch.distributed as dist
-
-            dist.barrier()  # rank 0 writes the synthetic shards once
-            data = training_data(args.data, cfg, args.out)
-        trainer = Trainer(gan_task(cfg), data, args.out, device=device, rank=rank, world=world)
-        if args.resume and os.path.exists(ckpt):
-            trainer.resume(ckpt)
-        trainer.fit(progress=not args.quiet)
-    if rank == 0:
-        print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
+    refuse_finished_run(args)
+    run_task(lambda data: gan_task(cfg), lambda: training_data(args.data, cfg, args.out), args)
+    print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -255,7 +241,7 @@ def run_config(default, args: argparse.Namespace, weights: str, what: str):
     from talkface.config import override
 
     try:
-        cfg = override(default, args.set)
+        cfg = override(default, args.set + ([f"data.workers={args.workers}"] if getattr(args, "workers", None) is not None else []))
     except ValueError as e:
         raise TalkfaceError(str(e)) from None
     if os.path.exists(os.path.join(args.out, weights)) and not args.overwrite:
@@ -263,16 +249,52 @@ def run_config(default, args: argparse.Namespace, weights: str, what: str):
     return cfg
 
 
+def refuse_finished_run(args: argparse.Namespace) -> None:
+    """A run folder that holds a run is continued with --resume or replaced with --overwrite, never silently."""
+    run = [os.path.join(args.out, name) for name in ("checkpoint.pt", "metrics.jsonl")]
+    if os.path.exists(run[0]) and not (args.resume or args.overwrite):
+        raise TalkfaceError("already holds a run (pass --resume to continue it, or --overwrite)", args.out)
+    if args.overwrite and not args.resume:
+        for path in run:
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def run_task(make_task, prepare, args: argparse.Namespace, time_limit: float | None = None) -> None:
+    """Train the task `make_task(data)` on the shard folder `prepare()` returns, into --out: in one
+    process, or in each of torchrun's (the first prepares the data while the others wait)."""
+    from talkface.training.loop import Trainer, distributed
+
+    with distributed(args.device) as (rank, world, device):
+        if world > 1 and rank != 0:
+            import torch.distributed as dist
+
+            dist.barrier()
+        data = prepare()
+        if world > 1 and rank == 0:
+            import torch.distributed as dist
+
+            dist.barrier()
+        trainer = Trainer(make_task(data), data, args.out, device=device, rank=rank, world=world)
+        checkpoint = os.path.join(args.out, "checkpoint.pt")
+        if args.resume and os.path.exists(checkpoint):
+            trainer.resume(checkpoint)
+        trainer.fit(progress=not args.quiet, time_limit=time_limit)
+
+
 def cmd_train_sync(args: argparse.Namespace) -> None:
-    load_heavy("talkface.train_sync", "talkface.data.mouths", *(() if args.data == "synthetic" else ("mediapipe",)))
+    load_heavy("talkface.training.sync", *(() if args.data == "synthetic" else ("mediapipe",)))
     from talkface.config import SyncConfig
-    from talkface.data.mouths import load_mouth_clips
-    from talkface.train_sync import train_sync_expert
+    from talkface.data.mouths import mouth_data
+    from talkface.training.sync import SyncTask
 
     cfg = run_config(SyncConfig(), args, "sync_expert.safetensors", "a sync expert")
-    clips = load_mouth_clips(args.data, cfg, cache_dir=args.cache, progress=not args.quiet)
-    report = train_sync_expert(cfg, clips, args.out, progress=not args.quiet)
-    print(json.dumps(report, indent=2))
+    refuse_finished_run(args)
+    folder = args.cache or os.path.join(args.out, "mouths")
+    run_task(lambda data: SyncTask(cfg, data), lambda: mouth_data(args.data, cfg, folder, workers=args.workers or 1, progress=not args.quiet),
+             args, time_limit=cfg.time_limit_s or None)
+    with open(os.path.join(args.out, "assessment.json")) as f:
+        print(json.dumps(json.load(f), indent=2))
     print(f"weights: {os.path.join(args.out, 'sync_expert.safetensors')}")
 
 
@@ -331,7 +353,7 @@ def build_parser() -> Parser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=200")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
-    t.add_argument("--workers", type=INDEX, default=None, help="processes decoding training samples (default: data.workers of the config, 0: none)")
+    t.add_argument("--workers", type=INDEX, default=None, help="processes decoding training samples (default: data.workers of the config; 0: the training process)")
     t.add_argument("--device", default="auto", help=DEVICE_HELP + "; under torchrun each process takes its LOCAL_RANK's GPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
@@ -416,8 +438,11 @@ def build_parser() -> Parser:
     s.add_argument("--data", default="synthetic", help="'synthetic', or a folder of talking-face videos (e.g. GRID)")
     s.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, sync_expert.safetensors, assessment.json")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a SyncConfig value, e.g. steps=200")
-    s.add_argument("--cache", default=None, help="folder for the cache of mouth crops (default: the temp folder)")
+    s.add_argument("--cache", default=None, help="folder of the mouth-crop shards cut from --data videos (default: OUT/mouths); an interrupted cut resumes")
+    s.add_argument("--workers", type=COUNT, default=None, help="processes cutting the mouth crops, and decoding them while training (default: 1 and data.workers)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
     s.add_argument("--overwrite", action="store_true", help="replace the expert in --out")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train_sync)
 

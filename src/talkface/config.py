@@ -314,7 +314,7 @@ class SyncConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    val_clips: int = 100  # held out: the last clips by sorted id
+    val_clips: int = 100  # synthetic data: the clips held out (videos are split by `talkface.data.cut`)
     synthetic_clips: int = 48  # size of the synthetic data set (--data synthetic)
     synthetic_frames: int = 50
     seed: int = 0

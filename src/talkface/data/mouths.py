@@ -7,10 +7,7 @@ frame. Both are written as shards (talkface.data.cut), one sample per clip: `KEY
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 
@@ -130,45 +127,18 @@ def synthetic_mouth_shards(out: str, cfg: SyncConfig, num_clips: int = 48, frame
     return write_report(out, "mouths", single_speaker=False)
 
 
-def read_mouth_clips(root: str) -> MouthClips:
-    """Every sample of the mouth shards under `root` (both splits), held in memory."""
-    from talkface.data.shards import decode_npz, read_sample, shard_index
-
-    ids, mouths, mfcc = [], [], []
-    for split in ("train", "val"):
-        folder = os.path.join(root, split)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            if name.endswith(".tar"):
-                path = os.path.join(folder, name)
-                for entry in shard_index(path):
-                    arrays = decode_npz(read_sample(path, entry)["npz"])
-                    ids.append(entry["key"])
-                    mouths.append(arrays["mouths"])
-                    mfcc.append(arrays["mfcc"].astype(np.float32))
-    return MouthClips(ids, mouths, mfcc)
-
-
-def _cache_name(spec: str, cfg: SyncConfig) -> str:
-    what = {
-        "videos": os.path.abspath(spec),
-        "audio": cfg.to_dict()["audio"],
-        "crop": (cfg.crop_height, cfg.crop_width, cfg.margin, cfg.box_width),
-        "version": 2,
-    }
-    return "talkface-mouths-" + hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def load_mouth_clips(spec: str, cfg: SyncConfig, cache_dir: str | None = None, progress: bool = False) -> MouthClips:
-    """'synthetic', or a folder of talking-face videos: cut into mouth shards in a folder of `cache_dir`
-    (default: the temp folder) named for the videos and crop settings (a second run, or an interrupted
-    one, reads what is there), then read."""
+def mouth_data(spec: str, cfg: SyncConfig, folder: str, workers: int = 1, progress: bool = True) -> str:
+    """The mouth shards `train-sync` reads: `spec` itself when it holds shards; else 'synthetic' or a
+    folder of talking-face videos, cut into `folder` (an interrupted cut resumes there)."""
+    if os.path.isdir(os.path.join(spec, "train")):
+        return spec
     if spec == "synthetic":
-        return synthetic_clips(cfg, cfg.synthetic_clips, cfg.synthetic_frames, seed=cfg.seed)
+        if not os.path.isfile(os.path.join(folder, "report.json")):
+            synthetic_mouth_shards(folder, cfg, cfg.synthetic_clips, cfg.synthetic_frames, seed=cfg.seed)
+        return folder
     if not os.path.isdir(spec):
-        raise TalkfaceError("is not a folder of videos (or 'synthetic')", spec)
-    out = os.path.join(cache_dir or tempfile.gettempdir(), _cache_name(spec, cfg))
-    cut_mouths([spec], out, cfg, workers=1, progress=progress)
-    clips = read_mouth_clips(out)
-    if not len(clips):
+        raise TalkfaceError("is not a folder of videos, of mouth shards, or 'synthetic'", spec)
+    report = cut_mouths([spec], folder, cfg, workers=workers, progress=progress)
+    if not report["train"]["clips"]:
         raise TalkfaceError("no face found in any of its videos", spec)
-    return clips
+    return folder

@@ -66,6 +66,8 @@ class SyncExpert(nn.Module):
         """Embeddings (..., dim) x2 -> euclidean distance (...), in [0, 2]"""
         return (video - audio).norm(dim=-1)
 
-    def forward(self, mouths: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        """mouths: (B, frames, h, w), mfcc: (B, n_mfcc, audio_steps) -> distance (B,)"""
-        return self.distance(self.embed_video(mouths), self.embed_audio(mfcc))
+    def forward(self, mouths: torch.Tensor, mfcc: torch.Tensor, pairs: bool = False) -> torch.Tensor:
+        """mouths: (B, frames, h, w), mfcc: (B or M, n_mfcc, audio_steps) -> distance (B,); with `pairs`,
+        the in-sync logits of every video window with every audio window (B, M), as training wants."""
+        video, audio = self.embed_video(mouths), self.embed_audio(mfcc)
+        return self.logits(video, audio) if pairs else self.distance(video, audio)
