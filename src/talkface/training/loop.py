@@ -200,8 +200,11 @@ class Trainer:
         self.step = int(s["step"])
 
     # -- data ---------------------------------------------------------------------------------
-    def _batches(self, steps: int, positions: dict[int, dict]):
+    def batches(self, steps: int, positions: dict[int, dict] | None = None):
+        """The loader of steps `self.step`..`steps`: (step, batch, unreadable [(shard, reason)]) in order, read
+        ahead by `data.workers` processes; `positions[step]` is the stream's position after each step's samples."""
         s = self.task.schedule
+        positions = {} if positions is None else positions
 
         def jobs():  # read ahead of training: its own cursor; the stream's position moves as steps are done
             epoch, offset = self.stream.epoch, self.stream.offset
@@ -233,7 +236,7 @@ class Trainer:
         start = time.time()
         positions: dict[int, dict] = {}
         try:
-            for step, batch, bad in self._batches(steps, positions):
+            for step, batch, bad in self.batches(steps, positions):
                 for path, reason in bad:
                     self.stream.mark_bad(path, reason)
                 if batch is None:
