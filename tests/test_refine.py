@@ -19,7 +19,8 @@ from talkface.models.refiner import MouthRefiner
 from talkface.models.sync_expert import SyncExpert
 from talkface.render.refine import Refinement, crop_mouth, edge_fade, face_frame, mouth_matrix, opening_map, paste_change
 from talkface.render.rig import FaceRig
-from talkface.train_refine import loss_expert, train_refiner
+from talkface.training.loop import Trainer
+from talkface.training.refiner import RefinerTask, loss_expert
 from talkface.render.mouth import close_mouth, open_mouth
 
 CORNERS = [MOTION_POINTS.index(i) for i in MOUTH_CORNERS]
@@ -195,29 +196,34 @@ def small_expert(tmp_path_factory):
     return path
 
 
+def write_windows(out, data: RefineWindows, val: int) -> str:
+    """Window shards as `data.refine.cut_windows` writes them: the last `val` windows held out."""
+    from talkface.data.refine import FIELDS
+    from talkface.data.shards import ShardWriter, encode_npz
+
+    for split, picks in (("train", range(len(data) - val)), ("val", range(len(data) - val, len(data)))):
+        (out / split).mkdir(parents=True)
+        writer = ShardWriter(str(out / split / "000000.tar"))
+        for i in picks:
+            writer.add(f"w{i:04d}", {"npz": encode_npz({f: getattr(data, f)[i] for f in FIELDS})}, speaker="s", frames=data.warped.shape[1])
+        writer.close()
+    return str(out)
+
+
 def test_training_learns_what_the_warp_cannot_show(tmp_path, small_expert, motion_checkpoint):
     cfg = RefinerConfig(height=32, width=64, channels=(8, 16, 32, 32, 32), dim=32, disc_channels=(8, 16, 16, 16),
-                        steps=150, batch_size=4, g_lr=2e-3, threads=1)
-    data = synthetic_windows(40, cfg)
-    report = train_refiner(motion_checkpoint, data, loss_expert(small_expert)[0], cfg, tmp_path, progress=False, val_fraction=0.2)
+                        steps=150, batch_size=4, g_lr=2e-3, threads=1, eval_every=150)
+    data = write_windows(tmp_path / "windows", synthetic_windows(40, cfg), val=8)
+    run = tmp_path / "run"
+    Trainer(RefinerTask(cfg, motion_checkpoint, loss_expert(small_expert)[0], data), data, run).fit(progress=False)
+    report = json.loads((run / "report.json").read_text())
     # inside the mouth, the refined crops are much closer to the real ones than the warp is
-    assert report["refined_mouth"] < 0.5 * report["warp_mouth"]
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["l1"] < rows[0]["l1"]
-    model, full = load_generator(tmp_path / "generator.safetensors")
+    assert report["refined_mouth"] < 0.5 * report["warp_mouth"] and report["windows"] == 32
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["l1"] < rows[0]["l1"] and "refined_mouth" in rows[-1]
+    model, full = load_generator(run / "generator.safetensors")
     assert full.motion.refiner.enabled and model.refiner is not None
     assert dataclasses.replace(full.motion.refiner, enabled=False) == cfg
-
-
-def test_a_windows_cache_of_another_version_is_refused_by_name(tmp_path):
-    from talkface.data.refine import FIELDS, load_windows, save_windows
-
-    data = synthetic_windows(3, RefinerConfig(height=16, width=32))
-    save_windows(str(tmp_path / "w.npz"), data)
-    assert np.array_equal(load_windows(str(tmp_path / "w.npz")).speech, data.speech)
-    np.savez(tmp_path / "old.npz", **{k: getattr(data, k) for k in FIELDS if k != "speech"})
-    with pytest.raises(TalkfaceError, match="without speech"):
-        load_windows(str(tmp_path / "old.npz"))
 
 
 def test_the_judge_cannot_be_the_training_loss():
@@ -297,7 +303,7 @@ def test_the_bundled_refiner_brings_held_out_mouths_closer_to_the_real_ones():
 
     from talkface.bundled import BUNDLED_MODEL, asset
     from talkface.data.refine import video_windows
-    from talkface.train_refine import held_out_l1
+    from talkface.training.refiner import held_out_l1
 
     path = SHARED / "data" / "grid_s1" / "video" / "bwat5a.mp4"
     if not path.exists():

@@ -299,21 +299,19 @@ def cmd_train_sync(args: argparse.Namespace) -> None:
 
 
 def cmd_train_refiner(args: argparse.Namespace) -> None:
-    load_heavy("talkface.train_refine", "talkface.data.refine", "mediapipe")
+    load_heavy("talkface.training.refiner", "mediapipe")
     from talkface.config import RefinerConfig
-    from talkface.data.refine import build_windows, load_windows, save_windows, training_videos
-    from talkface.train_refine import loss_expert, train_refiner
+    from talkface.data.refine import window_data
+    from talkface.training.refiner import RefinerTask, loss_expert
 
     cfg = run_config(RefinerConfig(), args, "generator.safetensors", "a model")
+    refuse_finished_run(args)
     expert, _ = loss_expert(args.expert)  # refused before the windows are cut if it is evaluate's judge
-    if args.cache and os.path.isfile(args.cache):
-        windows = load_windows(args.cache)
-    else:
-        windows = build_windows(training_videos(args.data, cfg.videos), cfg, workers=args.workers, progress=not args.quiet, seed=cfg.seed)
-        if args.cache:
-            save_windows(args.cache, windows)
-    report = train_refiner(checkpoint_path(args.motion), windows, expert, cfg, args.out, progress=not args.quiet)
-    print(json.dumps(report, indent=2))
+    motion = checkpoint_path(args.motion)
+    folder = args.cache or os.path.join(args.out, "windows")
+    run_task(lambda data: RefinerTask(cfg, motion, expert, data), lambda: window_data(args.data, cfg, folder, workers=args.workers or 2, progress=not args.quiet), args)
+    with open(os.path.join(args.out, "report.json")) as f:
+        print(json.dumps(json.load(f), indent=2))
     print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
 
 
@@ -452,9 +450,11 @@ def build_parser() -> Parser:
     r.add_argument("--expert", required=True, help="a lip-sync expert for the loss, not evaluate's (talkface train-sync --set seed=1)")
     r.add_argument("--out", required=True, help="run folder: config.json, metrics.jsonl, report.json, generator.safetensors (motion model + refiner)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a RefinerConfig value, e.g. steps=200")
-    r.add_argument("--cache", default=None, help="file for the training windows (.npz): read if it exists, else written")
-    r.add_argument("--workers", type=COUNT, default=2, help="processes cutting training windows")
+    r.add_argument("--cache", default=None, help="folder of the training-window shards cut from --data videos (default: OUT/windows); an interrupted cut resumes")
+    r.add_argument("--workers", type=COUNT, default=None, help="processes cutting training windows (default 2), and decoding them while training (default: data.workers)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out")
     r.add_argument("--overwrite", action="store_true", help="replace the model in --out")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_train_refiner)
 

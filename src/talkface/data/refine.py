@@ -14,7 +14,6 @@ fields of `RefineWindows` for that window (without the leading N).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 
@@ -57,9 +56,6 @@ class RefineWindows:
     def __len__(self) -> int:
         return len(self.warped)
 
-    @staticmethod
-    def join(parts: list["RefineWindows"]) -> "RefineWindows":
-        return RefineWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
 def video_windows(path: str, cfg: RefinerConfig, sources: int = 2, per_source: int = 4, seed: int = 0) -> RefineWindows | None:
@@ -152,39 +148,31 @@ def cut_windows(
                workers, shard_index, num_shards, speakers, progress)
 
 
-def read_windows(root: str, split: str = "train") -> RefineWindows:
-    """Every window of one split of the window shards under `root`, held in memory."""
+def read_windows(root: str, split: str = "train", limit: int | None = None) -> RefineWindows | None:
+    """Up to `limit` windows of one split of the window shards under `root`, in memory (None when it has none)."""
     from talkface.data.shards import decode_npz, read_sample, shard_index, shard_paths
 
-    parts = []
-    for path in shard_paths(root, split):
+    try:
+        paths = shard_paths(root, split)
+    except TalkfaceError:
+        return None
+    parts: list[dict[str, np.ndarray]] = []
+    for path in paths:
         for entry in shard_index(path):
-            arrays = decode_npz(read_sample(path, entry)["npz"])
-            parts.append(RefineWindows(**{f: arrays[f][None] for f in FIELDS}))
+            if limit is not None and len(parts) >= limit:
+                break
+            parts.append(decode_npz(read_sample(path, entry)["npz"]))
     if not parts:
-        raise TalkfaceError(f"holds no '{split}' windows", root)
-    return RefineWindows.join(parts)
+        return None
+    return RefineWindows(**{f: np.stack([p[f] for p in parts]) for f in FIELDS})
 
 
-def build_windows(paths: list[str], cfg: RefinerConfig, workers: int = 2, progress: bool = True, seed: int = 0) -> RefineWindows:
-    """Training windows of many videos in memory (all of them training windows), cut by `workers` processes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cut_windows(paths, tmp, cfg, workers, progress, seed, val_fraction=0.0)
-        try:
-            return read_windows(tmp)
-        except TalkfaceError:
-            raise TalkfaceError("gave no training windows (no readable video with a face)") from None
-
-
-def save_windows(path: str, data: RefineWindows) -> None:
-    tmp = path + ".part.npz"
-    np.savez(tmp, **{k: getattr(data, k) for k in FIELDS})
-    os.replace(tmp, path)
-
-
-def load_windows(path: str) -> RefineWindows:
-    with np.load(path) as z:
-        missing = [k for k in FIELDS if k not in z.files]
-        if missing:
-            raise TalkfaceError(f"is a windows cache without {', '.join(missing)} (made by another version); delete it to cut the windows again", path)
-        return RefineWindows(**{k: z[k] for k in FIELDS})
+def window_data(spec: str, cfg: RefinerConfig, folder: str, workers: int = 2, progress: bool = True) -> str:
+    """The window shards `train-refiner` reads: `spec` itself when it holds shards; else a folder of
+    talking-face videos, `cfg.videos` of its training split cut into `folder` (an interrupted cut resumes)."""
+    if os.path.isdir(os.path.join(spec, "train")):
+        return spec
+    report = cut_windows(training_videos(spec, cfg.videos), folder, cfg, workers, progress, cfg.seed)
+    if not report["train"]["clips"]:
+        raise TalkfaceError("gave no training windows (no readable video with a face)", spec)
+    return folder
