@@ -295,3 +295,38 @@ def test_the_shard_index_is_rebuilt_when_missing_or_stale(data, tmp_path):
     assert shard_index(str(shard)) == written and os.path.exists(str(shard) + INDEX_SUFFIX)
     with tarfile.open(shard) as tar:
         assert [m.name.split(".")[0] for m in tar][::3] == [e["key"] for e in written]
+
+
+def test_a_multi_speaker_folder_splits_by_speaker_balances_them_and_the_model_says_what_it_saw(tmp_path):
+    """GRID s1 (6 sentences) and four made-up speakers of one clip each, in VoxCeleb2's layout."""
+    from conftest import SHARED, no_grid, speech_like, write_audio, write_face_video
+
+    from talkface.data.preprocess import PreprocessOptions, preprocess
+
+    grid = SHARED / "data" / "grid_s1" / "video"
+    if not grid.is_dir():
+        pytest.skip(no_grid(grid))
+    (tmp_path / "videos" / "s1").mkdir(parents=True)
+    for name in ("bbaf2n", "bbaf3s", "bbaf4p", "bbaf5a", "bbal6n", "bbal7s"):
+        os.symlink(grid / f"{name}.mp4", tmp_path / "videos" / "s1" / f"{name}.mp4")
+    for k in range(4):
+        speech = write_audio(tmp_path / f"speech{k}.wav", speech_like(2.0, seed=k))
+        (tmp_path / "videos" / f"id0000{k}" / "yt").mkdir(parents=True)
+        write_face_video(tmp_path / "videos" / f"id0000{k}" / "yt" / "00001.mp4", 50, audio_path=speech, step=0.2)
+    out = tmp_path / "shards"
+    report = preprocess([str(tmp_path / "videos")], str(out), PreprocessOptions(size=(48, 32), val_fraction=0.35, videos_per_group=2), progress=False)
+    assert report["split"] == "by speaker" and report["failed"] == {}
+    speakers = {s: {e["speaker"] for p in (out / s).glob("*.tar") for e in shard_index(str(p))} for s in ("train", "val")}
+    assert speakers == {"train": {"s1", "id00001", "id00002", "id00003"}, "val": {"id00000"}}  # by a hash of the speaker
+
+    stream = ShardStream(str(out), "train", StreamConfig(), seed=0)
+    assert stream.speakers["s1"] == 6 and stream.speakers["id00001"] == 1
+    taken = sum(e["speaker"] == "s1" for epoch in range(40) for _, e in stream.plan(epoch)) / 40
+    assert 0.5 < taken < 1.6  # six clips against one each: balanced, s1 gives about one clip an epoch, not six
+
+    cfg = override(preset("motion-tiny"), ["train.batch_size=2", "train.clip_frames=16"])
+    tr = trainer(cfg, str(out), tmp_path / "run")
+    tr.fit(2, progress=False)
+    meta = read_metadata(tmp_path / "run" / "generator.safetensors")
+    assert int(meta["speakers"]) == len(speakers["train"]) and int(meta["clips"]) == report["train"]["clips"]
+    assert float(meta["hours"]) == pytest.approx(report["train"]["hours"], abs=1e-3)

@@ -129,7 +129,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise TalkfaceError(str(e)) from None
     refuse_finished_run(args)
     run_task(lambda data: gan_task(cfg), lambda: training_data(args.data, cfg, args.out), args)
-    print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -293,6 +294,8 @@ def cmd_train_sync(args: argparse.Namespace) -> None:
     folder = args.cache or os.path.join(args.out, "mouths")
     run_task(lambda data: SyncTask(cfg, data), lambda: mouth_data(args.data, cfg, folder, workers=args.workers or 1, progress=not args.quiet),
              args, time_limit=cfg.time_limit_s or None)
+    if os.environ.get("RANK", "0") != "0":
+        return
     with open(os.path.join(args.out, "assessment.json")) as f:
         print(json.dumps(json.load(f), indent=2))
     print(f"weights: {os.path.join(args.out, 'sync_expert.safetensors')}")
@@ -310,6 +313,8 @@ def cmd_train_refiner(args: argparse.Namespace) -> None:
     motion = checkpoint_path(args.motion)
     folder = args.cache or os.path.join(args.out, "windows")
     run_task(lambda data: RefinerTask(cfg, motion, expert, data), lambda: window_data(args.data, cfg, folder, workers=args.workers or 2, progress=not args.quiet), args)
+    if os.environ.get("RANK", "0") != "0":
+        return
     with open(os.path.join(args.out, "report.json")) as f:
         print(json.dumps(json.load(f), indent=2))
     print(f"weights: {os.path.join(args.out, 'generator.safetensors')}")

@@ -280,14 +280,14 @@ class Trainer:
         return bool(flag.item())
 
     def seen(self) -> dict[str, str]:
-        """What the model was trained on, for the release file's metadata and the model card."""
+        """What the model was trained on, for the release file's metadata and the model card: the
+        training split's clips and speakers, and its hours (from the folder's report.json when it has
+        them, else its frames at 25 fps)."""
         summary = self.stream.summary()
-        fps = 25.0
-        report = os.path.join(self.data, "report.json")
-        with contextlib.suppress(OSError, ValueError), open(report) as f:
-            fps = float(json.load(f).get("fps", fps))
-        return {"steps": str(self.step), "clips": str(summary["clips"]), "speakers": str(summary["speakers"]),
-                "hours": f"{summary['frames'] / fps / 3600:.3f}"}
+        hours = summary["frames"] / 25 / 3600
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError), open(os.path.join(self.data, "report.json")) as f:
+            hours = float(json.load(f)["train"]["hours"])
+        return {"steps": str(self.step), "clips": str(summary["clips"]), "speakers": str(summary["speakers"]), "hours": f"{hours:.3f}"}
 
     def release(self) -> dict[str, Any]:
         report = self.task.release(os.path.join(self.out, self.task.weights), self.seen())
