@@ -1,58 +1,288 @@
-"""Training throughput: samples (clips) and frames per second of the GAN trainer, per preset.
+"""Training benchmarks: the loader, the step, memory against data size, and resume.
 
-    python benchmarks/training.py [--presets tiny paper] [--steps 10] [--device cpu|cuda]
+    python benchmarks/training.py loader [--tasks motion sync tiny] [--workers 0 1 2] [--batches 12]
+    python benchmarks/training.py steps [--tasks motion tiny paper sync] [--steps 5] [--device cuda]
+    python benchmarks/training.py memory [--clips 1000] [--scale 10] [--workers 1]
+    python benchmarks/training.py resume [--resume-clips 64]
+    python benchmarks/training.py all
 
-Each step is a whole GAN step (discriminator phase, generator phase, EMA) on synthetic clips of
-the preset's size; the first two steps are warm-up and not timed.
+Each part prints a table and one JSON line per figure. The synthetic data sets they read
+(`talkface.data.synthetic`, `talkface.data.mouths`) are written once under --work and reused.
+- loader: clips/s that `Trainer.batches` delivers, no training, with data.workers = 0, 1, 2, for the
+  motion task (75-frame motion clips), the sync expert (mouth clips) and the frames task (`tiny`),
+  timed after one warm-up batch (which starts the loader processes).
+- steps: seconds per training step on one batch read once, so that only the step is timed.
+- memory: peak RSS of a fresh process (and of its loader processes) training the `motion` preset
+  while it streams N and scale x N clips of 75 frames (GRID's 3 s sentences), each read through once.
+- resume: seconds from `Trainer(...)` and `.resume()` to the end of the first step, in a fresh
+  process, for checkpoints after 1 step, 1 epoch and 10 epochs of the `motion` preset (trained for
+  real on a small set), and how many samples were read before that step.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
 import torch
 
-from talkface.config import override, preset
-from talkface.data.synthetic import SyntheticDataset
-from talkface.train import Trainer
+from talkface.config import SyncConfig, override, preset
+from talkface.data.mouths import synthetic_mouth_shards
+from talkface.data.stream import ShardStream
+from talkface.data.synthetic import write_synthetic_shards
+from talkface.training import loop
+from talkface.training.gan import gan_task
+from talkface.training.loop import Trainer, read_batch
+from talkface.training.sync import SyncTask
+
+CLIP_FRAMES = 75  # GRID's 3 s sentences at 25 fps
+SPEAKERS = 33  # GRID's speakers
+PER_SHARD = 50
 
 
-def measure(name: str, steps: int, device: str, sets: list[str]) -> dict:
-    cfg = override(preset(name), sets)
-    data = SyntheticDataset(16, max(16, cfg.train.clip_frames), (cfg.model.height, cfg.model.width), cfg.audio)
+# -- data sets, written once under --work -------------------------------------------------------
+def motion_set(work: str, clips: int, speakers: int = SPEAKERS) -> str:
+    out = os.path.join(work, f"motion-{clips}x{CLIP_FRAMES}-{speakers}")
+    return write_synthetic_shards(out, preset("motion"), clips, CLIP_FRAMES, speakers=speakers, per_shard=PER_SHARD)
+
+
+def frames_set(work: str, name: str) -> str:
+    """Face clips at the preset's size: 64 GRID-length clips for `tiny`, one batch of short ones for `paper`."""
+    clips, frames = (64, CLIP_FRAMES) if name == "tiny" else (8, 24)
+    return write_synthetic_shards(os.path.join(work, f"frames-{name}-{clips}x{frames}"), preset(name), clips, frames, speakers=8)
+
+
+def mouth_set(work: str, clips: int = 144) -> str:
+    """Mouth clips for the sync expert: `clips` - 16 to train on (one default batch is 128)."""
+    out = os.path.join(work, f"mouths-{clips}x{CLIP_FRAMES}")
+    if not os.path.isfile(os.path.join(out, "report.json")):
+        synthetic_mouth_shards(out, SyncConfig(val_clips=16), clips, CLIP_FRAMES)
+    return out
+
+
+def make_task(name: str, work: str, sets: list[str] = ()):
+    """(task, data folder) for a task name: a config preset or 'sync' (the default SyncConfig)."""
+    if name == "sync":
+        data = mouth_set(work)
+        return SyncTask(override(SyncConfig(), list(sets)), data), data
+    cfg = override(preset(name), list(sets))
+    return gan_task(cfg), motion_set(work, 1000) if cfg.kind == "motion" else frames_set(work, name)
+
+
+# -- output -------------------------------------------------------------------------------------
+def report(part: str, rows: list[dict], columns: list[str]) -> None:
+    """A table of `columns`, then each row as a JSON line."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print(f"\n{part}")
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    for r in rows:
+        print(json.dumps({"part": part, **r}))
+    sys.stdout.flush()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_mb(who: int) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # kilobytes on Linux
+
+
+def child(args: argparse.Namespace, *extra: str) -> dict:
+    """Runs this script's hidden subcommand `extra` in a fresh process; its last line, as JSON."""
+    cmd = [sys.executable, os.path.abspath(__file__), *extra, "--work", args.work, "--device", args.device]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- 1. the loader ------------------------------------------------------------------------------
+def loader(args: argparse.Namespace) -> None:
+    rows = []
+    for name in args.tasks:
+        for workers in args.workers:
+            task, data = make_task(name, args.work, [f"data.workers={workers}"])
+            with tempfile.TemporaryDirectory() as out:
+                trainer = Trainer(task, data, out)
+                batches = iter(trainer.batches(args.batches + 1))
+                next(batches)
+                start = time.perf_counter()
+                count = sum(1 for _ in batches)
+                seconds = time.perf_counter() - start
+            b = task.schedule.batch_size
+            rows.append({"task": name, "workers": workers, "batch": b, "batches": count, "seconds": round(seconds, 2),
+                         "clips_per_sec": round(count * b / seconds, 1)})
+            torch.set_num_threads(args.threads)  # the sync task sets its own
+    report("loader", rows, ["task", "workers", "batch", "batches", "seconds", "clips_per_sec"])
+
+
+# -- 2. the step --------------------------------------------------------------------------------
+def steps(args: argparse.Namespace) -> None:
+    rows = []
+    for name in args.tasks:
+        task, data = make_task(name, args.work)
+        s = task.schedule
+        with tempfile.TemporaryDirectory() as out:
+            trainer = Trainer(task, data, out, device=args.device)
+            batch, _ = read_batch(task.reader, trainer.stream.take(s.batch_size), s.seed, 0)
+            batch = {k: v.to(trainer.device) for k, v in batch.items()}
+            for step in range(args.warmup):
+                task.train_step(batch, step)
+            synchronize(args.device)
+            start = time.perf_counter()
+            for step in range(args.warmup, args.warmup + args.steps):
+                task.train_step(batch, step)
+            synchronize(args.device)
+            seconds = (time.perf_counter() - start) / args.steps
+        frames = batch["mouths"].shape[1] if name == "sync" else batch["mfcc"].shape[1]
+        rows.append({"task": name, "device": args.device, "threads": torch.get_num_threads(), "batch": s.batch_size,
+                     "frames": frames, "sec_per_step": round(seconds, 3), "steps_per_sec": round(1 / seconds, 2),
+                     "clips_per_sec": round(s.batch_size / seconds, 1)})
+        torch.set_num_threads(args.threads)
+    report("steps", rows, ["task", "device", "threads", "batch", "frames", "sec_per_step", "steps_per_sec", "clips_per_sec"])
+
+
+# -- 3. memory against data size ----------------------------------------------------------------
+def memory(args: argparse.Namespace) -> None:
+    rows = []
+    for clips in (args.clips, args.clips * args.scale):
+        data = motion_set(args.work, clips)
+        more = ["--train-steps", str(args.train_steps)] if args.train_steps else []
+        r = child(args, "_train", "--data", data, "--workers", str(args.workers[0]), *more)
+        rows.append({"clips": clips, **r})
+    report("memory", rows, ["clips", "workers", "steps", "read", "epochs_read", "seconds", "built_mb", "peak_mb", "loader_peak_mb"])
+
+
+def train_child(args: argparse.Namespace) -> None:
+    """The `motion` preset on `--data` until every clip was read once (or `--steps`); peak RSS."""
+    cfg = override(preset("motion"), [f"data.workers={args.data_workers}"])
+    b = cfg.train.batch_size
+    per_epoch = len(ShardStream(args.data, "train", cfg.data, seed=cfg.train.seed).plan(0))
+    n = args.steps or math.ceil(per_epoch / b)
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(cfg, data, out, device=device)
-        for _ in range(2):
-            trainer.train_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        trainer = Trainer(gan_task(override(cfg, [f"train.steps={n}"])), args.data, out, device=args.device)
+        built = peak_mb(resource.RUSAGE_SELF)
         start = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / steps
-    b, t = cfg.train.batch_size, cfg.train.clip_frames
-    return {"preset": name, "device": device, "batch": b, "clip_frames": t, "sec_per_step": round(seconds, 3),
-            "samples_per_sec": round(b / seconds, 2), "frames_per_sec": round(b * t / seconds, 1)}
+        trainer.fit(n, progress=False)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"workers": args.data_workers, "steps": n, "read": n * b, "epochs_read": round(n * b / per_epoch, 2),
+                      "seconds": round(seconds, 1), "built_mb": built, "peak_mb": peak_mb(resource.RUSAGE_SELF),
+                      "loader_peak_mb": peak_mb(resource.RUSAGE_CHILDREN)}))
+
+
+# -- 4. resume ----------------------------------------------------------------------------------
+def checkpoints(args: argparse.Namespace, data: str) -> dict[str, str]:
+    """Checkpoints of the `motion` preset on `data` after 1 step, 1 epoch and 10 epochs, trained once."""
+    folder = os.path.join(args.work, f"checkpoints-{os.path.basename(data)}")
+    cfg = preset("motion")
+    with tempfile.TemporaryDirectory() as run:
+        trainer = None
+        per_epoch = None
+        marks = {}
+        for label, epochs in (("1 step", 0), ("1 epoch", 1), ("10 epochs", 10)):
+            path = os.path.join(folder, label.replace(" ", "-") + ".pt")
+            marks[label] = path
+            if os.path.isfile(path):
+                continue
+            if trainer is None:
+                trainer = Trainer(gan_task(cfg), data, run)
+                per_epoch = math.ceil(len(trainer.stream.plan(0)) / cfg.train.batch_size)
+            trainer.fit(max(1, epochs * per_epoch), progress=False)
+            os.makedirs(folder, exist_ok=True)
+            shutil.copy(os.path.join(run, "checkpoint.pt"), path)
+    torch.set_num_threads(args.threads)
+    return marks
+
+
+def resume(args: argparse.Namespace) -> None:
+    data = motion_set(args.work, args.resume_clips, speakers=8)
+    rows = []
+    for label, path in checkpoints(args, data).items():
+        r = child(args, "_resume", "--data", data, "--checkpoint", path)
+        rows.append({"checkpoint": label, "mb": round(os.path.getsize(path) / 2**20, 1), **r})
+    report("resume", rows, ["checkpoint", "mb", "step", "epoch", "offset", "seconds", "samples_read", "batch"])
+
+
+def resume_child(args: argparse.Namespace) -> None:
+    """Resumes `--checkpoint` and trains one step, counting the samples read (the loader in this process)."""
+    reads = [0]
+    read_sample = loop.read_sample
+
+    def counted(path, entry):
+        reads[0] += 1
+        return read_sample(path, entry)
+
+    loop.read_sample = counted
+    task = gan_task(preset("motion"))
+    first: dict = {}
+    train_step = task.train_step
+
+    def timed(batch, step):
+        if not first:
+            first["samples_read"] = reads[0]
+        losses = train_step(batch, step)
+        if "seconds" not in first:
+            synchronize(args.device)
+            first["seconds"] = round(time.perf_counter() - start, 2)
+        return losses
+
+    task.train_step = timed
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        trainer = Trainer(task, args.data, out, device=args.device)
+        trainer.resume(args.checkpoint)
+        step, epoch, offset = trainer.step, trainer.stream.epoch, trainer.stream.offset
+        trainer.fit(step + 1, progress=False)
+    print(json.dumps({"step": step, "epoch": epoch, "offset": offset, **first, "batch": task.schedule.batch_size}))
+
+
+# -- the command line ---------------------------------------------------------------------------
+PARTS = {"loader": loader, "steps": steps, "memory": memory, "resume": resume}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=["tiny", "paper"])
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--set", action="append", default=[])
+    p.add_argument("part", choices=[*PARTS, "all", "_train", "_resume"])
+    p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "talkface-bench-training"),
+                   help="folder for the synthetic data sets and checkpoints (kept, so reruns skip writing them)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tasks", nargs="+", help="loader: motion sync tiny; steps: motion tiny paper sync")
+    p.add_argument("--workers", type=int, nargs="+", help="data.workers (loader: 0 1 2; memory: 1)")
+    p.add_argument("--batches", type=int, default=12, help="loader: batches timed after the warm-up one")
+    p.add_argument("--steps", type=int, default=5, help="steps: steps timed after --warmup")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--clips", type=int, default=1000, help="memory: the smaller data set (GRID's size)")
+    p.add_argument("--scale", type=int, default=10, help="memory: the larger is this many times larger")
+    p.add_argument("--train-steps", type=int, default=0, help="memory: steps (default: read each set once)")
+    p.add_argument("--resume-clips", type=int, default=64)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
-    print(f"cpus={os.cpu_count()} torch_threads={torch.get_num_threads()} torch={torch.__version__}")
-    for name in args.presets:
-        r = measure(name, args.steps, args.device, args.set)
-        print(f"{name:6s} {r['device']}: {r['sec_per_step']:.3f} s/step, {r['samples_per_sec']:.2f} clips/s "
-              f"({r['batch']} x {r['clip_frames']} frames: {r['frames_per_sec']:.1f} frames/s)")
-        print(json.dumps(r))
+    args.threads = torch.get_num_threads()
+    os.makedirs(args.work, exist_ok=True)
+    if args.part == "_train":
+        args.data_workers, args.steps = (args.workers or [1])[0], args.train_steps or None
+        return train_child(args)
+    if args.part == "_resume":
+        return resume_child(args)
+    print(f"cpus={os.cpu_count()} torch_threads={args.threads} torch={torch.__version__} device={args.device}")
+    for name in PARTS if args.part == "all" else [args.part]:
+        part = argparse.Namespace(**vars(args))
+        part.tasks = args.tasks or (["motion", "sync", "tiny"] if name == "loader" else ["motion", "tiny", "paper", "sync"])
+        part.workers = args.workers or ([0, 1, 2] if name == "loader" else [1])
+        PARTS[name](part)
 
 
 if __name__ == "__main__":
