@@ -4,14 +4,15 @@
     python benchmarks/training.py steps [--tasks motion tiny paper sync] [--steps 5] [--device cuda]
     python benchmarks/training.py memory [--clips 1000] [--scale 10] [--workers 1]
     python benchmarks/training.py resume [--resume-clips 64]
-    python benchmarks/training.py all
+    python benchmarks/training.py all [--threads 1]
 
 Each part prints a table and one JSON line per figure. The synthetic data sets they read
 (`talkface.data.synthetic`, `talkface.data.mouths`) are written once under --work and reused.
 - loader: clips/s that `Trainer.batches` delivers, no training, with data.workers = 0, 1, 2, for the
   motion task (75-frame motion clips), the sync expert (mouth clips) and the frames task (`tiny`),
   timed after one warm-up batch (which starts the loader processes).
-- steps: seconds per training step on one batch read once, so that only the step is timed.
+- steps: seconds per training step on one batch read once, so that only the step is timed (the
+  median of --steps steps after --warmup ones).
 - memory: peak RSS of a fresh process (and of its loader processes) training the `motion` preset
   while it streams N and scale x N clips of 75 frames (GRID's 3 s sentences), each read through once.
 - resume: seconds from `Trainer(...)` and `.resume()` to the end of the first step, in a fresh
@@ -26,6 +27,7 @@ import math
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +103,7 @@ def peak_mb(who: int) -> float:
 
 def child(args: argparse.Namespace, *extra: str) -> dict:
     """Runs this script's hidden subcommand `extra` in a fresh process; its last line, as JSON."""
-    cmd = [sys.executable, os.path.abspath(__file__), *extra, "--work", args.work, "--device", args.device]
+    cmd = [sys.executable, os.path.abspath(__file__), *extra, "--work", args.work, "--device", args.device, "--threads", str(args.threads)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
@@ -140,18 +142,20 @@ def steps(args: argparse.Namespace) -> None:
             batch = {k: v.to(trainer.device) for k, v in batch.items()}
             for step in range(args.warmup):
                 task.train_step(batch, step)
-            synchronize(args.device)
-            start = time.perf_counter()
+            times = []
             for step in range(args.warmup, args.warmup + args.steps):
+                synchronize(args.device)
+                start = time.perf_counter()
                 task.train_step(batch, step)
-            synchronize(args.device)
-            seconds = (time.perf_counter() - start) / args.steps
+                synchronize(args.device)
+                times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)  # a shared machine's bursts move the mean, not the median
         frames = batch["mouths"].shape[1] if name == "sync" else batch["mfcc"].shape[1]
         rows.append({"task": name, "device": args.device, "threads": torch.get_num_threads(), "batch": s.batch_size,
-                     "frames": frames, "sec_per_step": round(seconds, 3), "steps_per_sec": round(1 / seconds, 2),
+                     "frames": frames, "sec_per_step": round(seconds, 3), "fastest": round(min(times), 3), "steps_per_sec": round(1 / seconds, 2),
                      "clips_per_sec": round(s.batch_size / seconds, 1)})
         torch.set_num_threads(args.threads)
-    report("steps", rows, ["task", "device", "threads", "batch", "frames", "sec_per_step", "steps_per_sec", "clips_per_sec"])
+    report("steps", rows, ["task", "device", "threads", "batch", "frames", "sec_per_step", "fastest", "steps_per_sec", "clips_per_sec"])
 
 
 # -- 3. memory against data size ----------------------------------------------------------------
@@ -258,6 +262,7 @@ def main() -> None:
     p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "talkface-bench-training"),
                    help="folder for the synthetic data sets and checkpoints (kept, so reruns skip writing them)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch threads of the training process (default: torch's; the sync task sets 1)")
     p.add_argument("--tasks", nargs="+", help="loader: motion sync tiny; steps: motion tiny paper sync")
     p.add_argument("--workers", type=int, nargs="+", help="data.workers (loader: 0 1 2; memory: 1)")
     p.add_argument("--batches", type=int, default=12, help="loader: batches timed after the warm-up one")
@@ -270,6 +275,8 @@ def main() -> None:
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
     os.makedirs(args.work, exist_ok=True)
     if args.part == "_train":
