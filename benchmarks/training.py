@@ -1,7 +1,7 @@
 """Training benchmarks: the loader, the step, memory against data size, and resume.
 
-    python benchmarks/training.py loader [--tasks motion sync tiny] [--workers 0 1 2] [--batches 12]
-    python benchmarks/training.py steps [--tasks motion tiny paper sync] [--steps 5] [--device cuda]
+    python benchmarks/training.py loader [--tasks motion sync tiny refiner] [--workers 0 1 2] [--batches 12]
+    python benchmarks/training.py steps [--tasks motion tiny paper sync refiner] [--steps 5] [--device cuda]
     python benchmarks/training.py memory [--clips 1000] [--scale 10] [--workers 1]
     python benchmarks/training.py resume [--resume-clips 64]
     python benchmarks/training.py all [--threads 1]
@@ -9,8 +9,8 @@
 Each part prints a table and one JSON line per figure. The synthetic data sets they read
 (`talkface.data.synthetic`, `talkface.data.mouths`) are written once under --work and reused.
 - loader: clips/s that `Trainer.batches` delivers, no training, with data.workers = 0, 1, 2, for the
-  motion task (75-frame motion clips), the sync expert (mouth clips) and the frames task (`tiny`),
-  timed after one warm-up batch (which starts the loader processes).
+  motion task (75-frame motion clips), the sync expert (mouth clips), the frames task (`tiny`) and
+  the mouth refiner (5-frame windows), timed after one warm-up batch (which starts the loader processes).
 - steps: seconds per training step on one batch read once, so that only the step is timed (the
   median of --steps steps after --warmup ones).
 - memory: peak RSS of a fresh process (and of its loader processes) training the `motion` preset
@@ -33,15 +33,22 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
-from talkface.config import SyncConfig, override, preset
+from talkface.checkpoint import save_release
+from talkface.config import RefinerConfig, SyncConfig, override, preset
 from talkface.data.mouths import synthetic_mouth_shards
+from talkface.data.refine import AUDIO_STEPS
+from talkface.data.shards import ShardWriter, encode_npz
 from talkface.data.stream import ShardStream
 from talkface.data.synthetic import write_synthetic_shards
 from talkface.training import loop
 from talkface.training.gan import gan_task
+from talkface.models.motion import MotionModel
+from talkface.models.sync_expert import SyncExpert
 from talkface.training.loop import Trainer, read_batch
+from talkface.training.refiner import RefinerTask
 from talkface.training.sync import SyncTask
 
 CLIP_FRAMES = 75  # GRID's 3 s sentences at 25 fps
@@ -69,12 +76,66 @@ def mouth_set(work: str, clips: int = 144) -> str:
     return out
 
 
-def make_task(name: str, work: str, sets: list[str] = ()):
-    """(task, data folder) for a task name: a config preset or 'sync' (the default SyncConfig)."""
+def window_set(work: str, windows: int = 64) -> str:
+    """Refiner windows at the default RefinerConfig's size, laid out as `data.refine.cut_windows` writes
+    them: flat skin, a dark opening of random height, the real frame showing teeth in its upper half."""
+    cfg, n_mfcc = RefinerConfig(), preset("motion").audio.n_mfcc
+    out = os.path.join(work, f"windows-{windows}")
+    if os.path.isdir(out):
+        return out
+    rng = np.random.default_rng(0)
+    f, h, w = cfg.window, cfg.height, cfg.width
+    ys, xs = np.mgrid[0:h, 0:w]
+    part = out + ".part"
+    shutil.rmtree(part, ignore_errors=True)
+    for split, count in (("train", windows), ("val", 8)):
+        os.makedirs(os.path.join(part, split))
+        writer = ShardWriter(os.path.join(part, split, "000000.tar"))
+        for i in range(count):
+            gap = rng.uniform(0.08, 0.3, (f, 1, 1)) * h
+            opening = ((((xs - w / 2) / (0.3 * w)) ** 2 + ((ys - h / 2) / gap) ** 2) < 1).astype(np.uint8) * 255
+            skin = rng.uniform(120, 200, 3) - (opening[..., None] > 0) * 100.0
+            warped = np.clip(skin + rng.normal(0, 3, (f, h, w, 3)), 0, 255).astype(np.uint8)
+            real = warped.copy()
+            real[(opening > 0) & (ys < h / 2)] = 230
+            window = {"warped": warped, "real": real, "opening": opening, "painted": opening.copy(), "still": warped[0].copy(),
+                      "speech": rng.normal(0, 1, (f, n_mfcc, cfg.audio_steps)).astype(np.float32),
+                      "mfcc": rng.normal(0, 1, (n_mfcc, AUDIO_STEPS)).astype(np.float32)}
+            writer.add(f"w{i:05d}", {"npz": encode_npz(window)}, speaker="s", frames=f)
+        writer.close()
+    os.rename(part, out)
+    return out
+
+
+def motion_release(work: str) -> str:
+    """An untrained `motion` preset's release file: the model a refiner draws over."""
+    path = os.path.join(work, "motion-untrained.safetensors")
+    if not os.path.isfile(path):
+        cfg = preset("motion")
+        torch.manual_seed(0)
+        save_release(path, MotionModel(cfg).eval(), cfg)
+    return path
+
+
+def frozen_expert() -> SyncExpert:
+    """A lip-sync expert as the refiner's loss: untrained (the step costs the same), frozen."""
+    torch.manual_seed(1)
+    return SyncExpert(SyncConfig(seed=1)).requires_grad_(False).eval()
+
+
+def make_task(name: str, work: str, sets: list[str] = (), threads: int | None = None):
+    """(task, data folder) for a task name: a config preset, 'sync' (the default SyncConfig) or 'refiner'
+    (the default RefinerConfig); `threads` overrides the torch threads the sync and refiner configs set."""
+    sets = list(sets)
+    if name in ("sync", "refiner") and threads:
+        sets.append(f"threads={threads}")
     if name == "sync":
         data = mouth_set(work)
-        return SyncTask(override(SyncConfig(), list(sets)), data), data
-    cfg = override(preset(name), list(sets))
+        return SyncTask(override(SyncConfig(), sets), data), data
+    if name == "refiner":
+        data = window_set(work)
+        return RefinerTask(override(RefinerConfig(), sets), motion_release(work), frozen_expert(), data), data
+    cfg = override(preset(name), sets)
     return gan_task(cfg), motion_set(work, 1000) if cfg.kind == "motion" else frames_set(work, name)
 
 
@@ -115,7 +176,7 @@ def loader(args: argparse.Namespace) -> None:
     rows = []
     for name in args.tasks:
         for workers in args.workers:
-            task, data = make_task(name, args.work, [f"data.workers={workers}"])
+            task, data = make_task(name, args.work, [f"data.workers={workers}"], args.threads_set)
             with tempfile.TemporaryDirectory() as out:
                 trainer = Trainer(task, data, out)
                 batches = iter(trainer.batches(args.batches + 1))
@@ -134,7 +195,7 @@ def loader(args: argparse.Namespace) -> None:
 def steps(args: argparse.Namespace) -> None:
     rows = []
     for name in args.tasks:
-        task, data = make_task(name, args.work)
+        task, data = make_task(name, args.work, threads=args.threads_set)
         s = task.schedule
         with tempfile.TemporaryDirectory() as out:
             trainer = Trainer(task, data, out, device=args.device)
@@ -150,7 +211,8 @@ def steps(args: argparse.Namespace) -> None:
                 synchronize(args.device)
                 times.append(time.perf_counter() - start)
             seconds = statistics.median(times)  # a shared machine's bursts move the mean, not the median
-        frames = batch["mouths"].shape[1] if name == "sync" else batch["mfcc"].shape[1]
+        frames = {"sync": "mouths", "refiner": "warped"}.get(name, "mfcc")
+        frames = batch[frames].shape[1]
         rows.append({"task": name, "device": args.device, "threads": torch.get_num_threads(), "batch": s.batch_size,
                      "frames": frames, "sec_per_step": round(seconds, 3), "fastest": round(min(times), 3), "steps_per_sec": round(1 / seconds, 2),
                      "clips_per_sec": round(s.batch_size / seconds, 1)})
@@ -262,8 +324,8 @@ def main() -> None:
     p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "talkface-bench-training"),
                    help="folder for the synthetic data sets and checkpoints (kept, so reruns skip writing them)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch threads of the training process (default: torch's; the sync task sets 1)")
-    p.add_argument("--tasks", nargs="+", help="loader: motion sync tiny; steps: motion tiny paper sync")
+    p.add_argument("--threads", type=int, help="torch threads of the training process, every task (default: torch's; the sync and refiner configs set their own)")
+    p.add_argument("--tasks", nargs="+", help="loader: motion sync tiny refiner; steps: motion tiny paper sync refiner")
     p.add_argument("--workers", type=int, nargs="+", help="data.workers (loader: 0 1 2; memory: 1)")
     p.add_argument("--batches", type=int, default=12, help="loader: batches timed after the warm-up one")
     p.add_argument("--steps", type=int, default=5, help="steps: steps timed after --warmup")
@@ -275,6 +337,7 @@ def main() -> None:
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.threads_set = args.threads
     if args.threads:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -287,7 +350,7 @@ def main() -> None:
     print(f"cpus={os.cpu_count()} torch_threads={args.threads} torch={torch.__version__} device={args.device}")
     for name in PARTS if args.part == "all" else [args.part]:
         part = argparse.Namespace(**vars(args))
-        part.tasks = args.tasks or (["motion", "sync", "tiny"] if name == "loader" else ["motion", "tiny", "paper", "sync"])
+        part.tasks = args.tasks or (["motion", "sync", "tiny", "refiner"] if name == "loader" else ["motion", "tiny", "paper", "sync", "refiner"])
         part.workers = args.workers or ([0, 1, 2] if name == "loader" else [1])
         PARTS[name](part)
 
