@@ -43,10 +43,10 @@ from talkface.data.refine import AUDIO_STEPS
 from talkface.data.shards import ShardWriter, encode_npz
 from talkface.data.stream import ShardStream
 from talkface.data.synthetic import write_synthetic_shards
-from talkface.training import loop
-from talkface.training.gan import gan_task
 from talkface.models.motion import MotionModel
 from talkface.models.sync_expert import SyncExpert
+from talkface.training import loop
+from talkface.training.gan import gan_task
 from talkface.training.loop import Trainer, read_batch
 from talkface.training.refiner import RefinerTask
 from talkface.training.sync import SyncTask
@@ -165,7 +165,7 @@ def peak_mb(who: int) -> float:
 def child(args: argparse.Namespace, *extra: str) -> dict:
     """Runs this script's hidden subcommand `extra` in a fresh process; its last line, as JSON."""
     cmd = [sys.executable, os.path.abspath(__file__), *extra, "--work", args.work, "--device", args.device, "--threads", str(args.threads)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -232,7 +232,7 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def train_child(args: argparse.Namespace) -> None:
-    """The `motion` preset on `--data` until every clip was read once (or `--steps`); peak RSS."""
+    """The `motion` preset on `--data` until every clip was read once (or `--train-steps`); peak RSS."""
     cfg = override(preset("motion"), [f"data.workers={args.data_workers}"])
     b = cfg.train.batch_size
     per_epoch = len(ShardStream(args.data, "train", cfg.data, seed=cfg.train.seed).plan(0))
