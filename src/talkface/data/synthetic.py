@@ -144,7 +144,7 @@ def synthetic_motion_clip(seed: int, frames: int, cfg: AudioConfig) -> tuple[np.
 
 def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0, val: int = 0, per_shard: int = 16, speakers: int = 1) -> str:
     """A folder of shards (train/, val/) of procedural talking faces, laid out as `talkface preprocess`
-    writes real ones: for the seed's GAN each clip's frames (H.264) and speech; for the motion model
+    writes real ones: for the seed's GAN each clip's frames (H.264, lossless: crf 0) and speech; for the motion model
     (cfg.kind) its speech and the motion itself (`KEY.motion.npy`, in place of landmarks). Clip i is
     spoken by speaker i % `speakers`; the last `val` clips are held out. Written once: a folder that
     holds them already is returned as it is."""
@@ -172,7 +172,7 @@ def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0
             files = {"wav": encode_wav(audio, rate), "motion.npy": _npy(motion.astype(np.float32)), "json": meta}
         else:
             clip = make_clip(seed * 1_000_003 + i, frames, size, cfg.audio)
-            files = {"mp4": encode_frames(clip.frames, cfg.audio.fps), "wav": encode_wav(clip.audio, rate), "json": meta}
+            files = {"mp4": encode_frames(clip.frames, cfg.audio.fps, crf=0), "wav": encode_wav(clip.audio, rate), "json": meta}
         writer.add(key, files, speaker=speaker, frames=frames)
     if writer is not None:
         writer.close()
