@@ -297,7 +297,7 @@ def group_report(out: str, group: int) -> str:
 
 def write_group(out: str, group: int, videos: list[str], results: list[list[Sample] | str]) -> dict:
     """A group's shards, then its report: the report exists only when both shards are complete."""
-    from talkface.data.shards import INDEX_SUFFIX, ShardWriter, write_failure
+    from talkface.data.shards import INDEX_SUFFIX, ShardWriter
 
     report = {"group": group, "videos": len(videos), "failed": {}}
     report.update({s: {"clips": 0, "frames": 0, "seconds": 0.0, "speakers": set()} for s in SPLITS})
@@ -327,32 +327,29 @@ def write_group(out: str, group: int, videos: list[str], results: list[list[Samp
         raise
     for s in SPLITS:
         report[s]["speakers"] = sorted(report[s]["speakers"])
-    path = group_report(out, group)
-    try:
-        _write_json(path, report)
-    except OSError as e:
-        raise write_failure(e, path) from None
+    _write_json(group_report(out, group), report)
     return report
 
 
 def _write_json(path: str, data: dict) -> None:
-    """Whole or not at all: a half-written file (a full disk) is removed, never left under its name."""
+    """Whole or not at all: a half-written file (a full disk) is removed, never left under its name,
+    and the failure is one line naming the file."""
+    from talkface.data.shards import write_failure
+
     tmp = path + ".tmp"
     try:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
         os.replace(tmp, path)
-    except OSError:
+    except OSError as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        raise write_failure(e, path) from None
 
 
 def write_report(out: str, kind: str, single_speaker: bool) -> dict:
     """out/report.json from the groups' reports (this machine's and any other's): per split the
     samples ("clips"), speakers and hours of video; and the failed videos with the reason."""
-    from talkface.data.shards import write_failure
-
     reports = []
     folder = os.path.join(out, "groups")
     for name in sorted(os.listdir(folder)):
@@ -371,11 +368,7 @@ def write_report(out: str, kind: str, single_speaker: bool) -> dict:
             "hours": sum(r[s]["seconds"] for r in reports) / 3600,
         }
     summary["failed"] = {k: v for r in reports for k, v in r["failed"].items()}
-    path = os.path.join(out, "report.json")
-    try:
-        _write_json(path, summary)
-    except OSError as e:
-        raise write_failure(e, path) from None
+    _write_json(os.path.join(out, "report.json"), summary)
     return summary
 
 
