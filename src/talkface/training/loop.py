@@ -72,7 +72,7 @@ class Schedule:
     checkpoint_every: int
     data: StreamConfig
     eval_every: int = 0  # 0: held-out figures only at the end
-    threads: int | None = None  # torch threads of the training process (None: torch's default)
+    threads: int | None = None  # torch threads of the training process (None: the cores the loader processes leave)
 
 
 class Reader(Protocol):
@@ -166,6 +166,10 @@ class Trainer:
         s = task.schedule
         if s.threads:
             torch.set_num_threads(s.threads)
+        elif s.data.workers and self.device.type == "cpu":  # the loader's processes take cores from the step
+            from talkface.render.parallel import cores
+
+            torch.set_num_threads(max(1, cores() - s.data.workers))
         torch.manual_seed(s.seed)
         self.stream = ShardStream(self.data, "train", s.data, seed=s.seed, rank=rank, world=world)
         task.build(self.device, rank, world)
