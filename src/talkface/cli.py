@@ -267,15 +267,14 @@ def run_task(make_task, prepare, args: argparse.Namespace, time_limit: float | N
     from talkface.training.loop import Trainer, distributed
 
     with distributed(args.device) as (rank, world, device):
-        if world > 1 and rank != 0:
-            import torch.distributed as dist
+        import torch.distributed as dist
 
-            dist.barrier()
+        wait = dist.barrier if world > 1 else (lambda: None)  # the first process prepares the data, the others wait
+        if rank != 0:
+            wait()
         data = prepare()
-        if world > 1 and rank == 0:
-            import torch.distributed as dist
-
-            dist.barrier()
+        if rank == 0:
+            wait()
         trainer = Trainer(make_task(data), data, args.out, device=device, rank=rank, world=world)
         checkpoint = os.path.join(args.out, "checkpoint.pt")
         if args.resume and os.path.exists(checkpoint):

@@ -34,13 +34,6 @@ class MouthClips:
     def subset(self, indices) -> "MouthClips":
         return MouthClips([self.ids[i] for i in indices], [self.mouths[i] for i in indices], [self.mfcc[i] for i in indices])
 
-    def split(self, val_clips: int) -> tuple["MouthClips", "MouthClips"]:
-        """(train, validation): the last `val_clips` by sorted id are held out."""
-        order = sorted(range(len(self)), key=lambda i: self.ids[i])
-        if not 0 < val_clips < len(self):
-            raise TalkfaceError(f"cannot hold out {val_clips} of {len(self)} clips for validation")
-        return self.subset(order[:-val_clips]), self.subset(order[-val_clips:])
-
 
 def synthetic_clips(cfg: SyncConfig, num_clips: int = 48, frames: int = 50, seed: int = 0) -> MouthClips:
     """Procedural faces (their mouth box is known, no detector needed) with their speech."""

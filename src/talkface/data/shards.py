@@ -218,12 +218,13 @@ def clip_files(frames: np.ndarray, audio: np.ndarray, landmarks: np.ndarray, met
     return {
         "mp4": encode_frames(frames, meta["fps"]),
         "wav": encode_wav(audio, rate),
-        "npy": _npy(landmarks.astype(np.float16)),
+        "npy": encode_npy(landmarks.astype(np.float16)),
         "json": json.dumps(meta).encode(),
     }
 
 
-def _npy(a: np.ndarray) -> bytes:
+def encode_npy(a: np.ndarray) -> bytes:
+    """An array -> .npy bytes (no pickled objects)."""
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()

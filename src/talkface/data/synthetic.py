@@ -151,7 +151,7 @@ def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0
     import json
     import os
 
-    from talkface.data.shards import ShardWriter, encode_frames, encode_wav
+    from talkface.data.shards import ShardWriter, encode_frames, encode_npy, encode_wav
 
     if os.path.isfile(os.path.join(out, "synthetic.json")):
         return out
@@ -169,7 +169,7 @@ def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0
         meta = json.dumps({"source": "synthetic", "speaker": speaker, "fps": cfg.audio.fps, "frames": frames}).encode()
         if cfg.kind == "motion":
             audio, motion = synthetic_motion_clip(seed * 1_000_003 + i, frames, cfg.audio)
-            files = {"wav": encode_wav(audio, rate), "motion.npy": _npy(motion.astype(np.float32)), "json": meta}
+            files = {"wav": encode_wav(audio, rate), "motion.npy": encode_npy(motion.astype(np.float32)), "json": meta}
         else:
             clip = make_clip(seed * 1_000_003 + i, frames, size, cfg.audio)
             files = {"mp4": encode_frames(clip.frames, cfg.audio.fps, crf=0), "wav": encode_wav(clip.audio, rate), "json": meta}
@@ -180,10 +180,3 @@ def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0
         json.dump({"clips": clips, "frames": frames, "seed": seed, "kind": cfg.kind}, f)
     return out
 
-
-def _npy(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()

@@ -294,7 +294,8 @@ class Trainer:
         return {"steps": str(self.step), "clips": str(summary["clips"]), "speakers": str(summary["speakers"]), "hours": f"{hours:.3f}"}
 
     def release(self) -> dict[str, Any]:
-        report = self.task.release(os.path.join(self.out, self.task.weights), self.seen())
+        seen = self.seen()
+        report = self.task.release(os.path.join(self.out, self.task.weights), seen)
         with open(os.path.join(self.out, "report.json"), "w") as f:
-            json.dump({**self.seen(), **report}, f, indent=2)
+            json.dump({**seen, **report}, f, indent=2)
         return report
