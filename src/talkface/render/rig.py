@@ -64,7 +64,7 @@ class FaceRig:
     def eyes(self) -> EyeWarp:
         """The lids and brows, made when a frame first moves them (a dubbed frame never does). Two
         threads asking at once may both make one: the same, so either will do."""
-        return EyeWarp(self.face.landmarks, self.face.size)
+        return EyeWarp(self.face.landmarks, self.face.size, self.mouth.picture)
 
     @cached_property
     def head(self) -> HeadWarp:
