@@ -127,8 +127,9 @@ def main() -> None:
         from talkface.expression import Expressions
         from talkface.media.audio import mfcc_windows
 
-        cfg = Animator().cfg
-        applied = np.array([e.pose for e in map(Expressions(cfg.motion.expression, cfg.audio, 0).step, mfcc_windows(audio, cfg.audio))])
+        animator = Animator()
+        cfg = animator.cfg
+        applied = np.array([e.pose for e in Expressions(cfg.motion.expression, cfg.audio, animator.generator.expression, 0).steps(mfcc_windows(audio, cfg.audio))])
         print(f"\nthe motion applied (seed 0, before any measurement): yaw/pitch/roll std {np.round(applied.std(0), 2).tolist()}, "
               f"largest step between frames {np.round(np.abs(np.diff(applied, axis=0)).max(0), 2).tolist()}, mean {np.round(applied.mean(0), 2).tolist()}")
 

@@ -11,6 +11,7 @@ from talkface.data.motion import augment, motion_targets, openness, resample_mot
 from talkface.data.synthetic import synthetic_motion_clip, write_synthetic_shards
 from talkface.media.audio import mfcc_windows
 from talkface.media.face import LIPS_INNER, LIPS_OUTER, MOTION_POINTS
+from talkface.metrics.expression import blink_events
 from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.streaming import MotionStream
 from talkface.training.gan import MotionTask
@@ -161,6 +162,32 @@ def test_motion_model_learns_to_follow_the_audio(tmp_path):
     print(f"\nmotion learning: {trainer.step} steps, r(own audio)={own:.3f}, r(swapped)={swapped:.3f}")
     assert own >= 0.8, f"the mouth does not follow the audio: r={own:.3f} after {trainer.step} steps"
     assert swapped <= 0.3, f"the mouth follows audio it was not given: r={swapped:.3f}"
+
+
+def blinks_made(net, mfcc: np.ndarray, rate: float, seed: int) -> int:
+    with torch.inference_mode():
+        z = net.noise.sample(1, len(mfcc), generator=torch.Generator().manual_seed(seed))
+        closure = net.decode(torch.from_numpy(mfcc.astype(np.float32))[None], rate, z)[0][0, :, 0].numpy()
+    return len(blink_events(1 - closure * (1 - net_cfg().shut)))
+
+
+def net_cfg():
+    return preset("motion-tiny").motion.expression.net
+
+
+def test_upper_face_learns_blinks_at_the_rate_asked(tmp_path):
+    """Synthetic clips blink at a rate drawn per clip (0-60 a minute): the trained network blinks, and
+    more often when asked for more."""
+    cfg = override(preset("motion-tiny"), ["train.steps=600", "train.batch_size=16", "optim.g_lr=1e-3", "train.log_every=100", "train.checkpoint_every=600"])
+    trainer = Trainer(MotionTask(cfg), write_synthetic_shards(str(tmp_path / "data"), cfg, 96, 75, seed=0), tmp_path)
+    trainer.fit(progress=False)
+    net = trainer.task.ema.expression
+    audio = np.concatenate([synthetic_motion_clip(888_000 + i, 75, cfg.audio)[0] for i in range(20)])  # 60 s of speech never heard
+    mfcc = mfcc_windows(audio, cfg.audio)
+    few, many = (sum(blinks_made(net, mfcc, rate, seed) for seed in range(3)) / 3 for rate in (5, 45))
+    print(f"\nupper face: {few:.1f} blinks a minute asked for 5, {many:.1f} asked for 45")
+    assert many >= 15, f"asked for 45 blinks a minute, it made {many:.1f}"
+    assert many > 2 * few, f"the rate asked for does not steer the blinks: {few:.1f} for 5, {many:.1f} for 45"
 
 
 def test_bundled_model_opens_the_mouth_with_speech_and_rests_in_silence():

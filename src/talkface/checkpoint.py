@@ -102,6 +102,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         payload = load_training_state(path)
         cfg = from_dict(payload["config"])
         state = payload["ema"]
+    if cfg.kind == "motion" and not any(k.startswith("expression.") for k in state):
+        cfg.motion.expression.net.enabled = False  # made before the upper face's network: the mouth and chin move alone
     generator = build_generator(cfg)
     _load_weights(generator, state, path)
     return generator.to(device).eval(), cfg

@@ -110,25 +110,48 @@ MAX_HEAD_MOTION = 2.0  # the most a user may scale the head's motion: beyond it 
 
 
 @dataclass
+class ExpressionNetConfig:
+    """The motion model's network for the upper face (talkface.models.expression): the seed's noise
+    generator and a GRU over it, the speech and the blink rate asked for give each frame's lid closure
+    and brow raise; a sequence discriminator of the same kind as the mouth's judges them. Trained on
+    whole clips, with the discriminator's own learning rate `d_lr`.
+
+    Lid closure is learned from the training videos' eye openness: 0 is the clip's median openness,
+    1 is `shut` of it (the face mesh's reading of a median closed blink). Losses: the discriminator
+    (`adv`), the distributions of closure, its change and the brows across the batch against the real
+    ones (`spread`), and the number of blinks in each clip against the real clip's (`count`), which
+    teaches the network what the rate it is given means.
+    """
+
+    enabled: bool = True  # weights made before this network load with it off (no blinks, brows or head motion)
+    audio_dim: int = 32
+    hidden: int = 48
+    disc_hidden: int = 64
+    brow_range: float = 0.05  # the brows' raise and drop are at most this, in face sizes
+    shut: float = 0.33
+    d_lr: float = 2e-4
+    adv: float = 0.1
+    spread: float = 10.0
+    count: float = 1.0
+
+
+@dataclass
 class ExpressionConfig:
     """Blinks, brows and head motion around the speech's mouth motion (talkface.expression).
 
-    Spontaneous motion is temporally coherent noise: blinks come at gamma-distributed intervals
-    (`blink_rate` a minute on average, `blink_regularity` the shape: 1 is a Poisson process), each
-    closing and opening the lids along `blink_profile` (the closure every 40 ms: close in two frames,
-    open over five, as GRID s1's median blink does; shaped so that the face mesh reads our blinks as
-    it reads s1's: 3 frames below half depth, `scripts/expression_stats.py`); the head turns, nods and tilts
-    as white noise through a critically damped low-pass filter (corner `head_hz`), scaled to `yaw`,
-    `pitch`, `roll` degrees of standard deviation and `shift` face sizes of drift. Speech-linked
-    motion: the head moves `speech_gain` more while speaking, and a phrase that starts after a pause
-    may raise the brows (`brow`, in face sizes) and nod the head (`nod` degrees).
+    Blinks and brows come from the motion model's learned network (`net`; GRID s1 taught the bundled
+    one): its noise generator makes them spontaneous, the speech times them, and `blink_rate` (a
+    minute) is asked of it. Head motion: s1's head is still, so it cannot be learned from him; the
+    head turns, nods and tilts with the network's noise generator's first five channels, shaped by a
+    critically damped low-pass filter (corner `head_hz`) and scaled to `yaw`, `pitch`, `roll` degrees
+    of standard deviation and `shift` face sizes of drift. Speech-linked head motion: the head moves
+    `speech_gain` more while speaking, and a phrase that starts after a pause may nod the head (`nod`
+    degrees, with chance `emphasis_p`).
     """
 
     enabled: bool = True  # False: only the mouth and chin move (--still)
     blinks: bool = True
-    blink_rate: float = 20.0  # a minute: conversation's range is 10.5-32.5 (s1 blinks ~46 while reading GRID's sentences)
-    blink_regularity: float = 2.0
-    blink_profile: tuple[float, ...] = (0.6, 1.0, 1.0, 0.7, 0.4, 0.2, 0.1, 0.04)
+    blink_rate: float = 20.0  # a minute: conversation's range is 10.5-32.5 (s1 blinks ~39 while reading GRID's sentences)
     head: float = 1.0  # scale of all head motion (0: none)
     yaw: float = 3.5
     pitch: float = 2.2
@@ -136,9 +159,9 @@ class ExpressionConfig:
     shift: float = 0.015
     head_hz: float = 0.2
     speech_gain: float = 0.25
-    brow: float = 0.03
     nod: float = 1.5
-    emphasis_p: float = 0.6  # chance that a phrase after a pause raises the brows and nods
+    emphasis_p: float = 0.6  # chance that a phrase after a pause nods the head
+    net: ExpressionNetConfig = field(default_factory=ExpressionNetConfig)
 
 
 @dataclass

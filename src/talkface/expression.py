@@ -1,28 +1,32 @@
 """The rest of the face: blinks, brows and head motion, frame by frame, around the speech's mouth motion.
 
 `Expressions` is a seeded stream: `step(speech)` takes one frame's MFCC window (the one the motion
-model heard) and gives that frame's `Expression`. It is causal and keeps a fixed, small state, so
+model heard) and gives that frame's `Expression` (`steps` does a chunk's frames with one network call). It is causal and keeps a fixed, small state, so
 offline and live runs make the same frames, and one seed always makes the same motion.
 
-- Blinks: a renewal process (gamma-distributed intervals, `ExpressionConfig.blink_rate` a minute on
-  average), each blink following `blink_profile` in time (close fast, open slowly).
-- Head: per axis (yaw, pitch, roll, and a small shift across and down the picture) white noise
-  through a critically damped two-pole low-pass filter: smooth, mean-reverting motion with a stated
-  corner frequency and standard deviation. The first frame is the photo's own pose.
+- Blinks and brows: the motion model's upper-face network (`models.expression.ExpressionNet`,
+  learned from the training videos): its noise generator makes blinks spontaneous, the speech
+  times them, and it is asked for `ExpressionConfig.blink_rate` blinks a minute.
+- Head: per axis (yaw, pitch, roll, and a small shift across and down the picture) one channel of
+  that noise generator's coherent noise, through a critically damped two-pole low-pass filter:
+  smooth, mean-reverting motion with a stated corner frequency and standard deviation. The first
+  frame is the photo's own pose.
 - Speech: the loudness of the frame's audio (the MFCC's c0 at the window's centre) against slowly
   tracked floor and peak levels tells speech from pause. While speaking, the head moves
-  `speech_gain` more; a phrase that starts after a pause may raise the brows and nod.
+  `speech_gain` more; a phrase that starts after a pause may nod.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from talkface.config import AudioConfig, ExpressionConfig
+from talkface.models.expression import ExpressionNet
+from talkface.threads import one_thread
 
 PAUSE_FRAMES = 8  # a phrase "starts after a pause" when at least this many quiet frames (320 ms at 25 fps) came before it
-PROFILE_MS = 40.0  # the spacing of `blink_profile`
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ def _pulse(t: float, rise: float, hold: float, fall: float) -> float:
 
 
 class _LowPass:
-    """White noise through a critically damped two-pole filter, scaled to unit standard deviation."""
+    """A critically damped two-pole filter, scaled so that unit white noise comes out with unit standard deviation."""
 
     def __init__(self, hz: float, fps: float, n: int):
         self.r = float(np.exp(-2 * np.pi * hz / fps))
@@ -70,28 +74,22 @@ class _LowPass:
 
 
 class Expressions:
-    """Seeded, causal: `step(speech)` per video frame -> `Expression`. See the module's docstring."""
+    """Seeded, causal: `step(speech)` per video frame -> `Expression`. See the module's docstring.
+    `net`: the motion model's upper-face network (`MotionModel.expression`)."""
 
-    def __init__(self, cfg: ExpressionConfig, audio: AudioConfig, seed: int = 0):
-        self.cfg, self.fps = cfg, audio.fps
+    def __init__(self, cfg: ExpressionConfig, audio: AudioConfig, net: ExpressionNet, seed: int = 0):
+        self.cfg, self.net, self.fps = cfg, net.eval(), audio.fps
         self.dt = 1.0 / audio.fps
         self.centre = int(round(audio.steps * audio.centre))
         self.rng = np.random.default_rng([seed, 0x7A1C])  # apart from the noise the motion model draws
+        self.noise_rng = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xE7E]).generate_state(1)[0]))
+        self.state = None
         self.head = _LowPass(cfg.head_hz, audio.fps, 5)
         self.t = 0.0
-        self.next_blink = self._interval(first=True)
-        self.blink_at = -1e9
         self.floor = self.peak = None
         self.quiet = PAUSE_FRAMES
         self.speaking = 0.0  # smoothed 0..1
         self.emphasis_at = -1e9
-
-    def _interval(self, first: bool = False) -> float:
-        """Seconds to the next blink: gamma-distributed, mean 60 / rate; the first no sooner than 0.4 s."""
-        k = self.cfg.blink_regularity
-        mean = 60.0 / max(self.cfg.blink_rate, 1e-3)
-        gap = float(self.rng.gamma(k, mean / k))
-        return self.t + (max(0.4, gap * self.rng.uniform(0.3, 1.0)) if first else max(gap, 0.25))
 
     def _loudness(self, speech: np.ndarray) -> float:
         c0 = np.asarray(speech, np.float64)[0]
@@ -106,33 +104,43 @@ class Expressions:
         span = self.peak - self.floor
         return span > 1.0 and level > self.floor + 0.35 * span  # c0 of silence and of speech lie about 2-3 apart
 
+    @torch.inference_mode()
+    def _net(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Consecutive frames' (closure and brow (T, 2), head drive (T, 5)) from the network in one call, its state carried."""
+        mfcc = torch.as_tensor(np.asarray(windows, np.float32))[None]
+        z = self.net.noise.sample(1, len(windows), generator=self.noise_rng)  # drawn frame by frame: any chunking draws the same
+        with one_thread():
+            face, drive, self.state = self.net.decode(mfcc, self.cfg.blink_rate, z, self.state)
+        return face[0].numpy(), drive[0].numpy()
+
+    def steps(self, windows: list[np.ndarray] | np.ndarray) -> list[Expression]:
+        """The next frames' expressions, for their MFCC windows (T, n_mfcc, steps): the same, to float
+        rounding, as stepping them one at a time."""
+        if not len(windows):
+            return []
+        faces, drives = self._net(np.stack(windows))  # run every frame, whatever is enabled, so settings do not shift the seed's stream
+        return [self._step(w, f, d) for w, f, d in zip(windows, faces, drives)]
+
     def step(self, speech: np.ndarray) -> Expression:
         """The next frame's expression, for its MFCC window (n_mfcc, steps)."""
+        return self.steps([speech])[0]
+
+    def _step(self, speech: np.ndarray, face: np.ndarray, drive: np.ndarray) -> Expression:
         cfg = self.cfg
         voiced = self._voice(self._loudness(speech))
-        noise = self.rng.standard_normal(5)  # drawn every frame, whatever is enabled, so settings do not shift the seed's stream
         emphasis_draw = self.rng.random()
         if voiced and self.quiet >= PAUSE_FRAMES and emphasis_draw < cfg.emphasis_p:
             self.emphasis_at = self.t
         self.quiet = 0 if voiced else self.quiet + 1
         self.speaking += (float(voiced) - self.speaking) * (1 - np.exp(-self.dt / 0.5))
 
-        closure = 0.0
-        if self.t >= self.next_blink:
-            self.blink_at, self.next_blink = self.t, self._interval()
-        since = (self.t - self.blink_at) * 1000.0 / PROFILE_MS
-        profile = cfg.blink_profile
-        if cfg.blinks and 0 <= since < len(profile):
-            closure = float(np.interp(since, np.arange(len(profile)), profile))
-
-        head = self.head(noise) * (1 + cfg.speech_gain * self.speaking) * cfg.head
-        since_emphasis = self.t - self.emphasis_at
-        brow = cfg.brow * _pulse(since_emphasis, 0.15, 0.3, 0.45)
-        nod = cfg.nod * cfg.head * _pulse(since_emphasis - 0.05, 0.2, 0.1, 0.4)
+        closure = float(face[0]) if cfg.blinks else 0.0
+        head = self.head(drive.astype(np.float64)) * (1 + cfg.speech_gain * self.speaking) * cfg.head
+        nod = cfg.nod * cfg.head * _pulse(self.t - self.emphasis_at - 0.05, 0.2, 0.1, 0.4)
         self.t += self.dt
         return Expression(
             (closure, closure),
-            brow,
+            float(face[1]),
             (float(head[0] * cfg.yaw), float(head[1] * cfg.pitch + nod), float(head[2] * cfg.roll)),
             (float(head[3] * cfg.shift), float(head[4] * cfg.shift)),
         )

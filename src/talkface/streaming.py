@@ -234,7 +234,8 @@ class PhotoStream:
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch, batch=batch)
             self.rig = photo.rig(cfg.motion.gain, refiner)
             # blinks, brows and head motion follow the same seed and speech
-            self.expressions = Expressions(cfg.motion.expression, cfg.audio, seed) if cfg.motion.expression.enabled else None
+            enabled = cfg.motion.expression.enabled and model.expression is not None
+            self.expressions = Expressions(cfg.motion.expression, cfg.audio, model.expression, seed) if enabled else None
             self.refine = batch.refine if batch is not None else partial(run_refiner, refiner)
             self.render = self._animate
         elif crops is None:
@@ -252,7 +253,8 @@ class PhotoStream:
     def jobs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[Job]:
         """(motion, speech) of consecutive frames -> what `render_frames` renders them from; the
         expressions (blinks, head) are stepped here, in order."""
-        return [(self.rig, motion, speech, self.expressions.step(speech) if self.expressions else None) for motion, speech in frames]
+        expressions = self.expressions.steps([speech for _, speech in frames]) if self.expressions else [None] * len(frames)
+        return [(self.rig, motion, speech, e) for (motion, speech), e in zip(frames, expressions)]
 
     @property
     def frames_out(self) -> int:

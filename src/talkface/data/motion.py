@@ -15,8 +15,16 @@ import numpy as np
 from scipy import signal
 
 from talkface.config import AugmentConfig, Config
-from talkface.media.face import APERTURE_PAIRS, MOTION_POINTS, MOUTH_CORNERS
+from talkface.geometry import eye_openness
+from talkface.media.face import (
+    APERTURE_PAIRS,
+    EYE_CORNERS,
+    MOTION_POINTS,
+    MOUTH_CORNERS,
+)
+from talkface.metrics.expression import blink_events
 
+BROW_TOPS = [105, 334, 66, 296]  # the middle of each brow's upper edge
 REST_SHARE = 0.1  # the rest shape averages this share of a clip's most closed frames (at least 3)
 
 
@@ -34,6 +42,25 @@ def motion_targets(landmarks: np.ndarray) -> np.ndarray:
     rest = landmarks[order[: max(3, int(len(order) * REST_SHARE))]].mean(0)
     width = np.linalg.norm(rest[MOUTH_CORNERS[0]] - rest[MOUTH_CORNERS[1]])
     return ((landmarks[:, MOTION_POINTS] - rest[MOTION_POINTS]) / width).astype(np.float32)
+
+
+def face_targets(landmarks: np.ndarray, shut: float, fps: float) -> tuple[np.ndarray, float]:
+    """(T, 478, 2) aligned landmarks -> (lid closure and brow raise (T, 2), blinks a minute).
+
+    Closure: 0 at the clip's median eye openness, 1 at `shut` of it (clipped to 0..1). Brow raise: the
+    brows' height over the eyes minus its median in the clip, in face sizes (eyes to mouth)."""
+    open_ = eye_openness(landmarks).mean(-1)
+    ratio = open_ / max(float(np.median(open_)), 1e-9)
+    closure = np.clip((1 - ratio) / (1 - shut), 0, 1)
+    eyes, mouth = landmarks[:, list(EYE_CORNERS)].mean(1), landmarks[:, list(MOUTH_CORNERS)].mean(1)
+    size = np.maximum(np.linalg.norm(mouth - eyes, axis=-1), 1e-9)
+    height = (eyes[:, 1] - landmarks[:, BROW_TOPS].mean(1)[:, 1]) / size
+    return np.stack([closure, height - np.median(height)], -1).astype(np.float32), blink_rate(closure, shut, fps)
+
+
+def blink_rate(closure: np.ndarray, shut: float, fps: float) -> float:
+    """Blinks a minute in a series of lid closure (T,), counted as the face mesh's openness would count them."""
+    return len(blink_events(1 - np.asarray(closure, np.float64) * (1 - shut))) / (len(closure) / fps / 60)
 
 
 def _rms(x: np.ndarray) -> float:
@@ -90,11 +117,11 @@ def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, sam
 
 
 def resample_motion(motion: np.ndarray, speed: float, frames: int) -> np.ndarray:
-    """Motion (T, P, 2) of audio played `speed` times faster, at the same frame rate: `frames` frames."""
+    """Motion (T, ...) of audio played `speed` times faster, at the same frame rate: `frames` frames."""
     src = np.minimum(np.arange(frames) * speed, len(motion) - 1)
     lo = np.floor(src).astype(int)
     hi = np.minimum(lo + 1, len(motion) - 1)
-    frac = (src - lo)[:, None, None]
+    frac = (src - lo).reshape(-1, *[1] * (motion.ndim - 1))
     return ((1 - frac) * motion[lo] + frac * motion[hi]).astype(np.float32)
 
 

@@ -142,10 +142,34 @@ def synthetic_motion_clip(seed: int, frames: int, cfg: AudioConfig) -> tuple[np.
     return speech, synthetic_motion(opening, np.where(opening > 0.05, vowel, 0.3))
 
 
+BLINK = (0.5, 1.0, 1.0, 0.7, 0.4, 0.15)  # a synthetic blink's lid closure, frame by frame
+
+
+def synthetic_eyes(seed: int, frames: int, fps: float) -> np.ndarray:
+    """Lid closure and brow raise (T, 2) of a procedural face: blinks at random times, as many a
+    minute as a rate drawn for the clip (0-60), each a little deeper or shallower, longer or shorter,
+    with the jitter a face mesh reads in open eyes; and brows that drift a little."""
+    rng = np.random.default_rng([seed, 0xB11])
+    rate = rng.uniform(0, 60)
+    face = np.zeros((frames, 2), np.float32)
+    face[:, 0] = np.abs(np.convolve(rng.normal(0, 0.08, frames), np.ones(3) / 3, mode="same"))
+    t = rng.exponential(60 / max(rate, 1e-3)) * fps * rng.uniform(0, 1)
+    while t < frames:
+        course = np.interp(np.arange(0, len(BLINK), rng.uniform(0.7, 1.3)), np.arange(len(BLINK)), BLINK) * rng.uniform(0.8, 1.1)
+        at = int(t)
+        n = min(len(course), frames - at)
+        face[at : at + n, 0] = np.maximum(face[at : at + n, 0], course[:n])
+        t += max(len(course) + 2, rng.exponential(60 / max(rate, 1e-3)) * fps)
+    face[:, 0] = np.clip(face[:, 0], 0, 1)
+    face[:, 1] = np.convolve(rng.normal(0, 0.01, frames), np.ones(9) / 3, mode="same")
+    return face
+
+
 def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0, val: int = 0, per_shard: int = 16, speakers: int = 1) -> str:
     """A folder of shards (train/, val/) of procedural talking faces, laid out as `talkface preprocess`
     writes real ones: for the seed's GAN each clip's frames (H.264, lossless: crf 0) and speech; for the motion model
-    (cfg.kind) its speech and the motion itself (`KEY.motion.npy`, in place of landmarks). Clip i is
+    (cfg.kind) its speech, the motion itself (`KEY.motion.npy`, in place of landmarks) and its lids and
+brows (`KEY.face.npy`, `synthetic_eyes`). Clip i is
     spoken by speaker i % `speakers`; the last `val` clips are held out. Written once: a folder that
     holds them already is returned as it is."""
     import json
@@ -169,7 +193,8 @@ def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0
         meta = json.dumps({"source": "synthetic", "speaker": speaker, "fps": cfg.audio.fps, "frames": frames}).encode()
         if cfg.kind == "motion":
             audio, motion = synthetic_motion_clip(seed * 1_000_003 + i, frames, cfg.audio)
-            files = {"wav": encode_wav(audio, rate), "motion.npy": encode_npy(motion.astype(np.float32)), "json": meta}
+            files = {"wav": encode_wav(audio, rate), "motion.npy": encode_npy(motion.astype(np.float32)),
+                     "face.npy": encode_npy(synthetic_eyes(seed * 1_000_003 + i, frames, cfg.audio.fps)), "json": meta}
         else:
             clip = make_clip(seed * 1_000_003 + i, frames, size, cfg.audio)
             files = {"mp4": encode_frames(clip.frames, cfg.audio.fps, crf=0), "wav": encode_wav(clip.audio, rate), "json": meta}

@@ -4,7 +4,8 @@ The seed's audio encoder (5 conv + 2 FC per MFCC window, a 2-layer GRU over time
 generator (a 2-layer GRU over N(0, 0.77^2) noise) feed a small head that predicts, per video
 frame, where each point of `media.face.MOTION_POINTS` sits relative to the mouth at rest. The
 pixels are then moved by `talkface.render.mouth`; an optional mouth refiner (`models.refiner`, run by
-`talkface.render.refine`) draws only what the warp cannot show: the inside of the mouth.
+`talkface.render.refine`) draws only what the warp cannot show: the inside of the mouth. The upper
+face (blinks, brows, the head's drive) has its own small network, `models.expression.ExpressionNet`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from talkface.config import Config
 from talkface.models.audio_encoder import AudioEncoder
 from talkface.models.discriminators import pyramid_pool_1d
+from talkface.models.expression import ExpressionNet
 from talkface.models.generator import GeneratorState
 from talkface.models.noise import NoiseGenerator
 from talkface.models.refiner import MouthRefiner
@@ -38,6 +40,8 @@ class MotionModel(nn.Module):
         nn.init.zeros_(self.head[-1].bias)  # untrained, the mouth stays at rest
         # what the warp of the photo's pixels cannot show, drawn over the warped mouth (talkface.render.refine)
         self.refiner = MouthRefiner(m.refiner, cfg.audio) if m.refiner.enabled else None
+        # blinks, brows and the head's drive (talkface.expression)
+        self.expression = ExpressionNet(m.expression.net, cfg.audio) if m.expression.net.enabled else None
 
     def decode(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None) -> tuple[torch.Tensor, GeneratorState]:
         """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) -> motion (B, T, P, 2), new state"""
@@ -47,11 +51,13 @@ class MotionModel(nn.Module):
         motion = self.head(torch.cat([audio, noise], -1))
         return motion.view(*motion.shape[:2], self.points, 2), GeneratorState(audio_h, noise_h)
 
-    def forward(self, mfcc: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) or None -> motion (B, T, P, 2)"""
+    def forward(self, mfcc: torch.Tensor, z: torch.Tensor | None = None, face: tuple | None = None):
+        """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) or None -> motion (B, T, P, 2).
+        `face`: (clip MFCC windows, blink rates, noise) for `expression` -> (motion, its closure and brow (B, T', 2))."""
         if z is None:
             z = self.noise.sample(mfcc.shape[0], mfcc.shape[1]).to(mfcc)
-        return self.decode(mfcc, z)[0]
+        motion = self.decode(mfcc, z)[0]
+        return motion if face is None else (motion, self.expression.decode(*face)[0])
 
 
 class MotionDiscriminator(nn.Module):

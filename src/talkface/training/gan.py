@@ -23,10 +23,11 @@ from torch import nn
 
 from talkface.checkpoint import save_release, unwrap
 from talkface.config import Config
-from talkface.data.motion import augment, motion_targets, resample_motion
+from talkface.data.motion import augment, blink_rate, face_targets, motion_targets, resample_motion
 from talkface.data.shards import decode_frames, decode_wav
 from talkface.media.audio import mfcc_windows, num_frames
 from talkface.models import FrameDiscriminator, Generator, SequenceDiscriminator
+from talkface.models.expression import ExpressionDiscriminator, soft_blinks
 from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.pixels import to_tensor
 from talkface.training.loop import Schedule, lr_scale, set_lr
@@ -100,8 +101,9 @@ class FramesReader:
 
 
 class MotionReader:
-    """A clip's speech in one of its voices and the motion of its mouth and chin: mfcc (T, n_mfcc, steps)
-    and motion (T, P, 2). The voice is the original or one of `augment.variants` variants, each drawn
+    """A clip's speech in one of its voices, the motion of its mouth and chin, and its lids and brows:
+    mfcc (T, n_mfcc, steps) and motion (T, P, 2) of a crop; clip_mfcc, face (closure and brow per
+    frame) and rate (blinks a minute) of the whole clip. The voice is the original or one of `augment.variants` variants, each drawn
     from (seed, clip, variant), so a clip always has the same few voices; they are kept in a small cache."""
 
     CACHE = 1024
@@ -110,44 +112,52 @@ class MotionReader:
         self.cfg = cfg
         self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
-    def _voice(self, sample: dict[str, bytes], variant: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _voice(self, sample: dict[str, bytes], variant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
         cfg = self.cfg
-        if "motion.npy" in sample:  # synthetic data carries its motion
+        if "motion.npy" in sample:  # synthetic data carries its motion, lids and brows
             motion = np.load(io.BytesIO(sample["motion.npy"]), allow_pickle=False).astype(np.float32)
+            face = np.load(io.BytesIO(sample["face.npy"]), allow_pickle=False).astype(np.float32) if "face.npy" in sample else np.zeros((len(motion), 2), np.float32)
+            rate = blink_rate(face[:, 0], cfg.motion.expression.net.shut, cfg.audio.fps)
         else:
             lm = np.load(io.BytesIO(sample["npy"]), allow_pickle=False).astype(np.float32)
             fps = json.loads(sample["json"]).get("fps", cfg.audio.fps)
             if abs(fps - cfg.audio.fps) > 0.01 or np.isnan(lm).any() or len(lm) < 8:
                 return None
             motion = motion_targets(lm)
+            face, rate = face_targets(lm, cfg.motion.expression.net.shut, fps)
         audio, speed = decode_wav(sample["wav"]), 1.0
         if variant:
             audio, speed = augment(audio, np.random.default_rng([self.cfg.train.seed, zlib.crc32(sample["__key__"].encode()), variant]), cfg.augment, cfg.audio.sample_rate)
         n = min(num_frames(len(audio), cfg.audio), int(len(motion) / speed))
-        return mfcc_windows(audio, cfg.audio)[:n].astype(np.float16), resample_motion(motion, speed, n)
+        return mfcc_windows(audio, cfg.audio)[:n].astype(np.float16), resample_motion(motion, speed, n), resample_motion(face, speed, n), rate * speed
 
     def example(self, sample: dict[str, bytes], rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        """A crop of `clip_frames` for the mouth; the whole clip for the upper face (blinks need time)."""
         variant = int(rng.integers(0, 1 + self.cfg.augment.variants))
         key = (sample["__key__"], variant)
         if key in self._cache:
             self._cache.move_to_end(key)
-            pair = self._cache[key]
+            voice = self._cache[key]
         else:
-            pair = self._voice(sample, variant)
-            self._cache[key] = pair
+            voice = self._voice(sample, variant)
+            self._cache[key] = voice
             if len(self._cache) > self.CACHE:
                 self._cache.popitem(last=False)
-        if pair is None:
+        if voice is None:
             return None
-        mfcc, motion = pair
+        mfcc, motion, face, rate = voice
         length = min(self.cfg.train.clip_frames, len(motion))
         start = int(rng.integers(0, len(motion) - length + 1))
-        return {"mfcc": mfcc[start : start + length], "motion": motion[start : start + length]}
+        return {"mfcc": mfcc[start : start + length], "motion": motion[start : start + length], "clip_mfcc": mfcc, "face": face, "rate": np.float32(rate)}
 
     def collate(self, examples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         t = min(len(e["motion"]) for e in examples)
         mfcc = torch.from_numpy(np.stack([e["mfcc"][:t] for e in examples]).astype(np.float32))
-        return {"mfcc": mfcc, "motion": torch.from_numpy(np.stack([e["motion"][:t] for e in examples])), "mfcc_other": mfcc.roll(1, 0)}
+        n = min(len(e["face"]) for e in examples)
+        return {"mfcc": mfcc, "motion": torch.from_numpy(np.stack([e["motion"][:t] for e in examples])), "mfcc_other": mfcc.roll(1, 0),
+                "clip_mfcc": torch.from_numpy(np.stack([e["clip_mfcc"][:n] for e in examples]).astype(np.float32)),
+                "face": torch.from_numpy(np.stack([e["face"][:n] for e in examples])),
+                "rate": torch.from_numpy(np.stack([e["rate"] for e in examples]))}
 
 
 # -- the tasks ------------------------------------------------------------------------------------
@@ -177,11 +187,15 @@ class GanTask:
         self.D = nn.ModuleDict(D).to(device)
         o = self.cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.g_lr, betas=o.betas)
-        self.opt_d = {k: torch.optim.Adam(d.parameters(), lr=o.d_lr, betas=o.betas) for k, d in self.D.items()}
+        self.opt_d = {k: torch.optim.Adam(d.parameters(), lr=self.d_lr(k), betas=o.betas) for k, d in self.D.items()}
         if world > 1:
             self.G = ddp(self.G, device)
             self.D = nn.ModuleDict({k: ddp(d, device) for k, d in self.D.items()})
         self.amp = self.cfg.train.amp and device.type == "cuda"
+
+    def d_lr(self, name: str) -> float:
+        """The learning rate of the discriminator `name`."""
+        return self.cfg.optim.d_lr
 
     def ema_decay(self, step: int) -> float:
         return min(self.cfg.train.ema_decay, (1 + step) / (10 + step))
@@ -206,13 +220,14 @@ class GanTask:
         o = self.cfg.optim
         scale = lr_scale(step, self.cfg.train.steps, o.warmup_steps, cosine=False)
         set_lr(self.opt_g, o.g_lr * scale)
-        for opt in self.opt_d.values():
-            set_lr(opt, o.d_lr * scale)
+        for name, opt in self.opt_d.items():
+            set_lr(opt, self.d_lr(name) * scale)
         with self._autocast():
             fake = self.forward(self.G, batch, step)
 
         self.D.train().requires_grad_(True)
-        d_losses = self.discriminator_phase(batch, fake.detach(), step)
+        detached = {k: v.detach() for k, v in fake.items()} if isinstance(fake, dict) else fake.detach()
+        d_losses = self.discriminator_phase(batch, detached, step)
         for opt in self.opt_d.values():
             opt.zero_grad(set_to_none=True)
         sum(d_losses.values()).backward()
@@ -312,29 +327,68 @@ class FramesTask(GanTask):
 
 class MotionTask(GanTask):
     """The default model: speech -> mouth and chin motion, judged by coordinates, their velocity and a
-    sequence discriminator that sees the motion with its audio (and real motion with another clip's audio)."""
+    sequence discriminator that sees the motion with its audio (and real motion with another clip's
+    audio); and the upper face (lid closure, brows) from the noise generator and the speech over whole
+    clips, judged by its own sequence discriminator, by the spread of its values against the real
+    ones and by the number of blinks against the real clip's."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.reader = MotionReader(cfg)
+        self.net = cfg.motion.expression.net
 
     def networks(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        return MotionModel(self.cfg), {"sequence": MotionDiscriminator(self.cfg)}
+        D = {"sequence": MotionDiscriminator(self.cfg)}
+        if self.net.enabled:
+            D["expression"] = ExpressionDiscriminator(self.net, self.cfg.audio)
+        return MotionModel(self.cfg), D
 
-    def forward(self, G: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        return G(batch["mfcc"], self.noise(batch, step))
+    def d_lr(self, name: str) -> float:
+        return self.net.d_lr if name == "expression" else self.cfg.optim.d_lr
+
+    def forward(self, G: nn.Module, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        if not self.net.enabled:
+            return {"motion": G(batch["mfcc"], self.noise(batch, step))}
+        b, n = batch["clip_mfcc"].shape[:2]
+        z = unwrap(G).expression.noise.sample(b, n, generator=seeded(self.cfg.train.seed, step, self.rank, 3)).to(self.device)
+        motion, face = G(batch["mfcc"], self.noise(batch, step), face=(batch["clip_mfcc"], batch["rate"], z))
+        return {"motion": motion, "face": face}
 
     def discriminator_losses(self, D, batch, fake, step) -> dict[str, torch.Tensor]:
         real = batch["motion"]
-        logits = D["sequence"](torch.cat([real, fake, real]), torch.cat([batch["mfcc"], batch["mfcc"], batch["mfcc_other"]]))
-        return {"d_sequence": sequence_loss(logits)}
+        logits = D["sequence"](torch.cat([real, fake["motion"], real]), torch.cat([batch["mfcc"], batch["mfcc"], batch["mfcc_other"]]))
+        losses = {"d_sequence": sequence_loss(logits)}
+        if "face" in fake:
+            b = len(batch["face"])
+            logits = D["expression"](torch.cat([batch["face"], fake["face"]]), torch.cat([batch["clip_mfcc"]] * 2), torch.cat([batch["rate"]] * 2))
+            losses["d_expression"] = bce(logits[:b], True) + bce(logits[b:], False)
+        return losses
 
     def generator_losses(self, D, batch, fake, step) -> dict[str, torch.Tensor]:
-        w, real, fake = self.cfg.loss, batch["motion"], fake.float()
-        coord = (fake - real).abs().mean()
-        velocity = (fake.diff(dim=1) - real.diff(dim=1)).abs().mean()
-        adv = bce(D["sequence"](fake, batch["mfcc"]), True)
-        return {"g_coord": w.coord * coord, "g_velocity": w.velocity * velocity, "g_seq_adv": w.motion_adv * adv}
+        w, real, motion = self.cfg.loss, batch["motion"], fake["motion"].float()
+        coord = (motion - real).abs().mean()
+        velocity = (motion.diff(dim=1) - real.diff(dim=1)).abs().mean()
+        adv = bce(D["sequence"](motion, batch["mfcc"]), True)
+        losses = {"g_coord": w.coord * coord, "g_velocity": w.velocity * velocity, "g_seq_adv": w.motion_adv * adv}
+        if "face" in fake:
+            net, face, real_face = self.net, fake["face"].float(), batch["face"]
+            closure, real_closure = face[..., 0], real_face[..., 0]
+            spread = (sorted_l1(closure, real_closure) + 3 * sorted_l1(closure.diff(dim=1), real_closure.diff(dim=1))
+                      + sorted_l1(face[..., 1], real_face[..., 1]) / net.brow_range)
+            losses["g_face_adv"] = net.adv * bce(D["expression"](face, batch["clip_mfcc"], batch["rate"]), True)
+            losses["g_face_spread"] = net.spread * spread
+            losses["g_blinks"] = net.count * (soft_blinks(closure) - soft_blinks(real_closure)).abs().mean()
+        return losses
+
+    def release(self, path: str, meta: dict[str, str]) -> dict[str, Any]:
+        if self.ema.expression is not None:
+            self.ema.expression.calibrate()
+        return super().release(path, meta)
+
+
+def sorted_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The distance between two sets of values as distributions (1-D Wasserstein): their sorted values' mean difference."""
+    return (fake.flatten().sort()[0] - real.flatten().sort()[0]).abs().mean()
 
 
 def gan_task(cfg: Config) -> GanTask:
