@@ -64,6 +64,7 @@ def test_expressions_are_seeded_and_in_the_stated_ranges(net, windows):
     assert np.abs(np.diff(pose, axis=0)).max() < 2.5 and np.abs(pose.mean(0)).max() < 3
     brow = np.array([e.brow for e in a])
     assert brow.max() > 0.01 and brow.min() < 0  # the brows rise and fall
+    assert np.abs(np.diff(brow)).max() < 0.008  # smoothly: unfiltered, the network's brows jitter by 0.005 face sizes a frame (std)
 
 
 def test_the_asked_blink_rate_is_what_the_network_makes(net, windows):

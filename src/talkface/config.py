@@ -141,7 +141,7 @@ class ExpressionConfig:
 
     Blinks and brows come from the motion model's learned network (`net`; GRID s1 taught the bundled
     one): its noise generator makes them spontaneous, the speech times them, and `blink_rate` (a
-    minute) is asked of it. Head motion: s1's head is still, so it cannot be learned from him; the
+    minute) is asked of it; the brows are smoothed (`brow_hz`). Head motion: s1's head is still, so it cannot be learned from him; the
     head turns, nods and tilts with the network's noise generator's first five channels, shaped by a
     critically damped low-pass filter (corner `head_hz`) and scaled to `yaw`, `pitch`, `roll` degrees
     of standard deviation and `shift` face sizes of drift. Speech-linked head motion: the head moves
@@ -158,6 +158,7 @@ class ExpressionConfig:
     roll: float = 1.6
     shift: float = 0.015
     head_hz: float = 0.2
+    brow_hz: float = 1.5  # the network's brows through a critically damped low-pass filter: the face mesh's frame-to-frame jitter, which it learned too, removed
     speech_gain: float = 0.25
     nod: float = 1.5
     emphasis_p: float = 0.6  # chance that a phrase after a pause nods the head

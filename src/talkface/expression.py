@@ -6,7 +6,8 @@ offline and live runs make the same frames, and one seed always makes the same m
 
 - Blinks and brows: the motion model's upper-face network (`models.expression.ExpressionNet`,
   learned from the training videos): its noise generator makes blinks spontaneous, the speech
-  times them, and it is asked for `ExpressionConfig.blink_rate` blinks a minute.
+  times them, and it is asked for `ExpressionConfig.blink_rate` blinks a minute. The brows pass a
+  low-pass filter: the network learned the face mesh's frame-to-frame jitter with them.
 - Head: per axis (yaw, pitch, roll, and a small shift across and down the picture) one channel of
   that noise generator's coherent noise, through a critically damped two-pole low-pass filter:
   smooth, mean-reverting motion with a stated corner frequency and standard deviation. The first
@@ -59,12 +60,14 @@ def _pulse(t: float, rise: float, hold: float, fall: float) -> float:
 
 
 class _LowPass:
-    """A critically damped two-pole filter, scaled so that unit white noise comes out with unit standard deviation."""
+    """A critically damped two-pole filter, scaled so that unit white noise comes out with unit standard
+    deviation (`steady=False`) or a steady signal comes out as it went in (`steady=True`)."""
 
-    def __init__(self, hz: float, fps: float, n: int):
+    def __init__(self, hz: float, fps: float, n: int, steady: bool = False):
         self.r = float(np.exp(-2 * np.pi * hz / fps))
         r2 = self.r**2
-        self.gain = float(np.sqrt((1 - r2) ** 3 / (1 + r2)))  # steady-state variance of the pole pair, undone
+        # unit gain at 0 Hz, or the steady-state variance of the pole pair undone
+        self.gain = (1 - self.r) ** 2 if steady else float(np.sqrt((1 - r2) ** 3 / (1 + r2)))
         self.y1 = self.y2 = np.zeros(n)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -85,6 +88,7 @@ class Expressions:
         self.noise_rng = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xE7E]).generate_state(1)[0]))
         self.state = None
         self.head = _LowPass(cfg.head_hz, audio.fps, 5)
+        self.brow = _LowPass(cfg.brow_hz, audio.fps, 1, steady=True)
         self.t = 0.0
         self.floor = self.peak = None
         self.quiet = PAUSE_FRAMES
@@ -140,7 +144,7 @@ class Expressions:
         self.t += self.dt
         return Expression(
             (closure, closure),
-            float(face[1]),
+            float(self.brow(face[1:2].astype(np.float64))[0]),
             (float(head[0] * cfg.yaw), float(head[1] * cfg.pitch + nod), float(head[2] * cfg.roll)),
             (float(head[3] * cfg.shift), float(head[4] * cfg.shift)),
         )

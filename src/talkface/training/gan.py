@@ -103,14 +103,15 @@ class FramesReader:
 class MotionReader:
     """A clip's speech in one of its voices, the motion of its mouth and chin, and its lids and brows:
     mfcc (T, n_mfcc, steps) and motion (T, P, 2) of a crop; clip_mfcc, face (closure and brow per
-    frame) and rate (blinks a minute) of the whole clip. The voice is the original or one of `augment.variants` variants, each drawn
-    from (seed, clip, variant), so a clip always has the same few voices; they are kept in a small cache."""
+    frame) and rate (blinks a minute) of the whole clip. The voice is the original or one of
+    `augment.variants` variants, each drawn from (seed, clip, variant), so a clip always has the same
+    few voices; they are kept in a small cache."""
 
     CACHE = 1024
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], tuple | None] = OrderedDict()
 
     def _voice(self, sample: dict[str, bytes], variant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
         cfg = self.cfg
