@@ -382,9 +382,13 @@ class MotionTask(GanTask):
         return losses
 
     def release(self, path: str, meta: dict[str, str]) -> dict[str, Any]:
-        if self.ema.expression is not None:
-            self.ema.expression.calibrate()
-        return super().release(path, meta)
+        """The EMA's weights, the head's drive measured on a copy (the training state is left as it is, alike on every rank)."""
+        model = self.ema
+        if model.expression is not None:
+            model = copy.deepcopy(model)
+            model.expression.calibrate()
+        save_release(path, model, self.cfg, extra=meta)
+        return {}
 
 
 def sorted_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
