@@ -13,7 +13,8 @@ crease follows most of the way, so that the skin under the brow (not the shadow 
 fold under them; the forehead's frame stays. A photo whose eyes are half closed blinks from there.
 
 Glasses stay where they are (`Rims`): once per photo, the thin, long, high-contrast lines inside the
-frame but outside the eye openings and lash bands, running above an eye and longer than it (rims,
+frame but outside the eye openings and lash bands, running above an eye and longer than it, and all
+of them together above and below both eyes (rims,
 bridge, temple arms; not brows, which are thick, nor creases and wrinkles, which are short) are
 found, and painted out of the picture the warp samples; each frame, their own pixels are laid back
 unmoved over the warped picture. A photo without glasses warps exactly as without this layer.
@@ -34,7 +35,7 @@ SIDES = ("left", "right")
 RIM_WIDTH = 0.08  # a glasses rim is a line thinner than this, in face sizes (brows are thicker) ...
 RIM_CONTRAST = 40  # ... this many levels darker or lighter than its surroundings in some colour channel ...
 RIM_SPAN = 1.5  # ... spanning this many eye widths (creases and wrinkles are shorter) ...
-RIM_COVER = 0.8  # ... and running above an eye for this share of its width (hair at the temples does not)
+RIM_COVER = 0.8  # ... and running above an eye for this share of its width (hair at the temples does not); all found: above and below both eyes
 EYE_GUARD = 0.04  # no rim within this distance of an eye opening or lash band, in face sizes
 RIM_HOLD = 0.025  # the rim's pixels grown by this (face sizes) are held in place, faded out over as much again
 
@@ -108,6 +109,10 @@ class Rims:
             return None
         _, labels = cv2.connectedComponents(whole, connectivity=8)  # and then followed up to the eyes' openings
         rims = np.isin(labels, np.unique(labels[rims]))
+        ys, xs = np.nonzero(rims)
+        found = (np.stack([xs, ys], 1) + corner) @ axes.T
+        if min(min(_cover(found, top @ axes.T), _cover(found, bottom @ axes.T, below=True)) for top, bottom in eyes) < RIM_COVER:
+            return None  # rims run above and below both eyes; eyeliner, a brow or hair over the eyes does not
 
         grow = max(1, round(RIM_HOLD * size))
         hold = cv2.dilate(rims.astype(np.uint8), _disc(2 * grow + 1))
@@ -136,13 +141,15 @@ class Rims:
         return warped
 
 
-def _cover(points: np.ndarray, margin: np.ndarray) -> float:
-    """The share of an eye's width (its lash row (K, 2), in face axes u, v) over which `points` (P, 2) lie above it."""
+def _cover(points: np.ndarray, margin: np.ndarray, below: bool = False) -> float:
+    """The share of an eye's width (a lid row (K, 2), in face axes u, v) over which `points` (P, 2) lie
+    above it (`below`: under it)."""
     order = np.argsort(margin[:, 0])
     u, v = margin[order, 0], margin[order, 1]
     inside = (points[:, 0] >= u[0]) & (points[:, 0] <= u[-1])
-    above = points[inside & (points[:, 1] < np.interp(points[:, 0], u, v))]
-    return len(np.unique(np.floor(above[:, 0]))) / max(u[-1] - u[0], 1.0)
+    line = np.interp(points[:, 0], u, v)
+    side = points[inside & ((points[:, 1] > line) if below else (points[:, 1] < line))]
+    return len(np.unique(np.floor(side[:, 0]))) / max(u[-1] - u[0], 1.0)
 
 
 class EyeWarp:
