@@ -2,7 +2,8 @@
 
 A minute of continuous speech is made from GRID s1 sentences (each cut to its words with a natural
 pause of `PAUSE` seconds between them) and animated on a portrait with the defaults; the face mesh
-(tracked, with depth) reads the eyes and the head's pose in every frame, as `talkface evaluate` does.
+(tracked, with depth, its skull points following their pixels) reads the eyes and the head's pose in
+every frame, as `talkface evaluate` does.
 
     PYTHONPATH=src python benchmarks/expression.py PHOTO [--grid ../shared/data/grid_s1] [--seconds 60]
 
@@ -84,7 +85,7 @@ def measure(frames, audio: np.ndarray, picture: np.ndarray, floor: np.ndarray | 
             worst[0] = max(worst[0], int(np.abs(f[far].astype(int) - picture[far]).max()))
             yield f
 
-    lm = detect_landmarks(watched(), depth=True)
+    lm = detect_landmarks(watched(), depth=True, skull=True)
     poses = head_pose(lm, reference=detect_faces(picture)[0].points)  # against the photo's own pose
     out = compute("blinks", frames=np.zeros((len(lm), 1, 1, 3), np.uint8), landmarks=lm[..., :2])
     out.update(compute("head_motion", audio=audio, poses=poses))
@@ -145,7 +146,7 @@ def main() -> None:
         dubbed = Animator().dub(source, other, os.path.join(tmp, "dubbed.mp4"), fit="cut", seed=9)
         from talkface.evaluate import read_video
 
-        before, after = (head_pose(detect_landmarks(read_video(p)[0], depth=True)) for p in (source, dubbed))
+        before, after = (head_pose(detect_landmarks(read_video(p)[0], depth=True, skull=True)) for p in (source, dubbed))
         n = min(len(before), len(after))
         r = [np.corrcoef(before[:n, k], after[:n, k])[0, 1] for k in range(3)]
         print(f"dub keeps the source's head motion: yaw/pitch/roll std source {np.round(np.nanstd(before, 0), 2).tolist()}, "

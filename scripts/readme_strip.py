@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     real, _ = read_video(args.video)
     made = list(Animator(args.checkpoint).generate(real[0], args.video))
-    made_lm = detect_landmarks(made, depth=True)
+    made_lm = detect_landmarks(made, depth=True, skull=True)
     shut = eye_openness(made_lm[..., :2]).mean(-1)
     blink = int(np.nanargmin(shut))  # the default model's deepest blink
     frames = sorted(i for i in set(WORDS) | {blink - 2, blink, blink + 3} if 0 <= i < len(made))

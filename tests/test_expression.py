@@ -13,7 +13,7 @@ from talkface.config import AudioConfig, ExpressionConfig
 from talkface.errors import TalkfaceError
 from talkface.expression import Expressions
 from talkface.render.eyes import EyeWarp
-from talkface.geometry import EYES, FACE_OVAL, angles, eye_openness, face_axes, head_pose, rotation
+from talkface.geometry import EYES, FACE_OVAL, RIGID, SkullTracker, angles, eye_openness, face_axes, head_pose, rotation
 from talkface.render.head import HeadWarp
 from talkface.media.audio import mfcc_windows
 from talkface.media.face import detect_faces
@@ -47,6 +47,23 @@ def test_rotation_and_angles_agree():
 def test_a_frontal_face_reads_near_zero_pose(face_image):
     pose = angles(face_axes(detect_faces(face_image)[0].points))
     assert np.abs(pose).max() < 8  # the example face looks at the camera
+
+
+def test_the_head_is_read_from_the_skulls_pixels_not_the_meshs_sway(face_image):
+    """The face mesh moves the skull's points with the jaw although their pixels stay: a pose read
+    from them would nod. Followed to their pixels, they read the still head as still; a warped turn
+    as the turn."""
+    face = detect_faces(face_image)[0]
+    swayed = face.points.copy()
+    swayed[RIGID, 1] += np.where(swayed[RIGID, 1] < face.landmarks[6, 1], -1.5, 1.5)  # the forehead up, the rest down: a nod to the mesh
+    assert abs(head_pose(np.stack([face.points, swayed]))[1, 1]) > 0.5
+    follow = SkullTracker()
+    followed = np.stack([follow(face_image, face.points), follow(face_image, swayed)])
+    assert np.abs(followed[1, RIGID] - face.points[RIGID]).max() < 0.05
+    assert np.abs(head_pose(followed)[1]).max() < 0.05
+    turned = HeadWarp(face, face_image.shape[:2]).render(face_image, (5.0, 0.0, 0.0))
+    seen = SkullTracker((face_image, face.points))(turned, detect_faces(turned)[0].points)
+    assert 3.5 < head_pose(np.stack([face.points, seen]))[1, 0] < 6
 
 
 def test_expressions_are_seeded_and_in_the_stated_ranges(net, windows):

@@ -121,9 +121,16 @@ class ExpressionNetConfig:
     (`adv`), the distributions of closure, its change and the brows across the batch against the real
     ones (`spread`), and the number of blinks in each clip against the real clip's (`count`), which
     teaches the network what the rate it is given means.
+
+    `head`: the network also gives the head's pose per frame (yaw, pitch, roll, and the shift across
+    and down), learned from the pose of the training videos' heads (each clip's, from its median; cut
+    by `talkface preprocess`, which stores it), judged by the same discriminator and spread losses.
+    For videos whose heads move (interviews, VoxCeleb2); GRID s1's head is still, so the bundled model
+    leaves it off and shapes its head motion instead (`ExpressionConfig`).
     """
 
     enabled: bool = True  # weights made before this network load with it off (no blinks, brows or head motion)
+    head: bool = False
     audio_dim: int = 32
     hidden: int = 48
     disc_hidden: int = 64
@@ -141,12 +148,15 @@ class ExpressionConfig:
 
     Blinks and brows come from the motion model's learned network (`net`; GRID s1 taught the bundled
     one): its noise generator makes them spontaneous, the speech times them, and `blink_rate` (a
-    minute) is asked of it; the brows are smoothed (`brow_hz`). Head motion: s1's head is still, so it cannot be learned from him; the
-    head turns, nods and tilts with the network's noise generator's first five channels, shaped by a
-    critically damped low-pass filter (corner `head_hz`) and scaled to `yaw`, `pitch`, `roll` degrees
-    of standard deviation and `shift` face sizes of drift. Speech-linked head motion: the head moves
-    `speech_gain` more while speaking, and a phrase that starts after a pause may nod the head (`nod`
-    degrees, with chance `emphasis_p`).
+    minute) is asked of it; the brows are smoothed (`brow_hz`).
+
+    Head motion comes from the network too when it learned the head's pose from videos whose heads
+    move (`net.head`); `head` scales it. Otherwise (the bundled model: s1's head is still, so it cannot
+    be learned from him) the head turns, nods and tilts with the network's noise generator's first
+    five channels, shaped by a critically damped low-pass filter (corner `head_hz`) and scaled to
+    `yaw`, `pitch`, `roll` degrees of standard deviation and `shift` face sizes of drift. Speech-linked
+    head motion: the head moves `speech_gain` more while speaking, and a phrase that starts after a
+    pause may nod the head (`nod` degrees, with chance `emphasis_p`).
     """
 
     enabled: bool = True  # False: only the mouth and chin move (--still)

@@ -25,7 +25,7 @@ from talkface import __version__
 from talkface.errors import TalkfaceError
 from talkface.media.face import NUM_LANDMARKS, Face
 from talkface.metrics import applicable, compute, describe, list_metrics
-from talkface.geometry import eye_openness, head_pose
+from talkface.geometry import SkullTracker, eye_openness, head_pose
 from talkface.metrics.landmarks import detect_landmarks, mouth_aperture
 from talkface.metrics.sync import FPS, SAMPLE_RATE, SyncCurve, speech_envelope, sync_curve
 
@@ -142,7 +142,7 @@ def evaluate_video(video: str | os.PathLike, audio: str | os.PathLike, expert=No
     if n < 5:
         raise TalkfaceError("overlaps the video by less than 5 frames", audio)
     frames = frames[:n]
-    with_depth = detect_landmarks(frames, depth=True)
+    with_depth = detect_landmarks(frames, depth=True, skull=True)
     poses = head_pose(with_depth)
     scores, curve, ap = score(frames, speech, still=frames[0], expert=expert, landmarks=with_depth[..., :2], poses=poses)
     clip = ClipScore(os.path.basename(os.fspath(video)), {"video": scores}, speech_envelope(speech, n), {"video": ap},
@@ -162,6 +162,7 @@ def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float =
     from talkface.media.face import FaceTracker, align
 
     crops, points, first, last = [], [], start, start
+    skull = SkullTracker()
     with FaceTracker(fps) as tracker:
         for i, frame in enumerate(frames):
             face = tracker(frame)
@@ -171,7 +172,7 @@ def face_crops(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float =
                 first = face
             last = face or last
             crops.append(align(frame, last, size)[0])
-            points.append(face.points if face is not None and face.depth is not None else np.full((NUM_LANDMARKS, 3), np.nan))
+            points.append(skull(frame, face.points) if face is not None and face.depth is not None else np.full((NUM_LANDMARKS, 3), np.nan))
             if keep is not None:
                 keep(i, frame)
     if first is None:

@@ -8,13 +8,15 @@ offline and live runs make the same frames, and one seed always makes the same m
   learned from the training videos): its noise generator makes blinks spontaneous, the speech
   times them, and it is asked for `ExpressionConfig.blink_rate` blinks a minute. The brows pass a
   low-pass filter: the network learned the face mesh's frame-to-frame jitter with them.
-- Head: per axis (yaw, pitch, roll, and a small shift across and down the picture) one channel of
-  that noise generator's coherent noise, through a critically damped two-pole low-pass filter:
-  smooth, mean-reverting motion with a stated corner frequency and standard deviation. The first
-  frame is the photo's own pose.
-- Speech: the loudness of the frame's audio (the MFCC's c0 at the window's centre) against slowly
-  tracked floor and peak levels tells speech from pause. While speaking, the head moves
-  `speech_gain` more; a phrase that starts after a pause may nod.
+- Head, learned: a network trained on videos whose heads move (`ExpressionNetConfig.head`) gives the
+  head's pose itself, from its noise generator and the speech, scaled by `ExpressionConfig.head`.
+- Head, shaped (the bundled network: its speaker's head was still): per axis (yaw, pitch, roll, and
+  a small shift across and down the picture) one channel of that noise generator's coherent noise,
+  through a critically damped two-pole low-pass filter: smooth, mean-reverting motion with a stated
+  corner frequency and standard deviation. The first frame is the photo's own pose. Speech: the
+  loudness of the frame's audio (the MFCC's c0 at the window's centre) against slowly tracked floor
+  and peak levels tells speech from pause. While speaking, the head moves `speech_gain` more; a
+  phrase that starts after a pause may nod.
 """
 from __future__ import annotations
 
@@ -109,7 +111,7 @@ class Expressions:
 
     @torch.inference_mode()
     def _net(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Consecutive frames' (closure and brow (T, 2), head drive (T, 5)) from the network in one call, its state carried."""
+        """Consecutive frames' (closure, brow and any learned pose (T, face_channels), head drive (T, 5)) from the network in one call, its state carried."""
         mfcc = torch.as_tensor(np.asarray(windows, np.float32))[None]
         z = self.net.noise.sample(1, len(windows), generator=self.noise_rng)  # drawn frame by frame: any chunking draws the same
         # too small for torch to split over threads, so the thread count (global) is left alone: streams call this from their own threads
@@ -138,12 +140,16 @@ class Expressions:
         self.speaking += (float(voiced) - self.speaking) * (1 - np.exp(-self.dt / 0.5))
 
         closure = float(face[0]) if cfg.blinks else 0.0
+        brow = float(self.brow(face[1:2].astype(np.float64))[0])
+        t, self.t = self.t, self.t + self.dt
+        if self.net.learns_pose:
+            head = face[2:].astype(np.float64) * cfg.head
+            return Expression((closure, closure), brow, tuple(map(float, head[:3])), tuple(map(float, head[3:])))
         head = self.head(drive.astype(np.float64)) * (1 + cfg.speech_gain * self.speaking) * cfg.head
-        nod = cfg.nod * cfg.head * _pulse(self.t - self.emphasis_at - 0.05, 0.2, 0.1, 0.4)
-        self.t += self.dt
+        nod = cfg.nod * cfg.head * _pulse(t - self.emphasis_at - 0.05, 0.2, 0.1, 0.4)
         return Expression(
             (closure, closure),
-            float(self.brow(face[1:2].astype(np.float64))[0]),
+            brow,
             (float(head[0] * cfg.yaw), float(head[1] * cfg.pitch + nod), float(head[2] * cfg.roll)),
             (float(head[3] * cfg.shift), float(head[4] * cfg.shift)),
         )

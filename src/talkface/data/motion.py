@@ -12,20 +12,22 @@ others too (`training.gan.MotionReader`).
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
+from scipy import ndimage, signal
 
 from talkface.config import AugmentConfig, Config
-from talkface.geometry import eye_openness
+from talkface.geometry import OUTER_EYES, eye_openness, head_pose
 from talkface.media.face import (
     APERTURE_PAIRS,
     EYE_CORNERS,
     MOTION_POINTS,
     MOUTH_CORNERS,
+    Face,
 )
 from talkface.metrics.expression import blink_events
 
 BROW_TOPS = [105, 334, 66, 296]  # the middle of each brow's upper edge
 REST_SHARE = 0.1  # the rest shape averages this share of a clip's most closed frames (at least 3)
+POSE_SMOOTH = 1.5  # frames (Gaussian sigma): the face mesh's frame-to-frame jitter taken out of the head's pose, motion under about 2.5 Hz kept
 
 
 def openness(landmarks: np.ndarray) -> np.ndarray:
@@ -61,6 +63,41 @@ def face_targets(landmarks: np.ndarray, shut: float, fps: float) -> tuple[np.nda
 def blink_rate(closure: np.ndarray, shut: float, fps: float) -> float:
     """Blinks a minute in a series of lid closure (T,), counted as the face mesh's openness would count them."""
     return len(blink_events(1 - np.asarray(closure, np.float64) * (1 - shut))) / (len(closure) / fps / 60)
+
+
+def head_track(points: list) -> np.ndarray:
+    """The head's pose in each frame of a video, as `talkface preprocess` stores it with each clip:
+    (T, 5) yaw, pitch, roll in degrees (`geometry.head_pose`, against the first face) and the face's
+    centre across and down that face, in its face sizes; NaN where a frame has no face. `points`: per
+    frame the face's landmarks with depth (478, 3), their skull points followed by
+    `geometry.SkullTracker`, or None."""
+    out = np.full((len(points), 5), np.nan, np.float32)
+    ref = next((p for p in points if p is not None), None)
+    if ref is None:
+        return out
+    out[:, :3] = head_pose(np.stack([p if p is not None else np.full_like(ref, np.nan) for p in points]), ref)
+    faces = [Face.from_landmarks(p[:, :2]) if p is not None else None for p in points]
+    first = Face.from_landmarks(ref[:, :2])
+    across = ref[OUTER_EYES[1], :2] - ref[OUTER_EYES[0], :2]
+    across = across / max(float(np.linalg.norm(across)), 1e-9)
+    axes = np.stack([across, [-across[1], across[0]]])  # across the face, and down it
+    for t, f in enumerate(faces):
+        if f is not None:
+            out[t, 3:] = axes @ (f.centre - first.centre) / first.size
+    return out
+
+
+def pose_targets(pose: np.ndarray) -> np.ndarray:
+    """(T, 5) head pose as `talkface preprocess` stores it (`head_track`: yaw, pitch, roll degrees and
+    the face's centre across and down in face sizes; NaN without a face) -> (T, 5) from the clip's
+    median, frames without a face filled from their neighbours, the mesh's jitter smoothed away."""
+    p = np.asarray(pose, np.float64).copy()
+    t = np.arange(len(p))
+    for c in range(p.shape[1]):
+        found = np.isfinite(p[:, c])
+        p[:, c] = np.interp(t, t[found], p[found, c]) if found.any() else 0.0
+    p = ndimage.gaussian_filter1d(p, POSE_SMOOTH, axis=0, mode="nearest")
+    return (p - np.median(p, 0)).astype(np.float32)
 
 
 def _rms(x: np.ndarray) -> float:

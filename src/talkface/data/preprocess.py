@@ -1,7 +1,8 @@
 """Talking videos -> aligned clips in tar shards, with a speaker-disjoint train/validation split.
 
 The clip maker of the shard engine (talkface.data.cut): each video is cut into clips of
-`clip_seconds`, each clip a sample of aligned face crops, its audio, landmarks and metadata.
+`clip_seconds`, each clip a sample of aligned face crops, its audio, landmarks (in the crop), the
+head's pose in the video (`data.motion.head_track`) and metadata.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ class PreprocessOptions:
 
 def process_video(path: str, speaker: str, split: Split, opts: PreprocessOptions) -> list[Sample] | str:
     """Clips of one video as samples, or why it gave none (what it raises, the engine reports)."""
+    from talkface.data.motion import head_track
     from talkface.data.shards import clip_files
+    from talkface.geometry import SkullTracker
     from talkface.media.audio import load_audio
     from talkface.media.face import FaceTracker, align
     from talkface.media.video import iter_frames, video_info
@@ -37,10 +40,12 @@ def process_video(path: str, speaker: str, split: Split, opts: PreprocessOptions
         return "no audio track"
     audio = load_audio(path, opts.sample_rate)
     fps = info["fps"]
-    crops, marks, ok = [], [], []
+    crops, marks, ok, skulls = [], [], [], []
+    skull = SkullTracker()
     with FaceTracker(fps=fps) as tracker:
         for frame in iter_frames(path):
             face = tracker(frame)
+            skulls.append(skull(frame, face.points) if face is not None and face.depth is not None else None)
             if face is None:
                 crops.append(np.zeros((*opts.size, 3), np.uint8))
                 marks.append(np.zeros((478, 2), np.float32))
@@ -54,6 +59,7 @@ def process_video(path: str, speaker: str, split: Split, opts: PreprocessOptions
         return "no video frames"
     if not any(ok):
         return "no face found"
+    pose = head_track(skulls)
     per_clip = max(1, int(round(opts.clip_seconds * fps)))
     name = video_id(path, speaker)
     out = []
@@ -69,7 +75,7 @@ def process_video(path: str, speaker: str, split: Split, opts: PreprocessOptions
             continue
         key = clip_key(speaker, name, c)
         meta = {"source": os.path.abspath(path), "speaker": speaker, "fps": fps, "start": start, "frames": end - start, "size": list(opts.size)}
-        files = clip_files(np.stack(crops[start:end]), clip_audio, np.stack(marks[start:end]), meta, opts.sample_rate)
+        files = clip_files(np.stack(crops[start:end]), clip_audio, np.stack(marks[start:end]), meta, opts.sample_rate, pose[start:end])
         out.append(Sample(split(speaker, key), key, files, speaker, end - start, fps))
     if not out:
         return "no clip with a face in enough frames"

@@ -214,13 +214,16 @@ def read_sample(path: str, entry: dict) -> dict[str, bytes]:
     return out
 
 
-def clip_files(frames: np.ndarray, audio: np.ndarray, landmarks: np.ndarray, meta: dict, rate: int) -> dict[str, bytes]:
-    return {
+def clip_files(frames: np.ndarray, audio: np.ndarray, landmarks: np.ndarray, meta: dict, rate: int, pose: np.ndarray | None = None) -> dict[str, bytes]:
+    files = {
         "mp4": encode_frames(frames, meta["fps"]),
         "wav": encode_wav(audio, rate),
         "npy": encode_npy(landmarks.astype(np.float16)),
         "json": json.dumps(meta).encode(),
     }
+    if pose is not None:  # the head's pose in the video, frame by frame (data.motion.head_track)
+        files["pose.npy"] = encode_npy(np.asarray(pose, np.float32))
+    return files
 
 
 def encode_npy(a: np.ndarray) -> bytes:

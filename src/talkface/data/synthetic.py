@@ -165,11 +165,30 @@ def synthetic_eyes(seed: int, frames: int, fps: float) -> np.ndarray:
     return face
 
 
+SYNTHETIC_HEAD = (4.0, 2.5, 2.0, 0.02, 0.015)  # standard deviation of a synthetic head's yaw, pitch, roll (degrees) and shift (face sizes)
+
+
+def synthetic_head(seed: int, frames: int, fps: float) -> np.ndarray:
+    """The head's pose (T, 5) of a procedural talking video, as `talkface preprocess` stores it: per
+    channel a slow random motion (white noise through a two-pole low-pass at 0.5 Hz, `SYNTHETIC_HEAD`
+    standard deviation in the long run) with the face mesh's 0.3 degree frame-to-frame jitter."""
+    rng = np.random.default_rng([seed, 0x4EAD])
+    r = np.exp(-2 * np.pi * 0.5 / fps)
+    warm = int(10 / (1 - r))  # ten time constants: from the motion's steady state
+    x = rng.standard_normal((warm + frames, 5))
+    y = np.zeros_like(x)
+    for t in range(2, len(x)):
+        y[t] = 2 * r * y[t - 1] - r * r * y[t - 2] + x[t]
+    y = y[warm:] * np.sqrt((1 - r * r) ** 3 / (1 + r * r))  # unit variance
+    jitter = rng.normal(0, 1, (frames, 5)) * np.array([0.3, 0.3, 0.3, 0.002, 0.002])
+    return (y * np.array(SYNTHETIC_HEAD) + jitter).astype(np.float32)
+
+
 def write_synthetic_shards(out: str, cfg, clips: int, frames: int, seed: int = 0, val: int = 0, per_shard: int = 16, speakers: int = 1) -> str:
     """A folder of shards (train/, val/) of procedural talking faces, laid out as `talkface preprocess`
     writes real ones: for the seed's GAN each clip's frames (H.264, lossless: crf 0) and speech; for the motion model
-    (cfg.kind) its speech, the motion itself (`KEY.motion.npy`, in place of landmarks) and its lids and
-brows (`KEY.face.npy`, `synthetic_eyes`). Clip i is
+    (cfg.kind) its speech, the motion itself (`KEY.motion.npy`, in place of landmarks), its lids and
+    brows (`KEY.face.npy`, `synthetic_eyes`) and its head's pose (`KEY.pose.npy`, `synthetic_head`). Clip i is
     spoken by speaker i % `speakers`; the last `val` clips are held out. Written once: a folder that
     holds them already is returned as it is."""
     import json
@@ -194,7 +213,8 @@ brows (`KEY.face.npy`, `synthetic_eyes`). Clip i is
         if cfg.kind == "motion":
             audio, motion = synthetic_motion_clip(seed * 1_000_003 + i, frames, cfg.audio)
             files = {"wav": encode_wav(audio, rate), "motion.npy": encode_npy(motion.astype(np.float32)),
-                     "face.npy": encode_npy(synthetic_eyes(seed * 1_000_003 + i, frames, cfg.audio.fps)), "json": meta}
+                     "face.npy": encode_npy(synthetic_eyes(seed * 1_000_003 + i, frames, cfg.audio.fps)),
+                     "pose.npy": encode_npy(synthetic_head(seed * 1_000_003 + i, frames, cfg.audio.fps)), "json": meta}
         else:
             clip = make_clip(seed * 1_000_003 + i, frames, size, cfg.audio)
             files = {"mp4": encode_frames(clip.frames, cfg.audio.fps, crf=0), "wav": encode_wav(clip.audio, rate), "json": meta}

@@ -61,7 +61,7 @@ def blinks(frames: np.ndarray, landmarks: np.ndarray | None = None) -> dict[str,
 
 @register("head_motion")
 def head_motion(audio: np.ndarray, poses: np.ndarray) -> dict[str, float]:
-    """The head's rotation over the clip, from the face mesh's 3-D skull points in the full frames (degrees):
+    """The head's rotation over the clip, from the face mesh's 3-D skull points in the full frames, following their pixels (degrees):
     yaw_std, pitch_std, roll_std (standard deviation over the clip), head_jump (the largest change of
     any angle from one frame to the next, from the second frame on) and head_speed_ratio (mean angular speed in speech over
     that in pauses; real talking videos: about 1.0-1.3). A still head reads about 0.3 degrees; lower head_jump is

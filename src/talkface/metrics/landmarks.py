@@ -20,13 +20,18 @@ FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
 MIN_DETECT_SIDE = 256  # small frames (e.g. 128x96 crops) are enlarged before detection
 
 
-def detect_landmarks(frames: Iterable[np.ndarray], depth: bool = False) -> np.ndarray:
+def detect_landmarks(frames: Iterable[np.ndarray], depth: bool = False, skull: bool = False) -> np.ndarray:
     """Face-mesh landmarks of a video's frames, tracked from frame to frame.
 
     frames: RGB uint8 (H, W, 3) arrays, one video in order -> (T, 478, 2) float32 pixels, NaN where
     no face is found; with `depth`, (T, 478, 3): each point's depth in pixels too (larger: farther).
+    With `skull`, the skull's points follow their pixels from the first frame with a face
+    (`geometry.SkullTracker`): what the head's pose is read from.
     """
+    from talkface.geometry import SkullTracker  # geometry names its landmarks from media.face, as this module
+
     out, k = [], 3 if depth else 2
+    follow = SkullTracker() if skull else None
     with FaceMesh(static=False, max_faces=1) as mesh:
         for frame in frames:
             h, w = frame.shape[:2]
@@ -37,7 +42,8 @@ def detect_landmarks(frames: Iterable[np.ndarray], depth: bool = False) -> np.nd
                 out.append(np.full((NUM_LANDMARKS, k), np.nan, np.float32))
                 continue
             pts = result.multi_face_landmarks[0].landmark
-            out.append(np.array([(p.x * w, p.y * h, p.z * w)[:k] for p in pts], np.float32)[:NUM_LANDMARKS])
+            found = np.array([(p.x * w, p.y * h, p.z * w)[:k] for p in pts], np.float32)[:NUM_LANDMARKS]
+            out.append(follow(frame, found) if follow is not None else found)
     if not out:
         return np.zeros((0, NUM_LANDMARKS, k), np.float32)
     return np.stack(out)

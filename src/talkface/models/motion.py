@@ -40,7 +40,7 @@ class MotionModel(nn.Module):
         nn.init.zeros_(self.head[-1].bias)  # untrained, the mouth stays at rest
         # what the warp of the photo's pixels cannot show, drawn over the warped mouth (talkface.render.refine)
         self.refiner = MouthRefiner(m.refiner, cfg.audio) if m.refiner.enabled else None
-        # blinks, brows and the head's drive (talkface.expression)
+        # blinks, brows and the head (talkface.expression)
         self.expression = ExpressionNet(m.expression.net, cfg.audio) if m.expression.net.enabled else None
 
     def decode(self, mfcc: torch.Tensor, z: torch.Tensor, state: GeneratorState | None = None) -> tuple[torch.Tensor, GeneratorState]:
@@ -53,7 +53,7 @@ class MotionModel(nn.Module):
 
     def forward(self, mfcc: torch.Tensor, z: torch.Tensor | None = None, face: tuple | None = None):
         """mfcc: (B, T, n_mfcc, steps), z: (B, T, noise) or None -> motion (B, T, P, 2).
-        `face`: (clip MFCC windows, blink rates, noise) for `expression` -> (motion, its closure and brow (B, T', 2))."""
+        `face`: (clip MFCC windows, blink rates, noise) for `expression` -> (motion, its closure, brow and learned pose (B, T', face_channels))."""
         if z is None:
             z = self.noise.sample(mfcc.shape[0], mfcc.shape[1]).to(mfcc)
         motion = self.decode(mfcc, z)[0]

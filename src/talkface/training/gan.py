@@ -23,11 +23,11 @@ from torch import nn
 
 from talkface.checkpoint import save_release, unwrap
 from talkface.config import Config
-from talkface.data.motion import augment, blink_rate, face_targets, motion_targets, resample_motion
+from talkface.data.motion import augment, blink_rate, face_targets, motion_targets, pose_targets, resample_motion
 from talkface.data.shards import decode_frames, decode_wav
 from talkface.media.audio import mfcc_windows, num_frames
 from talkface.models import FrameDiscriminator, Generator, SequenceDiscriminator
-from talkface.models.expression import ExpressionDiscriminator, soft_blinks
+from talkface.models.expression import POSE_UNIT, ExpressionDiscriminator, soft_blinks
 from talkface.models.motion import MotionDiscriminator, MotionModel
 from talkface.pixels import to_tensor
 from talkface.training.loop import Schedule, lr_scale, set_lr
@@ -103,7 +103,8 @@ class FramesReader:
 class MotionReader:
     """A clip's speech in one of its voices, the motion of its mouth and chin, and its lids and brows:
     mfcc (T, n_mfcc, steps) and motion (T, P, 2) of a crop; clip_mfcc, face (closure and brow per
-    frame) and rate (blinks a minute) of the whole clip. The voice is the original or one of
+    frame, and the head's pose when the network learns it: `data.motion.pose_targets`) and rate
+    (blinks a minute) of the whole clip. The voice is the original or one of
     `augment.variants` variants, each drawn from (seed, clip, variant), so a clip always has the same
     few voices; they are kept in a small cache."""
 
@@ -126,6 +127,12 @@ class MotionReader:
                 return None
             motion = motion_targets(lm)
             face, rate = face_targets(lm, cfg.motion.expression.net.shut, fps)
+        if cfg.motion.expression.net.head:
+            if "pose.npy" not in sample:
+                raise ValueError("no head pose (pose.npy): cut the videos again with this talkface's preprocess")
+            pose = pose_targets(np.load(io.BytesIO(sample["pose.npy"]), allow_pickle=False))
+            n = min(len(face), len(pose))
+            face = np.concatenate([face[:n], pose[:n]], -1)
         audio, speed = decode_wav(sample["wav"]), 1.0
         if variant:
             audio, speed = augment(audio, np.random.default_rng([self.cfg.train.seed, zlib.crc32(sample["__key__"].encode()), variant]), cfg.augment, cfg.audio.sample_rate)
@@ -329,9 +336,9 @@ class FramesTask(GanTask):
 class MotionTask(GanTask):
     """The default model: speech -> mouth and chin motion, judged by coordinates, their velocity and a
     sequence discriminator that sees the motion with its audio (and real motion with another clip's
-    audio); and the upper face (lid closure, brows) from the noise generator and the speech over whole
-    clips, judged by its own sequence discriminator, by the spread of its values against the real
-    ones and by the number of blinks against the real clip's."""
+    audio); and the upper face (lid closure, brows, and the head's pose when learned) from the noise
+    generator and the speech over whole clips, judged by its own sequence discriminator, by the spread
+    of its values against the real ones and by the number of blinks against the real clip's."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -376,6 +383,11 @@ class MotionTask(GanTask):
             closure, real_closure = face[..., 0], real_face[..., 0]
             spread = (sorted_l1(closure, real_closure) + 3 * sorted_l1(closure.diff(dim=1), real_closure.diff(dim=1))
                       + sorted_l1(face[..., 1], real_face[..., 1]) / net.brow_range)
+            for c, unit in enumerate(POSE_UNIT[: face.shape[-1] - 2], 2):  # the learned pose, from its clip's median as the real one
+                pose, real_pose = face[..., c] - face[..., c].median(1, keepdim=True)[0], real_face[..., c]
+                spread = spread + sorted_l1(pose, real_pose) / unit
+                for lag in POSE_LAGS:  # its change over a frame, a fifth of a second and a second: how fast and how far it wanders
+                    spread = spread + 3 * sorted_l1(pose[:, lag:] - pose[:, :-lag], real_pose[:, lag:] - real_pose[:, :-lag]) / unit / len(POSE_LAGS)
             losses["g_face_adv"] = net.adv * bce(D["expression"](face, batch["clip_mfcc"], batch["rate"]), True)
             losses["g_face_spread"] = net.spread * spread
             losses["g_blinks"] = net.count * (soft_blinks(closure) - soft_blinks(real_closure)).abs().mean()
@@ -389,6 +401,9 @@ class MotionTask(GanTask):
             model.expression.calibrate()
         save_release(path, model, self.cfg, extra=meta)
         return {}
+
+
+POSE_LAGS = (1, 5, 25)  # frames
 
 
 def sorted_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
