@@ -85,8 +85,9 @@ def measure(frames, audio: np.ndarray, picture: np.ndarray, floor: np.ndarray | 
             worst[0] = max(worst[0], int(np.abs(f[far].astype(int) - picture[far]).max()))
             yield f
 
-    lm = detect_landmarks(watched(), depth=True, skull=True)
-    poses = head_pose(lm, reference=detect_faces(picture)[0].points)  # against the photo's own pose
+    reference = detect_faces(picture)[0].points
+    lm = detect_landmarks(watched(), depth=True, skull=(picture, reference))
+    poses = head_pose(lm, reference=reference)  # against the photo's own pose
     out = compute("blinks", frames=np.zeros((len(lm), 1, 1, 3), np.uint8), landmarks=lm[..., :2])
     out.update(compute("head_motion", audio=audio, poses=poses))
     out["mean_pose"] = np.nanmean(poses, 0)

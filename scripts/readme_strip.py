@@ -1,7 +1,7 @@
 """The strip at the top of the README: a held-out GRID s1 sentence, real frames above the frames the
 default model makes from the sentence's first frame and its audio (GRID corpus, CC BY 4.0), across
 its words and through the default model's first blink (seed 0), with the yaw, pitch and roll of its
-head (face mesh, against the first frame) under each of its frames.
+head (face mesh, its skull points followed to their pixels, against the first frame) under each of its frames.
 
     python scripts/readme_strip.py ../shared/data/grid_s1/video/bwat5a.mp4 docs/strip.png
 """

@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -257,3 +259,23 @@ def test_backend_built_once_when_threads_ask_at_once(tiny_weights, runtime):
     with ThreadPoolExecutor(3) as pool:
         backends = list(pool.map(lambda _: anim.backend, range(3)))
     assert backends[0].name == runtime and all(b is backends[0] for b in backends)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the thread's signal stack through Linux's libc")
+def test_building_the_openvino_backend_leaves_the_callers_signal_stack_alone(tiny_weights):
+    """OpenVINO's CPU plugin installs an alternate signal stack on the thread that compiles and leaves
+    it there; built on the main thread, a later signal handled on that stack killed the process."""
+    pytest.importorskip("openvino")
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    def current() -> tuple:
+        s = Stack()
+        assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s)) == 0
+        return s.sp, s.flags, s.size
+
+    before = current()
+    assert Animator(tiny_weights, device="cpu", backend="openvino").backend.name == "openvino"
+    assert current() == before

@@ -284,13 +284,25 @@ class OpenVinoGraph:
         config = {"INFERENCE_NUM_THREADS": threads * streams, "INFERENCE_PRECISION_HINT": "f32"}
         config.update({"NUM_STREAMS": streams} if streams > 1 else {"PERFORMANCE_HINT": "LATENCY"})
         self.compiled = {}
-        for n in (1, chunk, None):  # None: any batch size
-            graph = core.read_model(model, b"")
-            if n is not None:
-                shape = graph.input(0).get_partial_shape()
-                shape[0] = n
-                graph.reshape({graph.input(0).get_any_name(): shape})
-            self.compiled[n] = core.compile_model(graph, "CPU", config)
+
+        def compile_all() -> None:
+            for n in (1, chunk, None):  # None: any batch size
+                graph = core.read_model(model, b"")
+                if n is not None:
+                    shape = graph.input(0).get_partial_shape()
+                    shape[0] = n
+                    graph.reshape({graph.input(0).get_any_name(): shape})
+                self.compiled[n] = core.compile_model(graph, "CPU", config)
+
+        # OpenVINO's CPU plugin puts its own alternate signal stack on the thread that compiles, and
+        # leaves it there; CPython runs its signal handlers on that stack, so after a compile on the
+        # main thread a later signal (a child process ending) could kill the process. A thread of its own keeps it there.
+        errors: list[BaseException] = []
+        worker = threading.Thread(target=lambda: _catch(compile_all, errors), name="talkface-openvino-compile")
+        worker.start()
+        worker.join()
+        if errors:
+            raise errors[0]
         self.local = threading.local()
 
     def __call__(self, x: np.ndarray, *consts: np.ndarray) -> np.ndarray:
@@ -299,6 +311,13 @@ class OpenVinoGraph:
         if n not in requests:
             requests[n] = self.compiled[n].create_infer_request()
         return requests[n].infer([x, *consts])[0].copy()
+
+
+def _catch(fn, errors: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as e:  # raised again in the thread that waits
+        errors.append(e)
 
 
 RUNTIMES = {"onnx": OrtGraph, "openvino": OpenVinoGraph}

@@ -137,49 +137,66 @@ class SkullTracker:
     The face mesh fits its whole shape at once: when the jaw drops, it moves the skull's points too (on
     a photo whose pixels above the mouth never move, a pitch of 1.1 degrees standard deviation follows
     the mouth, r = -0.96), and it reads a warped nod at two thirds of its size. So each frame's skull
-    points are found by following their pixels from the reference picture (pyramidal Lucas-Kanade,
-    started at the mesh's guess): a point is found when it comes back to where it started (to
-    `BACK_PX` pixels) and lies near the mesh's guess (`NEAR` face sizes). The found points are taken
-    when at least `TAKEN` of them were found; otherwise (a real head turned or lit otherwise than in
-    the reference) the frame keeps the mesh's points, as a fit of some of each would jump. `reference`: the picture and its landmarks (478, 2 or 3) (default: the first frame with a
-    face). `__call__(frame, points)`: RGB (H, W, 3) and landmarks (478, 2 or 3), NaN without a face ->
-    a copy of them, the skull points moved."""
+    points are found by following their pixels (pyramidal Lucas-Kanade, started at the mesh's guess)
+    from the reference picture, or, where that fails, from the frame before: a point is found when it
+    comes back to where it started (to `BACK_PX` pixels) and lies near the mesh's guess (`NEAR` face
+    sizes). The found points are taken when at least `TAKEN` of them were found; otherwise (a real
+    head turned or lit otherwise than in the reference) the frame keeps the mesh's points, as a fit of
+    some of each would jump. `reference`: the picture and its landmarks (478, 2 or 3) (default: the
+    first frame with a face). `__call__(frame, points)`: RGB (H, W, 3) and landmarks (478, 2 or 3),
+    NaN without a face -> a copy of them, the skull points moved."""
 
     BACK_PX, NEAR, TAKEN = 0.5, 0.15, 0.8
 
     def __init__(self, reference: tuple[np.ndarray, np.ndarray] | None = None):
-        self.gray = self.points = None
+        self.reference = self.last = None
         if reference is not None:
-            self._set(*reference)
+            self._start(*reference)
 
-    def _set(self, frame: np.ndarray, points: np.ndarray) -> None:
-        self.gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        self.points = np.asarray(points, np.float32)[RIGID, :2].reshape(-1, 1, 2).copy()
-        size = float(np.linalg.norm(np.asarray(points)[list(MOUTH_ENDS), :2].mean(0) - np.asarray(points)[list(OUTER_EYES), :2].mean(0)))
-        self.size = max(size, 1.0)
+    def _start(self, frame: np.ndarray, points: np.ndarray) -> None:
+        p = np.asarray(points, np.float64)
+        self.size = max(float(np.linalg.norm(p[list(MOUTH_ENDS), :2].mean(0) - p[list(OUTER_EYES), :2].mean(0))), 1.0)
         side = int(np.clip(0.3 * self.size, 11, 41)) | 1
         self.lk = {"winSize": (side, side), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)}
+        self.shape = frame.shape[:2]
+        self.reference = (self._gray(frame), p[RIGID, :2].astype(np.float32).reshape(-1, 1, 2))
+
+    def _gray(self, frame: np.ndarray) -> np.ndarray:
+        gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        if gray.shape != self.shape:  # a video of the photo, cut to even sides: the same pixel coordinates
+            h, w = min(gray.shape[0], self.shape[0]), min(gray.shape[1], self.shape[1])
+            gray = np.pad(gray[:h, :w], ((0, self.shape[0] - h), (0, self.shape[1] - w)), mode="edge")
+        return gray
+
+    def _follow(self, start: tuple[np.ndarray, np.ndarray], gray: np.ndarray, guess: np.ndarray) -> np.ndarray | None:
+        """The points of `start` (its picture, (K, 1, 2) points) found in `gray`, or None when too few are."""
+        before, points = start
+        found, ok, _ = cv2.calcOpticalFlowPyrLK(before, gray, points, guess.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **self.lk)
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, before, found, points.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **self.lk)
+        good = ((ok[:, 0] == 1) & (ok_back[:, 0] == 1)
+                & (np.linalg.norm(back - points, axis=-1)[:, 0] < self.BACK_PX)
+                & (np.linalg.norm(found - guess, axis=-1)[:, 0] < self.NEAR * self.size))
+        if good.mean() < self.TAKEN:
+            return None
+        return np.where(good[:, None, None], found, guess)
 
     def __call__(self, frame: np.ndarray, points: np.ndarray) -> np.ndarray:
         out = np.array(points, np.float32, copy=True)
         if np.isnan(out).any():
+            self.last = None
             return out
-        if self.gray is None:
-            self._set(frame, out)
+        if self.reference is None:
+            self._start(frame, out)
+            self.last = self.reference
             return out
-        gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        if gray.shape != self.gray.shape:  # a video of the photo, cut to even sides: the same pixel coordinates
-            h, w = min(gray.shape[0], self.gray.shape[0]), min(gray.shape[1], self.gray.shape[1])
-            gray = np.pad(gray[:h, :w], ((0, self.gray.shape[0] - h), (0, self.gray.shape[1] - w)), mode="edge")
-        guess = out[RIGID, :2].reshape(-1, 1, 2).copy()
-        found, ok, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.points, guess, flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **self.lk)
-        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, found, self.points.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **self.lk)
-        good = ((ok[:, 0] == 1) & (ok_back[:, 0] == 1)
-                & (np.linalg.norm(back - self.points, axis=-1)[:, 0] < self.BACK_PX)
-                & (np.linalg.norm(found - guess, axis=-1)[:, 0] < self.NEAR * self.size))
-        if good.mean() >= self.TAKEN:
-            rows = np.asarray(RIGID)[good]
-            out[rows, :2] = found[good, 0]
+        gray = self._gray(frame)
+        guess = out[RIGID, :2].reshape(-1, 1, 2)
+        found = self._follow(self.reference, gray, guess)
+        if found is None and self.last is not None:
+            found = self._follow(self.last, gray, guess)
+        if found is not None:
+            out[RIGID, :2] = found[:, 0]
+        self.last = (gray, out[RIGID, :2].reshape(-1, 1, 2).copy())
         return out
 
 

@@ -20,18 +20,18 @@ FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
 MIN_DETECT_SIDE = 256  # small frames (e.g. 128x96 crops) are enlarged before detection
 
 
-def detect_landmarks(frames: Iterable[np.ndarray], depth: bool = False, skull: bool = False) -> np.ndarray:
+def detect_landmarks(frames: Iterable[np.ndarray], depth: bool = False, skull: bool | tuple[np.ndarray, np.ndarray] = False) -> np.ndarray:
     """Face-mesh landmarks of a video's frames, tracked from frame to frame.
 
     frames: RGB uint8 (H, W, 3) arrays, one video in order -> (T, 478, 2) float32 pixels, NaN where
     no face is found; with `depth`, (T, 478, 3): each point's depth in pixels too (larger: farther).
-    With `skull`, the skull's points follow their pixels from the first frame with a face
-    (`geometry.SkullTracker`): what the head's pose is read from.
+    With `skull`, the skull's points follow their pixels from the first frame with a face, or from a
+    given reference (picture, landmarks) (`geometry.SkullTracker`): what the head's pose is read from.
     """
     from talkface.geometry import SkullTracker  # geometry names its landmarks from media.face, as this module
 
     out, k = [], 3 if depth else 2
-    follow = SkullTracker() if skull else None
+    follow = SkullTracker(skull if isinstance(skull, tuple) else None) if skull is not False else None
     with FaceMesh(static=False, max_faces=1) as mesh:
         for frame in frames:
             h, w = frame.shape[:2]
