@@ -151,3 +151,31 @@ def test_a_child_process_started_while_native_lines_are_hidden_neither_blocks_no
             break
         time.sleep(0.05)
     assert sorted(err.splitlines()) == ["child early", "child late", "ours"]
+
+
+def test_a_native_line_written_in_pieces_is_dropped_whole_though_the_capture_ends_mid_line(capfd):
+    import threading
+
+    from talkface import native_logs
+
+    begun = threading.Event()
+
+    def native() -> None:  # as TensorFlow Lite writes its lines: prefix, message, newline
+        os.write(2, b"INFO: ")
+        begun.set()
+        time.sleep(0.03)
+        os.write(2, b"Created TensorFlow Lite XNNPACK delegate for CPU.")
+        time.sleep(0.03)
+        os.write(2, b"\n")
+
+    with native_logs.hidden():
+        writer = threading.Thread(target=native)
+        writer.start()
+        begun.wait()
+    writer.join()
+    assert capfd.readouterr().err == ""
+    started = time.monotonic()
+    with native_logs.hidden():
+        os.write(2, b"\rdub:  45%")  # a progress bar's line, unfinished: passed on at once
+    assert time.monotonic() - started < 0.1
+    assert capfd.readouterr().err == "\rdub:  45%"

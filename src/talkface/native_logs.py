@@ -18,12 +18,16 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 # absl / glog lines ("W0000 00:00:1796034579.499510    8937 file.cc:114] ..."; fatal ones are kept),
 # TensorFlow Lite's "INFO: ..." lines and absl's note about its own initialisation.
 NATIVE_LINE = re.compile(rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.+-]+:\d+\] |INFO: |WARNING: All log messages before absl::InitializeLog\(\))")
+# the start of such a line, which TensorFlow Lite writes in pieces ("INFO: ", the message, "\n")
+NATIVE_START = re.compile(rb"^(?:[IWE]\d{4} |INFO: |WARNING: )")
+LINE_END_WAIT_S = 0.2  # how long the capture stays for the rest of a native line begun in it
 PIPE_BYTES = 1 << 20  # room for a burst of lines while the reading thread waits its turn
 CHILD_WAIT_S = 1.0  # a child process started meanwhile holds the pipe open: its lines then pass live
 
@@ -80,6 +84,11 @@ class _Reader(threading.Thread):
             _write_all(self.out, keep(bytes(self.held[:end])))
             del self.held[:end]
 
+    def mid_line(self) -> bool:
+        """A native line begun, its end not yet written."""
+        with self.guard:
+            return bool(NATIVE_START.match(self.held[self.held.rfind(b"\n") + 1 :]))
+
     def finish(self) -> None:
         """Pass on what was written up to now (all of it once the pipe has ended) to descriptor 2,
         the real stderr again; whatever a child process writes later follows as it comes."""
@@ -134,6 +143,9 @@ def _stop() -> None:
     if _saved is None:
         return
     _flush()
+    waited = time.monotonic() + LINE_END_WAIT_S
+    while _reader.mid_line() and time.monotonic() < waited:  # else its last piece would reach stderr alone
+        time.sleep(0.002)
     os.dup2(_saved, 2)
     os.close(_saved)
     _reader.finish()
