@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -56,27 +57,45 @@ class _Reader(threading.Thread):
 
     def __init__(self, fd: int):
         super().__init__(name="talkface-native-logs", daemon=True)
+        os.set_blocking(fd, False)  # read under the guard only, so what was written is in the pipe or held
         self.fd = fd
         self.held = bytearray()
         self.out: int | None = None
+        self.ended = False
         self.guard = threading.Lock()
 
     def run(self) -> None:
+        poll = select.poll()
+        poll.register(self.fd, select.POLLIN)
         try:
-            while chunk := os.read(self.fd, 65536):
+            while True:
+                poll.poll()
                 with self.guard:
-                    self.held += chunk
+                    if not self._drain():
+                        break
                     if self.out is not None:
                         self._pass_lines()
-        except OSError:
-            pass
         finally:
-            os.close(self.fd)
             with self.guard:
+                self.ended = True
+                os.close(self.fd)
                 if self.out is not None:
                     _write_all(self.out, keep(bytes(self.held)))
                     os.close(self.out)
                     self.held.clear()
+
+    def _drain(self) -> bool:
+        """What the pipe holds now, added to `held` (the guard held); False once every writer has closed it."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self.held += chunk
 
     def _pass_lines(self) -> None:
         end = self.held.rfind(b"\n") + 1
@@ -87,6 +106,8 @@ class _Reader(threading.Thread):
     def mid_line(self) -> bool:
         """A native line begun, its end not yet written."""
         with self.guard:
+            if not self.ended:
+                self._drain()
             return bool(NATIVE_START.match(self.held[self.held.rfind(b"\n") + 1 :]))
 
     def finish(self) -> None:
