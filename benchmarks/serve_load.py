@@ -17,7 +17,7 @@ complete would be a bug, and is counted (`early`).
 A count is sustained when p99 latency <= 250 ms, every expected frame arrived, and no stream was
 stopped ("generation cannot keep up"). Run:
     PYTHONPATH=src python benchmarks/serve_load.py [--streams 1,2,4,6] [--seconds 20] [--photo P] [--speech S] [--device auto]
-Also reported: the server's own time to make each frame (its header), its CPU time per frame delivered, and the cores used meanwhile by the server, the
+Also reported: the server's own time to make each frame (its header), its CPU time per frame delivered (its rendering processes included), and the cores used meanwhile by the server, the
 clients and everything else on the machine (another job's load skews a row: rerun it). Prints a table and one JSON line.
 """
 from __future__ import annotations
@@ -64,10 +64,17 @@ def example_512() -> np.ndarray:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
+    """User + system CPU time of a process and its live child processes (the server's renderers) so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(cpu_seconds(int(child)) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):  # a child that ended meanwhile
+            pass
+    return total
 
 
 def busy_seconds() -> float:

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from talkface.config import preset
+from talkface.errors import TalkfaceError
+from talkface.media.face import MOTION_POINTS
 from talkface.models.motion import MotionModel
 from talkface.pipeline import Animator
+from talkface.render.parallel import LiveRenderers
 from talkface.render.refine import run_refiner
 from talkface.streaming import MotionBatch, MotionStream, PhotoStream, PreparedPhoto, decode_motion
 from talkface.threads import Batcher
@@ -148,6 +151,57 @@ def test_batched_streams_equal_each_stream_alone(model_and_cfg, photo):
     assert worst <= 2
     assert sum(sizes) > 0 and max(sizes) > 1
     assert not np.array_equal(np.stack(out[0]), np.stack(out[1]))  # one face, two seeds: other blinks and head motion
+
+
+def _pushed(renderers, batch, cfg, photos, audio):
+    """Each photo a live stream of `batch` (its own seed), its frames rendered by `renderers` a push at a time."""
+    out = []
+    for seed, p in enumerate(photos):
+        stream, key = batch.stream(cfg, p, seed=seed), renderers.open(p.picture, p.face, cfg.motion.gain)
+        frames = []
+        for i in range(0, len(audio) + 640, 640):
+            done = stream.crops.push(audio[i : i + 640]) if i < len(audio) else stream.crops.flush()
+            frames += renderers.render(key, [job[1:] for job in stream.jobs(done)], stream.refine)
+        renderers.close(key)
+        out.append(frames)
+    return out
+
+
+def test_live_streams_rendered_in_worker_processes_equal_those_rendered_here(model_and_cfg, photo):
+    model, cfg = model_and_cfg
+    audio = speech_like(1.0, seed=12)
+    photos = [photo, PreparedPhoto(cv2.flip(photo.picture, 1), (cfg.model.height, cfg.model.width))]
+    made = {}
+    for workers in (2, 0):
+        renderers = LiveRenderers(model.refiner, lambda frame: frame.tobytes(), workers=workers)
+        try:
+            assert len(renderers.lanes) == workers
+            made[workers] = _pushed(renderers, MotionBatch(model), cfg, photos, audio)
+        finally:
+            renderers.shutdown()
+    assert made[2] == made[0]  # byte for byte
+    for seed, (p, frames) in enumerate(zip(photos, made[2])):
+        expected = alone(model, cfg, p, audio, seed=seed)
+        assert len(frames) == len(expected) == 25
+        got = [np.frombuffer(f, np.uint8).reshape(p.picture.shape) for f in frames]
+        assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(got, expected)) <= 2
+
+
+def test_a_live_worker_that_dies_is_a_clear_error(model_and_cfg, photo):
+    model, cfg = model_and_cfg
+    renderers = LiveRenderers(model.refiner, lambda frame: frame.tobytes(), workers=1)
+    try:
+        key = renderers.open(photo.picture, photo.face, cfg.motion.gain)
+        renderers.rigs[key + 1] = renderers.lanes[0]
+        with pytest.raises(RuntimeError, match="KeyError"):  # a stream the worker never rigged: its error, here
+            renderers.render(key + 1, [(np.zeros((len(MOTION_POINTS), 2)), np.zeros((cfg.audio.n_mfcc, cfg.audio.steps), np.float32), None)], run_refiner)
+        renderers.lanes[0].process.kill()
+        renderers.lanes[0].process.join()
+        with pytest.raises(TalkfaceError, match="rendering process died"):
+            renderers.render(key, [(np.zeros((len(MOTION_POINTS), 2)), np.zeros((cfg.audio.n_mfcc, cfg.audio.steps), np.float32), None)], run_refiner)
+        renderers.close(key)  # nothing to tell a dead worker
+    finally:
+        renderers.shutdown()
 
 
 @pytest.fixture(scope="module")

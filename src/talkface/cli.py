@@ -428,7 +428,7 @@ def build_parser() -> Parser:
     expression_flags(v)
     v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload in MB (photo, or photo + audio); larger ones get 413")
     v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream, in seconds; longer ones get 400")
-    v.add_argument("--max-streams", type=COUNT, default=1, help="live streams at once; more get 429 (measure a machine with benchmarks/serve_load.py)")
+    v.add_argument("--max-streams", type=COUNT, default=2, help="live streams at once; more get 429 (measure a machine with benchmarks/serve_load.py)")
     v.add_argument("--max-jobs", type=COUNT, default=1, help="mp4 jobs (/api/generate) at once; more get 429")
     v.add_argument("--device", default="auto", help=DEVICE_HELP + "; the graph backends run on the CPU")
     v.add_argument("--batch-streams", action=argparse.BooleanOptionalAction, default=None,
@@ -479,6 +479,10 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # numpy's OpenBLAS would keep a thread per core spinning between the small products made every
+    # frame, taking the cores the rendering processes need (with it, 2 live streams' p99 latency went
+    # from 70 ms to 340 ms). Read when numpy is first imported, which the commands do after this.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     try:
         with stop_on_signals():

@@ -156,8 +156,8 @@ class MotionBatch:
     is made joins one motion model call (`decode_motion`), and the mouth crops of all their frames
     one refiner call (`run_refiner`), whichever thread drives each stream (`threads.Batcher`: while
     one call runs, the next gathers). Each stream keeps its own recurrent state, noise, audio
-    features and expressions; its warps and whatever follows run on its own thread, so the streams'
-    pixel work spreads over the cores.
+    features and expressions; its warps and whatever follows run on its own thread (or, in the
+    server, in its rig's worker process: `render.parallel.LiveRenderers`).
 
     `stream(cfg, photo, seed)`: a `PhotoStream` in the batch. Its frames equal a stream's alone with
     the same seed, to float rounding.

@@ -12,5 +12,6 @@ pixel exactly as it was:
 
 `rig.FaceRig` composes them in that order for a frame's motion and expression, and
 `rig.render_frames` renders many frames with one refiner call; `parallel.Renderer` spreads chunks
-of frames over worker processes, one per core.
+of frames over worker processes, one per core, and `parallel.LiveRenderers` live streams' frames,
+each stream's rig in one of them.
 """

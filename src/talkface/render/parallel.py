@@ -8,6 +8,10 @@ frame) and gets the frames back in slots of shared memory. Each chunk is rendere
 `render_frames` in its worker, one refiner call for the chunk, exactly as a stream renders the
 frames one push completes: only float rounding differs.
 
+The server's live streams render the same way, a push at a time (`LiveRenderers`): each stream's
+rig lives in one worker, which warps the frames, finishes them around the refiner's output (the
+refiner runs in the server, once for every stream's crops) and encodes them.
+
 Where processes are not forked (off Linux: Windows has no fork, and macOS's system libraries are not
 safe in a forked child; a thread other than the main one, such as a server's worker, where forking
 would copy locks other threads hold), the chunks are rendered in this process, in order, by the same
@@ -16,6 +20,8 @@ task.
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import mmap
 import multiprocessing
 import os
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 
 from talkface.errors import TalkfaceError
+from talkface.render.rig import FaceRig, render_frames
 
 # A task: (input frames (n, H, W, 3) uint8 view of their slots, or None; one item per frame) -> the frames.
 Task = Callable[[np.ndarray | None, Sequence[Any]], list[np.ndarray]]
@@ -135,3 +142,150 @@ class Renderer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- live streams ---------------------------------------------------------------------------------
+# On the server's threads, the streams shared one interpreter lock: two streams got 1.3-1.6 cores of
+# two and a p99 latency past 250 ms (README, "Batching across streams").
+
+Encode = Callable[[np.ndarray], bytes]  # a finished frame -> what is sent (e.g. a JPEG)
+
+
+def _serve_rigs(conn, refiner, encode: Encode) -> None:
+    """A live worker: requests (what, key, *args) in, (True, result) or (False, message) out, until the server is gone."""
+    _start_worker()
+    rigs: dict[int, Any] = {}
+    warped: dict[int, tuple[list, list]] = {}
+    while True:
+        try:
+            what, key, *args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if what == "open":
+                rigs[key], result = _rig(refiner, *args), None
+            elif what == "warp":
+                (jobs,) = args
+                frames = [rigs[key].warp(motion, speech) for motion, speech, _ in jobs]
+                warped[key] = (frames, [expression for _, _, expression in jobs])
+                result = [w.prepared for w in frames]
+            elif what == "finish":
+                (refined,) = args
+                frames, expressions = warped.pop(key)
+                result = [encode(rigs[key].finish(w, r, e)) for w, r, e in zip(frames, refined, expressions)]
+            else:  # "close"
+                rigs.pop(key, None)
+                warped.pop(key, None)
+                result = None
+        except Exception as e:  # noqa: BLE001 - handed to the server, which ends that stream with it
+            conn.send((False, f"{type(e).__name__}: {e}"))
+        else:
+            conn.send((True, result))
+
+
+def _rig(refiner, picture: np.ndarray, face, gain: float, expressive: bool) -> FaceRig:
+    rig = FaceRig(picture, face, gain, refiner)
+    if expressive:  # the lids' and head's warps made now, not in the stream's first frame
+        _ = rig.eyes, rig.head
+    return rig
+
+
+class _Lane:
+    """One live worker process and the streams it renders; one request at a time."""
+
+    def __init__(self, context, refiner, encode: Encode):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve_rigs, args=(child, refiner, encode), daemon=True, name="talkface-live")
+        self.process.start()
+        child.close()
+        self.lock = threading.Lock()
+        self.streams = 0
+
+    def call(self, what: str, key: int, *args):
+        with self.lock:
+            try:
+                self.conn.send((what, key, *args))
+                ok, result = self.conn.recv()
+            except (EOFError, OSError):
+                raise TalkfaceError("a rendering process died (out of memory, or killed)") from None
+        if not ok:
+            raise RuntimeError(f"rendering a live frame failed: {result}")
+        return result
+
+
+class LiveRenderers:
+    """Live streams' frames rendered in one worker process per core (`workers`; 0, or where processes
+    are not forked: in the calling thread), each stream's rig in one of them.
+
+    `open(picture, face, gain, expressive)` rigs a stream's photo and returns its key; `render(key, jobs, refine)`
+    renders `render.rig.render_frames` jobs (motion, speech, expression; the rig's place is the key's)
+    with `refine` (e.g. a `streaming.MotionBatch`'s, shared by every stream) and returns each frame
+    `encode`d; `close(key)` frees it. Frames equal `render_frames`' exactly: the same code runs, on
+    the same inputs, in another process. Make it from the main thread before other threads start.
+    """
+
+    def __init__(self, refiner, encode: Encode, workers: int | None = None):
+        self.refiner, self.encode = refiner, encode
+        self.workers = (cores() if workers is None else workers) if can_fork() else 0
+        self.lanes: list[_Lane] = []
+        if self.workers:
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)  # as for `Renderer`: OpenCV's pool cannot be taken down in a forked child
+            try:
+                context = multiprocessing.get_context("fork")
+                self.lanes = [_Lane(context, refiner, encode) for _ in range(self.workers)]
+            finally:
+                cv2.setNumThreads(threads)
+        self.rigs: dict[int, Any] = {}  # key -> its rig (no workers) or its lane
+        self.lock = threading.Lock()
+        self.keys = itertools.count()
+
+    def open(self, picture: np.ndarray, face, gain: float, expressive: bool = True) -> int:
+        """A stream's photo rigged (`expressive`: with its lids' and head's warps, for `Expression`s); its key."""
+        key = next(self.keys)
+        if not self.lanes:
+            self.rigs[key] = _rig(self.refiner, picture, face, gain, expressive)
+            return key
+        with self.lock:
+            lane = min(self.lanes, key=lambda lane: lane.streams)
+            lane.streams += 1
+            self.rigs[key] = lane
+        try:
+            lane.call("open", key, picture, face, gain, expressive)
+        except BaseException:
+            self.close(key)
+            raise
+        return key
+
+    def render(self, key: int, jobs: Sequence[tuple[np.ndarray, np.ndarray, Any]], refine: Callable[[list], Sequence[np.ndarray]]) -> list[bytes]:
+        """(motion, speech, expression) per frame, in order -> the frames, encoded."""
+        if not jobs:
+            return []
+        place = self.rigs[key]
+        if not isinstance(place, _Lane):
+            return [self.encode(frame) for frame in render_frames([(place, *job) for job in jobs], refine)]
+        prepared = place.call("warp", key, list(jobs))
+        todo = [i for i, p in enumerate(prepared) if p is not None]
+        refined: list[np.ndarray | None] = [None] * len(prepared)
+        if todo:
+            for i, out in zip(todo, refine([prepared[i] for i in todo])):
+                refined[i] = out
+        return place.call("finish", key, refined)
+
+    def close(self, key: int) -> None:
+        with self.lock:
+            place = self.rigs.pop(key, None)
+            if isinstance(place, _Lane):
+                place.streams -= 1
+        if isinstance(place, _Lane) and place.process.is_alive():
+            with contextlib.suppress(TalkfaceError):
+                place.call("close", key)
+
+    def shutdown(self) -> None:
+        for lane in self.lanes:
+            lane.conn.close()
+        for lane in self.lanes:
+            lane.process.join(timeout=5)
+            if lane.process.is_alive():
+                lane.process.kill()
+        self.lanes = []

@@ -16,8 +16,8 @@ Every limit answers with a JSON `{"error": ...}` and a status: 413 (upload too l
 input, audio too long), 429 (too many live streams or mp4 jobs), 401 (missing or wrong token).
 
 Live streams of the motion model are made together (`MotionBatch`): one motion model call and one
-mouth refiner call serve every stream with frames due, each stream's warps and JPEG on its own
-worker thread, so they spread over the cores.
+mouth refiner call serve every stream with frames due, while each stream's warps and JPEG run in a
+worker process (`render.parallel.LiveRenderers`, one per core), so they spread over the cores.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 
 import cv2
@@ -48,7 +49,7 @@ from talkface.errors import TalkfaceError
 from talkface.media.face import MOUTH_CORNERS
 from talkface.media.image import load_image
 from talkface.pipeline import Animator, scan_audio
-from talkface.render.parallel import cores
+from talkface.render.parallel import LiveRenderers, cores
 from talkface.streaming import MotionBatch, PhotoStream, PreparedPhoto, StreamBatch
 
 log = logging.getLogger("talkface.serve")
@@ -63,7 +64,7 @@ class Limits:
     max_audio_seconds: float = 120.0  # an uploaded recording, and one live stream
     # live WebSocket streams at once: what a 2-core machine holds at p99 <= 250 ms on a 512x512 photo
     # with blinks and head motion (benchmarks/serve_load.py; README, "Batching across streams")
-    max_streams: int = 1
+    max_streams: int = 2
     max_jobs: int = 1  # mp4 jobs at once (each takes the CPU for a while)
     max_faces: int = 32  # prepared photos kept (least recently used dropped)
     max_side: int = 720  # live streams animate the photo shrunk to this longest side (JPEG per frame)
@@ -116,6 +117,41 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+class LiveStream:
+    """A live stream as the server sends it: audio pushed, JPEG frames out. A batched motion stream's
+    frames are rendered and encoded by its rig's worker process (`render.parallel.LiveRenderers`);
+    any other stream's on the calling thread."""
+
+    def __init__(self, stream: PhotoStream, quality: int, renderers: LiveRenderers | None = None, gain: float = 1.0):
+        """`gain`: the motion model's (`MotionConfig.gain`), for the rig made in the worker."""
+        self.stream, self.quality, self.renderers = stream, quality, renderers
+        self.key = None
+        if renderers is not None:
+            self.key = renderers.open(stream.photo.picture, stream.photo.face, gain, stream.expressions is not None)
+
+    @property
+    def frames_out(self) -> int:
+        return self.stream.frames_out
+
+    @property
+    def samples_in(self) -> int:
+        return self.stream.samples_in
+
+    def push(self, samples: np.ndarray | None) -> list[bytes]:
+        """The JPEG frames these samples complete (None: the audio has ended; the remaining frames)."""
+        if self.key is None:
+            frames = self.stream.push(samples) if samples is not None else self.stream.flush()
+            return [encode_jpeg(frame, self.quality) for frame in frames]
+        done = self.stream.crops.push(samples) if samples is not None else self.stream.crops.flush()
+        jobs = self.stream.jobs(done)
+        return self.renderers.render(self.key, [job[1:] for job in jobs], self.stream.refine)
+
+    def close(self) -> None:
+        if self.key is not None:
+            self.renderers.close(self.key)
+            self.key = None
+
+
 class Service:
     """What the routes share: the model, a worker pool, prepared faces, counters for the limits."""
 
@@ -140,19 +176,24 @@ class Service:
         # all live streams' networks run in shared calls (the way one GPU serves many streams; on a CPU,
         # the motion model's per-call cost is shared too)
         self.batch: MotionBatch | StreamBatch | None = None
+        self.renderers: LiveRenderers | None = None  # the batched motion streams' pixel work, a worker process per core
         if batch_streams:
             self.batch = MotionBatch(animator.generator, animator.backend.refiner) if animator.motion else StreamBatch(animator.generator, animator.cfg)
-
-    def live(self, photo: PreparedPhoto, seed: int) -> PhotoStream:
-        if self.batch is None:
-            return self.animator.live(photo, seed)
         if isinstance(self.batch, MotionBatch):
-            return self.batch.stream(self.animator.cfg, photo, seed)
-        return PhotoStream(None, self.animator.cfg, photo, crops=self.batch.stream(photo.crop, seed))
+            self.renderers = LiveRenderers(animator.backend.refiner, partial(encode_jpeg, quality=limits.jpeg_quality))
 
-    def release(self, live: PhotoStream) -> None:
+    def live(self, photo: PreparedPhoto, seed: int) -> LiveStream:
+        if self.batch is None:
+            return LiveStream(self.animator.live(photo, seed), self.limits.jpeg_quality)
+        if isinstance(self.batch, MotionBatch):
+            cfg = self.animator.cfg
+            return LiveStream(self.batch.stream(cfg, photo, seed), self.limits.jpeg_quality, self.renderers, cfg.motion.gain)
+        return LiveStream(PhotoStream(None, self.animator.cfg, photo, crops=self.batch.stream(photo.crop, seed)), self.limits.jpeg_quality)
+
+    def release(self, live: LiveStream) -> None:
         if isinstance(self.batch, StreamBatch):
-            live.crops.close()
+            live.stream.crops.close()
+        live.close()
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -382,7 +423,7 @@ async def _stream(service: Service, photo: PreparedPhoto, seed: int, ws: web.Web
         service.release(live)
 
 
-async def _run_stream(service: Service, photo: PreparedPhoto, live: PhotoStream, seed: int, ws: web.WebSocketResponse) -> None:
+async def _run_stream(service: Service, photo: PreparedPhoto, live: LiveStream, seed: int, ws: web.WebSocketResponse) -> None:
     cfg, limits = service.animator.cfg, service.limits
     rate = cfg.audio.sample_rate
     h, w = photo.shape
@@ -397,13 +438,10 @@ async def _run_stream(service: Service, photo: PreparedPhoto, live: PhotoStream,
 
     def animate(samples: np.ndarray | None) -> list[tuple[int, int, float, bytes]]:
         t0 = time.perf_counter()
-        frames = live.push(samples) if samples is not None else live.flush()
-        start = live.frames_out - len(frames)
-        out = []
-        for i, frame in enumerate(frames):
-            jpeg = encode_jpeg(frame, limits.jpeg_quality)
-            out.append((start + i, live.samples_in, (time.perf_counter() - t0) * 1000, jpeg))
-        return out
+        jpegs = live.push(samples)
+        start = live.frames_out - len(jpegs)
+        ms = (time.perf_counter() - t0) * 1000
+        return [(start + i, live.samples_in, ms, jpeg) for i, jpeg in enumerate(jpegs)]
 
     async def worker() -> None:
         while True:
@@ -509,6 +547,8 @@ def make_app(animator: Animator, limits: Limits | None = None, token: str | None
 
     async def close_pool(app: web.Application) -> None:
         service.pool.shutdown(wait=False, cancel_futures=True)
+        if service.renderers is not None:
+            service.renderers.shutdown()
 
     app.on_cleanup.append(close_pool)
     return app
