@@ -187,6 +187,18 @@ def test_live_streams_rendered_in_worker_processes_equal_those_rendered_here(mod
         assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(got, expected)) <= 2
 
 
+def test_live_workers_end_of_themselves_when_the_server_lets_go(model_and_cfg):
+    model, _ = model_and_cfg
+    renderers = LiveRenderers(model.refiner, lambda frame: frame.tobytes(), workers=3)
+    processes = [lane.process for lane in renderers.lanes]
+    for lane in renderers.lanes:
+        lane.conn.close()
+    for process in processes:  # each sees its own pipe's end: no worker holds another's open
+        process.join(timeout=20)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    renderers.shutdown()
+
+
 def test_a_live_worker_that_dies_is_a_clear_error(model_and_cfg, photo):
     model, cfg = model_and_cfg
     renderers = LiveRenderers(model.refiner, lambda frame: frame.tobytes(), workers=1)

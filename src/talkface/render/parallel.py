@@ -151,9 +151,13 @@ class Renderer:
 Encode = Callable[[np.ndarray], bytes]  # a finished frame -> what is sent (e.g. a JPEG)
 
 
-def _serve_rigs(conn, refiner, encode: Encode) -> None:
-    """A live worker: requests (what, key, *args) in, (True, result) or (False, message) out, until the server is gone."""
+def _serve_rigs(conn, refiner, encode: Encode, siblings: list) -> None:
+    """A live worker: requests (what, key, *args) in, (True, result) or (False, message) out, until the
+    server is gone. `siblings`: the server's ends of this worker's pipe and of the workers forked before
+    it, which it inherited and closes, so that it sees its pipe end when the server lets go of it."""
     _start_worker()
+    for other in siblings:
+        other.close()
     rigs: dict[int, Any] = {}
     warped: dict[int, tuple[list, list]] = {}
     while True:
@@ -193,9 +197,10 @@ def _rig(refiner, picture: np.ndarray, face, gain: float, expressive: bool) -> F
 class _Lane:
     """One live worker process and the streams it renders; one request at a time."""
 
-    def __init__(self, context, refiner, encode: Encode):
+    def __init__(self, context, refiner, encode: Encode, siblings: list[_Lane]):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve_rigs, args=(child, refiner, encode), daemon=True, name="talkface-live")
+        args = (child, refiner, encode, [self.conn] + [lane.conn for lane in siblings])
+        self.process = context.Process(target=_serve_rigs, args=args, daemon=True, name="talkface-live")
         self.process.start()
         child.close()
         self.lock = threading.Lock()
@@ -233,7 +238,8 @@ class LiveRenderers:
             cv2.setNumThreads(1)  # as for `Renderer`: OpenCV's pool cannot be taken down in a forked child
             try:
                 context = multiprocessing.get_context("fork")
-                self.lanes = [_Lane(context, refiner, encode) for _ in range(self.workers)]
+                for _ in range(self.workers):
+                    self.lanes.append(_Lane(context, refiner, encode, self.lanes))
             finally:
                 cv2.setNumThreads(threads)
         self.rigs: dict[int, Any] = {}  # key -> its rig (no workers) or its lane
