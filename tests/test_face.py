@@ -151,6 +151,19 @@ def test_tracker_follows_a_video_face(grid_video):
     assert np.abs(np.diff(centres, axis=0)).max() < 3  # a seated speaker: no jumps
 
 
+def test_tracker_follows_a_face_seen_alone_with_the_one_face_mesh_and_the_same_landmarks(grid_video):
+    from talkface.media.video import iter_frames
+
+    frames = [frame for _, frame in zip(range(12), iter_frames(grid_video))]
+    with FaceTracker(fps=25) as tracker, FaceTracker(fps=25) as everywhere:
+        faces = [tracker(frame) for frame in frames]
+        assert tracker.alone and tracker.single is not None
+        everywhere.index = -1  # the last face by size: with one face the same, but never followed alone
+        reference = [everywhere(frame) for frame in frames]
+        assert not everywhere.alone
+    assert max(float(np.abs(a.landmarks - b.landmarks).max()) for a, b in zip(faces, reference)) < 0.01
+
+
 def test_tracker_picks_the_face_again_after_losing_it(face_image):
     import cv2
 
@@ -161,5 +174,6 @@ def test_tracker_picks_the_face_again_after_losing_it(face_image):
         assert tracker(moved) is None  # too far from where it was: not the same face
         for _ in range(5):
             assert tracker(blank) is None
+        assert not tracker.alone  # gone a second: every face is looked for again
         again = tracker(moved)
     assert again is not None and again.centre[0] > first.centre[0] + 100

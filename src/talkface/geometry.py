@@ -275,14 +275,15 @@ def sampling_maps(
     for k, t in enumerate(np.round(p * 16).astype(np.int32)):
         cv2.fillConvexPoly(ids, t, k, lineType=cv2.LINE_8, shift=4)
     at = ids.astype(np.float32)
-    xs = np.arange(x1 - x0, dtype=np.float32)[None, :]
+    # each pixel's coefficients (h, w, 6), looked up by its triangle (a nearest-neighbour remap is the fastest gather)
+    c = cv2.remap(affine.reshape(1, -1, 6), at, np.zeros_like(at), cv2.INTER_NEAREST)
+    xs = np.arange(x1 - x0, dtype=np.float32)
     ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
-    zeros, maps = np.zeros_like(at), []
-    for row in (0, 1):  # each pixel's coefficients, looked up by its triangle (a nearest-neighbour remap is the fastest gather)
-        c = cv2.remap(np.ascontiguousarray(affine[None, :, row]), at, zeros, cv2.INTER_NEAREST)  # (h, w, 3)
-        m = c[..., 0] * xs
-        m += c[..., 1] * ys
-        m += c[..., 2]
+    maps = []
+    for row in (0, 3):
+        m = c[..., row] * xs
+        m += c[..., row + 1] * ys
+        m += c[..., row + 2]
         maps.append(m)
     map_x, map_y = maps
 
@@ -292,19 +293,20 @@ def sampling_maps(
     kernel = np.ones((3, 3), np.uint8)
     border = cv2.erode(at, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=-1) != cv2.dilate(at, kernel)
     border &= ids < len(tris)
-    yy, xx = np.nonzero(border)
-    if len(yy):
-        k = ids[yy, xx]
+    idx = np.flatnonzero(border)
+    if len(idx):
+        k = ids.ravel()[idx]
+        yy, xx = np.divmod(idx, x1 - x0)
         w1 = b1[k, 0] * xx + b1[k, 1] * yy + b1[k, 2]
         w2 = b2[k, 0] * xx + b2[k, 1] * yy + b2[k, 2]
         out = (w1 < 0) | (w2 < 0) | (w1 + w2 > 1)
         if out.any():
-            k, yy, xx, w1, w2 = k[out], yy[out], xx[out], w1[out], w2[out]
+            k, idx, w1, w2 = k[out], idx[out], w1[out], w2[out]
             w0 = np.maximum(1 - w1 - w2, 0)
             w1, w2 = np.maximum(w1, 0), np.maximum(w2, 0)
             norm = w0 + w1 + w2
             at = s0[k] + (w1 / norm)[:, None] * d1[k] + (w2 / norm)[:, None] * d2[k]
-            map_x[yy, xx], map_y[yy, xx] = at[:, 0], at[:, 1]
+            map_x.ravel()[idx], map_y.ravel()[idx] = at[:, 0], at[:, 1]
     return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
 
 
