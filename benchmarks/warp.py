@@ -26,19 +26,21 @@ import json
 import os
 import time
 
-import cv2
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads, as the `talkface` command does: idle BLAS threads spin, doubling the CPU time
 
-from talkface.bundled import checkpoint_path
-from talkface.checkpoint import load_generator
-from talkface.expression import Expression
-from talkface.media.face import MOTION_POINTS, detect_faces
-from talkface.media.image import load_image
-from talkface.render.eyes import EyeWarp
-from talkface.render.head import HeadWarp
-from talkface.render.mouth import MouthWarp, close_mouth, open_mouth
-from talkface.render.refine import Refinement
-from talkface.render.rig import FaceRig
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from talkface.bundled import checkpoint_path  # noqa: E402
+from talkface.checkpoint import load_generator  # noqa: E402
+from talkface.expression import Expression  # noqa: E402
+from talkface.media.face import MOTION_POINTS, detect_faces  # noqa: E402
+from talkface.media.image import load_image  # noqa: E402
+from talkface.render.eyes import EyeWarp  # noqa: E402
+from talkface.render.head import HeadWarp  # noqa: E402
+from talkface.render.mouth import MouthWarp, close_mouth, open_mouth  # noqa: E402
+from talkface.render.refine import Refinement  # noqa: E402
+from talkface.render.rig import FaceRig  # noqa: E402
 
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "src", "talkface", "assets")
 EXAMPLE = os.path.join(ASSETS, "example_face.png")
@@ -197,6 +199,7 @@ def main() -> None:
         strips(args.strips, args.photos)
         return
     if args.stages:
+        cv2.setNumThreads(1)  # as each rendering process has it
         shots = pictures()
         shots["1920x1080"] = wide(shots["360x288"])
         results = {name: stage_speed(shots[name], args.frames) for name in ("360x288", "512x512", "1920x1080")}
