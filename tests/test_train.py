@@ -152,12 +152,16 @@ def test_resume_reads_nothing_before_its_position(motion_data, tmp_path, monkeyp
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
-    """`talkface train` killed mid-run (after a checkpoint), then `--resume`: the weights of an unbroken run."""
+    """`talkface train` killed mid-run (after a checkpoint), then `--resume`: the weights of an unbroken run.
+
+    On one thread: with two, torch's CPU kernels sometimes summed in another order (1 to 3 runs in 4
+    on one machine, any run, killed or not), and the GAN grew that rounding into other weights."""
     args = [sys.executable, "-m", "talkface", "train", "--config", "motion-tiny", "--data", "synthetic", "--quiet",
             "--set", "train.steps=30", "--set", "train.checkpoint_every=3", "--set", "train.batch_size=4"]
-    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, capture_output=True, env=env)
     run = tmp_path / "killed"
-    proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (run / "checkpoint.pt").exists() and load_training_state(run / "checkpoint.pt")["step"] >= 6:
@@ -166,7 +170,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "generator.safetensors").exists(), "the run ended before it was killed"
-    subprocess.run(args + ["--out", str(run), "--resume"], check=True, capture_output=True)
+    subprocess.run(args + ["--out", str(run), "--resume"], check=True, capture_output=True, env=env)
     a = load_training_state(tmp_path / "full" / "checkpoint.pt")
     b = load_training_state(run / "checkpoint.pt")
     assert a["step"] == b["step"] == 30
