@@ -151,13 +151,13 @@ class Renderer:
 Encode = Callable[[np.ndarray], bytes]  # a finished frame -> what is sent (e.g. a JPEG)
 
 
-def _serve_rigs(conn, refiner, encode: Encode, siblings: list) -> None:
+def _serve_rigs(conn, refiner, encode: Encode, inherited: list) -> None:
     """A live worker: requests (what, key, *args) in, (True, result) or (False, message) out, until the
-    server is gone. `siblings`: the server's ends of this worker's pipe and of the workers forked before
-    it, which it inherited and closes, so that it sees its pipe end when the server lets go of it."""
+    server is gone. `inherited`: the server's ends of this worker's pipe and of the workers forked before
+    it, which it closes, so that it sees its pipe end when the server lets go of it."""
     _start_worker()
-    for other in siblings:
-        other.close()
+    for end in inherited:
+        end.close()
     rigs: dict[int, Any] = {}
     warped: dict[int, tuple[list, list]] = {}
     while True:
@@ -197,9 +197,9 @@ def _rig(refiner, picture: np.ndarray, face, gain: float, expressive: bool) -> F
 class _Lane:
     """One live worker process and the streams it renders; one request at a time."""
 
-    def __init__(self, context, refiner, encode: Encode, siblings: list[_Lane]):
+    def __init__(self, context, refiner, encode: Encode, earlier: list[_Lane]):
         self.conn, child = context.Pipe()
-        args = (child, refiner, encode, [self.conn] + [lane.conn for lane in siblings])
+        args = (child, refiner, encode, [self.conn] + [lane.conn for lane in earlier])
         self.process = context.Process(target=_serve_rigs, args=args, daemon=True, name="talkface-live")
         self.process.start()
         child.close()
