@@ -313,3 +313,27 @@ def test_the_bundled_refiner_brings_held_out_mouths_closer_to_the_real_ones():
     windows = video_windows(str(path), cfg.motion.refiner, sources=2, per_source=4)
     scores = held_out_l1(model.refiner, windows, np.arange(len(windows)), cfg.motion.refiner)
     assert scores["refined_mouth"] < 0.8 * scores["warp_mouth"]
+
+
+def test_a_rig_of_the_part_of_a_large_picture_that_moves_renders_as_a_rig_of_all_of_it(face_image, motion_checkpoint):
+    """The face small in a large picture: a rig made on its footprint alone renders the same frames
+    (mouth opened and redrawn, lids shut, head turned), laid back in, and nothing outside it ever moves."""
+    from talkface.expression import Expression
+    from talkface.render.rig import footprint, lay
+
+    refiner = load_generator(motion_checkpoint)[0].refiner
+    picture = cv2.copyMakeBorder(face_image, 300, 240, 260, 300, cv2.BORDER_REPLICATE)
+    face = detect_faces(picture)[0]
+    x0, y0, x1, y1 = box = footprint(face, picture.shape[:2])
+    assert all(v % 2 == 0 for v in box) and 0 < x0 < x1 < picture.shape[1] and 0 < y0 < y1 < picture.shape[0]
+    whole = FaceRig(picture, face, 1.0, refiner)
+    part = FaceRig(np.ascontiguousarray(picture[y0:y1, x0:x1]), face.moved(x0, y0), 1.0, refiner)
+    outside = np.ones(picture.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    for amount, expression in [(0.0, None), (0.35, None), (0.35, Expression((0.9, 0.7), 0.03, (6.0, -3.0, 2.0), (0.02, -0.01)))]:
+        a = whole.render(opening_motion(amount), SPEECH, expression)
+        b = lay(picture, part.render(opening_motion(amount), SPEECH, expression), box)
+        # float rounding: the face's size, from its landmarks, differs in its last bits there
+        assert np.abs(a.astype(int) - b).max() <= 2 and (a != b).mean() < 1e-3
+        assert np.array_equal(a[outside], picture[outside])
+    assert (a != picture).any(-1).sum() > 1000  # the turned head moved much of the box

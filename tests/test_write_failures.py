@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import speech_like, write_audio, write_face_video
@@ -140,3 +141,30 @@ def test_a_writer_that_failed_refuses_more_work_and_closes_once(tmp_path):
     with pytest.raises(RuntimeError, match="has already stopped"):
         writer.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_patches_of_a_frame_encode_as_the_whole_frames_would(tmp_path):
+    from talkface.media.video import VideoWriter, iter_frames
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (96, 128, 3), np.uint8)
+    frames = []
+    for i in range(8):
+        frame = base.copy()
+        frame[20:60, 30 + 4 * i : 70 + 4 * i] = (30 * i, 200, 90)
+        frames.append(frame)
+    box = (28, 20, 104, 60)
+    with VideoWriter(tmp_path / "whole.mp4", 25, (96, 128)) as writer:
+        for frame in frames:
+            writer.write(frame)
+    with VideoWriter(tmp_path / "patched.mp4", 25, (96, 128)) as writer:
+        with pytest.raises(ValueError, match="whole frame"):
+            writer.write(frames[0][20:60, 28:104], at=(28, 20))
+        writer.write(frames[0])
+        for frame in frames[1:]:
+            writer.write(frame[20:60, 28:104], at=box[:2])
+        with pytest.raises(ValueError, match="even"):
+            writer.write(frames[0][21:61, 28:104], at=(28, 21))
+    whole, patched = list(iter_frames(tmp_path / "whole.mp4")), list(iter_frames(tmp_path / "patched.mp4"))
+    assert len(whole) == len(patched) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(whole, patched))

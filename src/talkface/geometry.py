@@ -310,12 +310,14 @@ def sampling_maps(
     return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
 
 
-def pixel_box(points: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    """x0, y0, x1, y1 (exclusive) of points (K, 2) grown by `margin` pixels, clipped to a picture of
-    `shape`; None when nothing of it is inside."""
+def pixel_box(points: np.ndarray, margin: int, shape: tuple[int, ...], origin: tuple[float, float] = (0, 0)) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 (exclusive, picture pixels) of points (K, 2) measured from the picture's pixel
+    `origin` (x, y, whole pixels), grown by `margin` pixels, clipped to a picture of `shape`; None when
+    nothing of it is inside."""
     h, w = shape[:2]
-    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin, 0)
-    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1, (w, h))
+    o = np.asarray(origin, np.int64)
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - margin + o, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + margin + 1 + o, (w, h))
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
 
 

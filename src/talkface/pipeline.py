@@ -36,7 +36,7 @@ from talkface.models.generator import Identity
 from talkface.pixels import to_tensor, to_uint8
 from talkface.accel import BACKENDS, make_backend, motion_backend_problem
 from talkface.render.parallel import Renderer
-from talkface.render.rig import FaceRig, render_frames
+from talkface.render.rig import FaceRig, lay, render_frames
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
@@ -189,12 +189,14 @@ class Animator:
         """Iterator of generated crops (H, W, 3) uint8 for a face crop and an audio file (the motion
         model moves the crop's own pixels, so any picture of a face will do)."""
         if self.motion:
-            return self._moved(PreparedPhoto(face, self.size), audio, seed)
+            photo = PreparedPhoto(face, self.size)
+            return self._whole(photo, self._moved(photo, audio, seed))
         return self.stream(face, seed).run(self._chunks(audio))
 
     def _moved(self, photo: PreparedPhoto, audio: str | os.PathLike, seed: int) -> Iterator[np.ndarray]:
-        """The motion model's frames of a photo for an audio file, rendered a chunk at a time by one
-        worker process per core (`render.parallel`): the same frames as `live(photo).run(...)`."""
+        """The motion model's frames of a photo for an audio file as patches of `photo.box` (the photo is
+        the same outside it), rendered a chunk at a time by one worker process per core
+        (`render.parallel`): the same as `live(photo).run(...)` there."""
         stream = self.live(photo, seed)
         rig = stream.rig
         if stream.expressions is not None:  # made before the workers are forked, which inherit them
@@ -210,8 +212,14 @@ class Animator:
                 for i in range(0, len(jobs), CHUNK):
                     yield None, jobs[i : i + CHUNK]
 
-        with Renderer(render, photo.shape, CHUNK) as renderer:
+        x0, y0, x1, y1 = photo.box
+        with Renderer(render, (y1 - y0, x1 - x0), CHUNK) as renderer:
             yield from renderer.map(chunks())
+
+    @staticmethod
+    def _whole(photo: PreparedPhoto, patches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """`_moved`'s patches as full-resolution frames, each a new array."""
+        return (photo.whole(patch) for patch in patches)
 
     # -- a photo --------------------------------------------------------------------------------
     def generate(
@@ -240,8 +248,10 @@ class Animator:
         total = num_frames(scan_audio(audio, self.cfg.audio.sample_rate), self.cfg.audio)
         if self.motion:  # the face's own pixels move, at the photo's resolution
             photo = PreparedPhoto(picture, self.size, face_index, name)
-            frames = _Reporter(progress, total, "generate")(self._moved(photo, audio, seed))
-            return frames if out is None else _write(out, frames, self.cfg.audio.fps, photo.shape, audio)
+            patches = _Reporter(progress, total, "generate")(self._moved(photo, audio, seed))
+            if out is None:
+                return self._whole(photo, patches)
+            return _write(out, patches, self.cfg.audio.fps, photo.shape, audio, over=(photo.picture, photo.box))
         as_crop = crop is True
         if crop is not True:
             picture = even(picture)
@@ -312,15 +322,22 @@ class Animator:
         return _write(out, frames, info["fps"], shape, audio)
 
 
-def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int], audio: str | os.PathLike) -> str:
+def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int], audio: str | os.PathLike,
+           over: tuple[np.ndarray, tuple[int, int, int, int]] | None = None) -> str:
     """Frames are made on this thread while another encodes them (OpenCV's warps and PyAV's encoder
-    release the GIL), so a long job keeps the cores busy; up to `MAX_PENDING` frames wait in between."""
+    release the GIL), so a long job keeps the cores busy; up to `MAX_PENDING` frames wait in between.
+    `over`: a picture and a box (even corners) of it: `frames` are patches of that box, the picture the same around them."""
     with VideoWriter(out, fps, size, audio_path=audio) as writer, ThreadPoolExecutor(1, thread_name_prefix="talkface-encode") as encoder:
         pending: collections.deque = collections.deque()
         try:
-            for frame in frames:
+            for i, frame in enumerate(frames):
                 stopping.check()
-                pending.append(encoder.submit(writer.write, frame))
+                if over is None:
+                    pending.append(encoder.submit(writer.write, frame))
+                elif i == 0:  # the whole first frame; only the box after it
+                    pending.append(encoder.submit(writer.write, lay(over[0], frame, over[1])))
+                else:
+                    pending.append(encoder.submit(writer.write, frame, over[1][:2]))
                 if len(pending) > MAX_PENDING:
                     pending.popleft().result()
             while pending:

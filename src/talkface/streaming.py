@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from itertools import pairwise
 
 import numpy as np
@@ -35,7 +35,7 @@ from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
 from talkface.render.refine import Prepared, run_refiner
-from talkface.render.rig import FaceRig, Job, render_frames
+from talkface.render.rig import FaceRig, Job, footprint, lay, render_frames
 from talkface.threads import Batcher, one_thread
 
 
@@ -195,10 +195,21 @@ class PreparedPhoto:
         self._rig: tuple[float, object, FaceRig] | None = None
 
     def rig(self, gain: float = 1.0, refiner=None) -> FaceRig:
-        """The face rigged for the motion model (rest shape, motion scale, warp, the model's mouth refiner), made once."""
+        """The face rigged for the motion model (rest shape, motion scale, warp, the model's mouth refiner),
+        made once, on the part of the photo that moves (`box`): its frames are patches (`whole` lays them in)."""
         if self._rig is None or self._rig[:2] != (gain, refiner):
-            self._rig = (gain, refiner, FaceRig(self.picture, self.face, gain, refiner))
+            x0, y0, x1, y1 = self.box
+            self._rig = (gain, refiner, FaceRig(np.ascontiguousarray(self.picture[y0:y1, x0:x1]), self.face.moved(x0, y0), gain, refiner))
         return self._rig[2]
+
+    @cached_property
+    def box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the part of the photo that the motion model's frames change (`render.rig.footprint`)."""
+        return footprint(self.face, self.shape)
+
+    def whole(self, patch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A full-resolution frame: the photo with a patch of `box` (a frame of `rig`) laid in (`render.rig.lay`)."""
+        return lay(self.picture, patch, self.box, out)
 
     def encoded(self, backend):
         """The crop encoded by `backend` (identity code and skips), computed once."""
@@ -248,7 +259,7 @@ class PhotoStream:
 
     def _animate(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """(motion, speech) pairs -> frames: every mouth warped, then one refiner call for all their mouth crops."""
-        return render_frames(self.jobs(frames), self.refine) if frames else []
+        return [self.photo.whole(patch) for patch in render_frames(self.jobs(frames), self.refine)] if frames else []
 
     def jobs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[Job]:
         """(motion, speech) of consecutive frames -> what `render_frames` renders them from; the

@@ -96,6 +96,10 @@ class Face:
         depth = None if depth is None else np.asarray(depth, np.float32)
         return cls(lm, (int(x0), int(y0), int(x1), int(y1)), float(np.linalg.norm(mouth - eyes)), depth)
 
+    def moved(self, x: int, y: int) -> "Face":
+        """The same face in a part of its picture that starts at pixel (x, y) (a crop of it)."""
+        return Face.from_landmarks(self.landmarks - np.array([x, y], np.float32), self.depth)
+
     @property
     def points(self) -> np.ndarray | None:
         """(478, 3) landmarks with their depth (x, y, depth in pixels), or None without depth."""

@@ -90,6 +90,8 @@ class VideoWriter:
             from talkface.render.parallel import cores
 
             self.video.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "subme=1:me=dia:partitions=none", "threads": str(max(1, cores() // 4))}
+            self._picture = av.VideoFrame(width, height, "yuv420p")
+            self._planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in self._picture.planes]
             self.audio_frames = None
             if audio_path is not None:
                 self._open_audio(os.fspath(audio_path), audio_start)
@@ -152,15 +154,28 @@ class VideoWriter:
         out.sample_rate = self.audio.rate
         return out
 
-    def write(self, frame: np.ndarray) -> None:
-        """frame: (H, W, 3) uint8 RGB."""
+    def write(self, frame: np.ndarray, at: tuple[int, int] | None = None) -> None:
+        """frame: (H, W, 3) uint8 RGB. With `at` (x, y), `frame` is a patch that changes only that part of
+        the last frame written (all else stays): x, y and its sides must be even (the colour planes are
+        halved), and a whole frame must have come first. An animated photo changes only around its face,
+        so the rest of a large picture is neither copied nor converted again."""
+        if at is not None and (at[0] % 2 or at[1] % 2 or frame.shape[0] % 2 or frame.shape[1] % 2):
+            raise ValueError(f"a patch needs even corners and sides, got {frame.shape[1]}x{frame.shape[0]} at {at}")
         # BT.601 limited range, as FFmpeg's own conversion gives, at a quarter of its time (and before the lock)
         planes = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
+        h, w = frame.shape[:2]
+        y, u, v = planes[:h], planes[h : h + h // 4].reshape(h // 2, w // 2), planes[h + h // 4 :].reshape(h // 2, w // 2)
         with self._lock:
             self._check_open()
+            if at is not None and not self.frames_written:
+                raise ValueError("a patch needs a whole frame written before it")
+            x0, y0 = at if at is not None else (0, 0)
+            # one picture, reused: the encoder copies each frame it is given before `encode` returns
+            for plane, part, k in zip(self._planes, (y, u, v), (1, 2, 2)):
+                plane[y0 // k : y0 // k + part.shape[0], x0 // k : x0 // k + part.shape[1]] = part
             try:
-                vf = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-                for packet in self.video.encode(vf):
+                self._picture.pts = self.frames_written
+                for packet in self.video.encode(self._picture):
                     self.container.mux(packet)
                 self.frames_written += 1
                 self._pump_audio(self.frames_written / float(self.fps))

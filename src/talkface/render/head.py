@@ -64,7 +64,11 @@ class HeadWarp:
     """
 
     def __init__(self, face: Face, shape: tuple[int, int]):
+        # the mesh is made from the landmarks' top-left corner (whole pixels): a crop of the picture gets
+        # the same mesh to the bit (Delaunay's choice among points on a circle turns on the last bit)
         lm = np.asarray(face.landmarks, np.float64)
+        self.anchor = np.floor(lm.min(0))
+        lm -= self.anchor
         depth = np.zeros(len(lm)) if face.depth is None else np.asarray(face.depth, np.float64)
         points = np.concatenate([lm, depth[:, None]], 1)
         self.size = float(face.size)
@@ -80,16 +84,17 @@ class HeadWarp:
         self.groups = (slice(0, n + len(FACE_OVAL)), slice(n + len(FACE_OVAL), n + 2 * len(FACE_OVAL)), slice(n + 2 * len(FACE_OVAL), None))
         mid = points[[33, 263, 61, 291]].mean(0)
         self.pivot = mid + self.size * (PIVOT[0] * self.axes[1] + PIVOT[1] * self.axes[2])
-        self.source = self.points[:, :2].copy()
+        self.source = self.points[:, :2].copy()  # from `anchor`, as are `points` and `pivot`
         tris = Delaunay(self.source).simplices.astype(np.int32)
         flip = signed_area(self.source, tris) < 0
         tris[flip] = tris[flip][:, ::-1]
         self.triangles = tris
         # what the warp may change: inside the fixed outer ring (the ring's own bounding box, where the half ring stays)
         outer = self.source[self.groups[2]]
-        self.box = pixel_box(outer, 0, shape)
+        self.box = pixel_box(outer, 0, shape, self.anchor)
         if self.box is not None:
-            x0, y0, x1, y1 = self.box
+            ax, ay = self.anchor.astype(int)
+            x0, y0, x1, y1 = box = self.box[0] - ax, self.box[1] - ay, self.box[2] - ax, self.box[3] - ay  # from `anchor`
             self.inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(self.inside, [np.round((outer - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
             # the head itself (inside the ring that moves with it) is sampled bicubically; what moves less around it bilinearly
@@ -97,7 +102,7 @@ class HeadWarp:
             ring = self.source[self.groups[0]][-len(FACE_OVAL):]
             cv2.fillPoly(sharp, [np.round((ring - (x0, y0)) * 16).astype(np.int32)], 1, shift=4)
             self.bands = _bands(self.inside, sharp)
-            self._grid()
+            self._grid(box)
 
     def _moved(self, points: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
         R = self.axes.T @ rotation(*pose) @ self.axes  # the rotation in the face's frame, in picture coordinates
@@ -118,10 +123,10 @@ class HeadWarp:
         """How many triangles the pose turns over (0: the warp neither folds nor tears)."""
         return int((signed_area(self.target(pose, shift), self.triangles) < 0).sum())
 
-    def _grid(self) -> None:
+    def _grid(self, box: tuple[int, int, int, int]) -> None:
         """Each coarse grid pixel's triangle corners (h, w, 3) and barycentric weights (h, w, 3) in the photo's mesh
-        (all three corners the first point, weights 0, outside the mesh: no displacement there)."""
-        x0, y0, x1, y1 = self.box
+        (all three corners the first point, weights 0, outside the mesh: no displacement there). box: `box` from `anchor`."""
+        x0, y0, x1, y1 = box
         h, w = (y1 - y0 + GRID - 1) // GRID, (x1 - x0 + GRID - 1) // GRID
         # grid pixel i is box pixel GRID i + (GRID - 1) / 2, where cv2.resize puts it when enlarging GRID times
         self.origin = np.array([x0, y0]) + (GRID - 1) / 2
@@ -143,7 +148,7 @@ class HeadWarp:
         rows = np.repeat(np.arange(h * w), 3)
         self._spread = sparse.csr_matrix((weights.ravel(), (rows, corners.ravel())), shape=(h * w, len(self.source)))
         self._at = np.stack([xs, ys], -1).astype(np.float32)  # each grid pixel's own position, in grid pixels
-        self._at_px = self._at * np.float32(GRID) + self.origin.astype(np.float32)  # and in picture pixels
+        self._at_px = self._at * np.float32(GRID) + (self.origin + self.anchor).astype(np.float32)  # and in picture pixels
 
     def _map(self, pose, shift) -> np.ndarray:
         """(h, w, 2) float32 over `box`: where each of its pixels samples the frame (x, y)."""

@@ -247,6 +247,7 @@ class MouthWarp:
         outer = [_AT[i] for i in UPPER_OUTER[1:-1] + LOWER_OUTER[1:-1]]
         towards = self.rest[outer] - self.rest[self._lip_rows]
         self._into_lip = towards / np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-9)
+        self._grain_at = np.floor(lm[LIPS_OUTER[0]]).astype(int)  # the grain's tile is laid from the mouth's corner: the same in any crop of the picture
         if like is None:
             self._colours(lm)
         else:
@@ -409,7 +410,8 @@ class MouthWarp:
         teeth *= 0.45 * _smoothstep(0.04 * self.width, 0.12 * self.width, gap)
         colour += (self.teeth - colour) * teeth[..., None]
         colour *= (0.7 + 0.3 * _smoothstep(0.0, soft, below))[..., None]  # the upper lip's shadow
-        colour += self.grain[np.ix_(np.arange(y0, y1) % GRAIN, np.arange(x0, x1) % GRAIN)][..., None]
+        gx, gy = self._grain_at
+        colour += self.grain[np.ix_(np.arange(y0 - gy, y1 - gy) % GRAIN, np.arange(x0 - gx, x1 - gx) % GRAIN)][..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi + alpha[..., None] * (colour - roi) + 0.5, 0, 255).astype(np.uint8)
         return Painted(x0, y0, alpha.astype(np.float32))

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from talkface.errors import TalkfaceError
-from talkface.render.rig import FaceRig, render_frames
+from talkface.render.rig import FaceRig, footprint, lay, render_frames
 
 # A task: (input frames (n, H, W, 3) uint8 view of their slots, or None; one item per frame) -> the frames.
 Task = Callable[[np.ndarray | None, Sequence[Any]], list[np.ndarray]]
@@ -158,7 +158,7 @@ def _serve_rigs(conn, refiner, encode: Encode, inherited: list) -> None:
     _start_worker()
     for end in inherited:
         end.close()
-    rigs: dict[int, Any] = {}
+    photos: dict[int, _Photo] = {}
     warped: dict[int, tuple[list, list]] = {}
     while True:
         try:
@@ -167,18 +167,19 @@ def _serve_rigs(conn, refiner, encode: Encode, inherited: list) -> None:
             return
         try:
             if what == "open":
-                rigs[key], result = _rig(refiner, *args), None
+                photos[key], result = _Photo(refiner, *args), None
             elif what == "warp":
                 (jobs,) = args
-                frames = [rigs[key].warp(motion, speech) for motion, speech, _ in jobs]
+                frames = [photos[key].rig.warp(motion, speech) for motion, speech, _ in jobs]
                 warped[key] = (frames, [expression for _, _, expression in jobs])
                 result = [w.prepared for w in frames]
             elif what == "finish":
                 (refined,) = args
                 frames, expressions = warped.pop(key)
-                result = [encode(rigs[key].finish(w, r, e)) for w, r, e in zip(frames, refined, expressions)]
+                photo = photos[key]
+                result = [encode(photo.whole(photo.rig.finish(w, r, e))) for w, r, e in zip(frames, refined, expressions)]
             else:  # "close"
-                rigs.pop(key, None)
+                photos.pop(key, None)
                 warped.pop(key, None)
                 result = None
         except Exception as e:  # noqa: BLE001 - handed to the server, which ends that stream with it
@@ -187,11 +188,20 @@ def _serve_rigs(conn, refiner, encode: Encode, inherited: list) -> None:
             conn.send((True, result))
 
 
-def _rig(refiner, picture: np.ndarray, face, gain: float, expressive: bool) -> FaceRig:
-    rig = FaceRig(picture, face, gain, refiner)
-    if expressive:  # the lids' and head's warps made now, not in the stream's first frame
-        _ = rig.eyes, rig.head
-    return rig
+class _Photo:
+    """A live stream's photo: rigged on the part of it that moves (`render.rig.footprint`), and the frame
+    that each of the rig's patches is laid in before it is encoded (the rest of it never changes)."""
+
+    def __init__(self, refiner, picture: np.ndarray, face, gain: float, expressive: bool):
+        self.box = x0, y0, x1, y1 = footprint(face, picture.shape[:2])
+        self.rig = FaceRig(np.ascontiguousarray(picture[y0:y1, x0:x1]), face.moved(x0, y0), gain, refiner)
+        if expressive:  # the lids' and head's warps made now, not in the stream's first frame
+            _ = self.rig.eyes, self.rig.head
+        self.frame = picture.copy()
+
+    def whole(self, patch: np.ndarray) -> np.ndarray:
+        """The frame with this patch laid in: the same array every time, to be encoded before the next."""
+        return lay(self.frame, patch, self.box, self.frame)
 
 
 class _Lane:
@@ -242,7 +252,7 @@ class LiveRenderers:
                     self.lanes.append(_Lane(context, refiner, encode, self.lanes))
             finally:
                 cv2.setNumThreads(threads)
-        self.rigs: dict[int, Any] = {}  # key -> its rig (no workers) or its lane
+        self.rigs: dict[int, Any] = {}  # key -> its photo (no workers) or its lane
         self.lock = threading.Lock()
         self.keys = itertools.count()
 
@@ -250,7 +260,7 @@ class LiveRenderers:
         """A stream's photo rigged (`expressive`: with its lids' and head's warps, for `Expression`s); its key."""
         key = next(self.keys)
         if not self.lanes:
-            self.rigs[key] = _rig(self.refiner, picture, face, gain, expressive)
+            self.rigs[key] = _Photo(self.refiner, picture, face, gain, expressive)
             return key
         with self.lock:
             lane = min(self.lanes, key=lambda lane: lane.streams)
@@ -269,7 +279,7 @@ class LiveRenderers:
             return []
         place = self.rigs[key]
         if not isinstance(place, _Lane):
-            return [self.encode(frame) for frame in render_frames([(place, *job) for job in jobs], refine)]
+            return [self.encode(place.whole(patch)) for patch in render_frames([(place.rig, *job) for job in jobs], refine)]
         prepared = place.call("warp", key, list(jobs))
         todo = [i for i, p in enumerate(prepared) if p is not None]
         refined: list[np.ndarray | None] = [None] * len(prepared)

@@ -24,12 +24,43 @@ import numpy as np
 
 from talkface.expression import Expression
 from talkface.render.eyes import EyeWarp
-from talkface.geometry import face_axes
-from talkface.render.head import HeadWarp
+from talkface.geometry import FACE_OVAL, face_axes
+from talkface.render.head import RINGS, HeadWarp
 from talkface.media.face import MOTION_POINTS, MOUTH_CORNERS, Face, align_matrix
 from talkface.models.refiner import MouthRefiner
 from talkface.render.refine import Prepared, Refinement, run_refiner
 from talkface.render.mouth import MouthWarp, close_mouth
+
+
+FOOTPRINT_MARGIN = 0.1  # face sizes around the head's fixed ring that a rig's part of the picture takes in as well
+
+
+def footprint(face: Face, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), all even (x1, y1 exclusive): the part of a picture of `shape` (H, W, both even)
+    that a rig of `face` reads and changes. It is the box of the head's fixed outer ring (`RINGS`),
+    which holds the mouth's and the eyes' meshes and the refiner's crop (0.16 face sizes or more
+    inside it on every face looked at), grown by `FOOTPRINT_MARGIN`. Outside it, every frame is the
+    picture: a rig made on this part alone renders it as a rig of the whole picture would (its frames
+    are patches, laid back with `lay`), and a large picture is not copied whole for every frame."""
+    oval = np.asarray(face.landmarks, np.float64)[FACE_OVAL]
+    centre = oval.mean(0)
+    ring = centre + RINGS[-1] * (oval - centre)
+    margin = FOOTPRINT_MARGIN * face.size + 2
+    (x0, y0), (x1, y1) = np.floor(ring.min(0) - margin), np.ceil(ring.max(0) + margin)
+    h, w = shape
+    x0, y0 = max(0, int(x0) // 2 * 2), max(0, int(y0) // 2 * 2)
+    x1, y1 = min(w, -(-int(x1) // 2) * 2), min(h, -(-int(y1) // 2) * 2)
+    return x0, y0, max(x1, x0), max(y1, y0)
+
+
+def lay(picture: np.ndarray, patch: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """The picture with a patch of `box` laid in: into `out` (a copy of the picture or an earlier result
+    of this; only the box is written), or into a new copy."""
+    x0, y0, x1, y1 = box
+    if out is None:
+        out = picture.copy()
+    out[y0:y1, x0:x1] = patch
+    return out
 
 
 class FaceRig:
