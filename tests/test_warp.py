@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from talkface.media.face import INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face, detect_faces
-from talkface.render.mouth import UPPER_SHARE, MouthWarp, close_mouth, open_mouth, sampling_maps
+from talkface.geometry import warp_triangles
+from talkface.render.mouth import UPPER_SHARE, MouthWarp, close_mouth, open_mouth
 
 NOSE_TIP = 1
 EYES = [33, 133, 145, 159, 263, 362, 374, 386]  # corners and lids
@@ -173,39 +174,37 @@ def test_bad_shapes_are_refused(warp, still):
         MouthWarp(picture, lm[:100])
 
 
-def test_sampling_maps_move_pixels_inside_moved_triangles_only():
+def gradient(h: int, w: int) -> np.ndarray:
+    """A smooth picture (h, w, 3) uint8 whose every pixel differs from its neighbours: where it was sampled shows."""
+    ys, xs = np.mgrid[:h, :w]
+    return np.stack([3 * xs + 40, 3 * ys + 20, 2 * (xs + ys)], -1).clip(0, 255).astype(np.uint8)
+
+
+def test_warp_triangles_moves_pixels_inside_moved_triangles_only():
     source = np.array([[10, 10], [50, 10], [10, 50], [50, 50], [30, 30]], np.float64)
     triangles = np.array([[0, 1, 4], [1, 3, 4], [3, 2, 4], [2, 0, 4]])
-    assert sampling_maps(source, source, triangles, (64, 64)) is None
+    picture = gradient(64, 64)
+    out = picture.copy()
+    assert warp_triangles(picture, source, source, triangles, out) is None and np.array_equal(out, picture)
     target = source.copy()
     target[4] += (4, 0)  # the centre moves right: every triangle moved
-    map_x, map_y, (x0, y0, x1, y1) = sampling_maps(source, target, triangles, (64, 64))
-    assert (x0, y0, x1, y1) == (10, 10, 51, 51) and map_x.shape == map_y.shape == (41, 41)
-    assert map_x.dtype == np.float32
-    # the moved centre samples the source's centre; the corners stay
-    assert map_x[30 - y0, 34 - x0] == pytest.approx(30, abs=1e-3) and map_y[30 - y0, 34 - x0] == pytest.approx(30, abs=1e-3)
-    assert map_x[0, 0] == pytest.approx(10, abs=1e-3) and map_x[-1, -1] == pytest.approx(50, abs=1e-3)
-    # along the fixed edges nothing moves
-    assert np.allclose(map_x[0], np.arange(x0, x1), atol=1e-3) and np.allclose(map_y[0], y0, atol=1e-3)
-
-
-def test_sampling_maps_drive_grid_sample_the_same_way(still, warp):
-    """The geometry feeds torch's grid_sample as documented, and it samples what cv2.remap samples."""
-    picture, lm = still
-    src, tgt = warp.controls(open_mouth(close_mouth(lm), 0.3)[MOTION_POINTS])
-    map_x, map_y, (x0, y0, x1, y1) = sampling_maps(src, tgt, warp.triangles, picture.shape[:2])
-    h, w = picture.shape[:2]
-    expected = cv2.remap(picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    grid = torch.from_numpy(np.stack([map_x / (w - 1), map_y / (h - 1)], -1) * 2 - 1)[None]
-    image = torch.tensor(picture).permute(2, 0, 1)[None].float()
-    sampled = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    diff = np.abs(sampled[0].permute(1, 2, 0).numpy() - expected)
-    assert diff.mean() < 0.2 and diff.max() < 4  # cv2.remap weighs neighbours in 1/32 pixel steps
+    box = warp_triangles(picture, source, target, triangles, out)
+    assert box == (10, 10, 51, 51)
+    # the moved centre samples the source's centre; the corners and the fixed edges stay; nothing outside the box is written
+    assert np.array_equal(out[30, 34], picture[30, 30])
+    assert np.array_equal(out[10, 10:51], picture[10, 10:51]) and np.array_equal(out[50, 50], picture[50, 50])
+    outside = np.ones((64, 64), bool)
+    outside[10:51, 10:51] = False
+    assert np.array_equal(out[outside], picture[outside])
+    # a part of the picture holding every source point, placed by its corner, samples the same
+    part = picture[5:60, 8:58].copy()
+    again = picture.copy()
+    assert warp_triangles(part, source, target, triangles, again, start=(8, 5)) == box and np.array_equal(again, out)
 
 
 def _reference_maps(source, target, triangles, shape):
-    """`sampling_maps` the plain way: every moved triangle's pixels drawn in order, each pixel's
-    barycentric coordinates clamped to its triangle."""
+    """Where `warp_triangles` samples, the plain way: every moved triangle's pixels drawn in order,
+    each pixel's barycentric coordinates clamped to its triangle."""
     h, w = shape
     moved = (np.abs(target - source) > 1e-6).any(1)[triangles].any(1)
     tris = [t for t in triangles[moved] if abs(np.cross(target[t[1]] - target[t[0]], target[t[2]] - target[t[0]])) > 2e-6]
@@ -232,10 +231,13 @@ def _reference_maps(source, target, triangles, shape):
     return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
 
 
-def test_sampling_maps_match_a_plain_reference_on_random_overlapping_meshes():
+def test_warp_triangles_samples_a_plain_reference_on_random_overlapping_meshes():
+    """Against the plain way (every moved triangle's pixels drawn in order, each pixel's barycentric
+    coordinates clamped to its triangle, the picture sampled there by cv2.remap): within a level."""
     from scipy.spatial import Delaunay
 
     rng = np.random.default_rng(1)
+    picture = gradient(40, 44)
     for _ in range(25):
         n = int(rng.integers(5, 25))
         source = rng.uniform(-5, 45, (n, 2))
@@ -243,9 +245,13 @@ def test_sampling_maps_match_a_plain_reference_on_random_overlapping_meshes():
         extra = rng.integers(0, n, (6, 3)).astype(np.int32)  # painted last, over the others
         tris = np.concatenate([tris, extra[[len(set(t)) == 3 for t in extra]]])
         target = source + rng.normal(0, 3, source.shape) * (rng.random(n) < 0.6)[:, None]
-        got, want = sampling_maps(source, target, tris, (40, 44)), _reference_maps(source, target, tris, (40, 44))
-        assert (got is None) == (want is None)
-        if got is None:
+        out = picture.copy()
+        box, want = warp_triangles(picture, source, target, tris, out), _reference_maps(source, target, tris, (40, 44))
+        assert (box is None) == (want is None)
+        if box is None:
             continue
-        assert got[2] == want[2]
-        assert np.abs(got[0] - want[0]).max() < 1e-2 and np.abs(got[1] - want[1]).max() < 1e-2
+        map_x, map_y, want_box = want
+        assert box == want_box
+        x0, y0, x1, y1 = box
+        expected = cv2.remap(picture, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        assert np.abs(out[y0:y1, x0:x1].astype(int) - expected).max() <= 1

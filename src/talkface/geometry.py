@@ -22,6 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from talkface import kernels
 from talkface.media.face import EYE_CORNERS
 
 EYES = {
@@ -228,24 +229,26 @@ def strip_triangles(top: list[int], bottom: list[int]) -> list[tuple[int, int, i
     return [t for t in tris if len(set(t)) == 3]
 
 
-def sampling_maps(
-    source: np.ndarray, target: np.ndarray, triangles: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None:
-    """Where each output pixel of a piecewise-affine warp samples the picture.
+def warp_triangles(
+    picture: np.ndarray, source: np.ndarray, target: np.ndarray, triangles: np.ndarray, out: np.ndarray, start: tuple[int, int] = (0, 0)
+) -> tuple[int, int, int, int] | None:
+    """A piecewise-affine warp, written into `out`: each pixel inside a triangle that moved takes the
+    picture's pixel that the triangle's affine (target -> source) gives, sampled bilinearly (in 1/32
+    pixel steps, as `cv2.remap`); every other pixel of `out` is left as it is.
 
     source, target: (N, 2) control points in picture pixels (x, y); triangles: (T, 3) indices into
-    them, painted in order (a later one covers an earlier one where they overlap); shape: (H, W).
-    Returns map_x, map_y: (h, w) float32 source coordinates for the output pixels of
-    box = (x0, y0, x1, y1) (x1, y1 exclusive), the bounding box of the triangles that moved, or None
-    when none moved. A pixel of the box outside every moved triangle maps exactly onto itself.
-    torch's grid_sample(align_corners=True) samples the same with
-    grid = stack(map_x / (W - 1), map_y / (H - 1), -1) * 2 - 1.
+    them, painted in order (a later one covers an earlier one where they overlap). picture: the pixels
+    sampled, (h, w, 3) uint8, whose top-left pixel is the picture's pixel `start` (x, y): the whole
+    picture, or a part of it holding every source point (beyond its edge, its edge pixels repeat).
+    out: (H, W, 3) uint8, the picture written; it must not share memory with `picture`.
+    Returns box = (x0, y0, x1, y1) (x1, y1 exclusive), the bounding box of the triangles that moved
+    (clipped to `out`), or None when none moved.
 
     Each pixel takes the barycentric coordinates of its triangle, clamped to the triangle: a pixel
     that rasterising gives to a sliver it lies just outside of samples that sliver's edge, not a
     point far beyond it.
     """
-    h, w = shape
+    h, w = out.shape[:2]
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     moved = (np.abs(target - source) > 1e-6).any(1)[triangles].any(1)
     tris = triangles[moved]
@@ -257,57 +260,22 @@ def sampling_maps(
     x1, y1 = np.minimum(np.ceil(tgt.reshape(-1, 2).max(0)).astype(int) + 1, (w, h))
     if x1 <= x0 or y1 <= y0:
         return None
-    corner = np.array([x0, y0], np.float64)
     # per triangle: the coefficients giving barycentric coordinates b1, b2 of box pixels from (x, y, 1),
-    # and the affine that takes box pixels to source pixels, s0 + b1 (s1 - s0) + b2 (s2 - s0)
-    p = tgt - corner
+    # and the source point s0 + b1 (s1 - s0) + b2 (s2 - s0) they give
+    p = tgt - np.array([x0, y0], np.float64)
     e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]  # (M, 2)
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * p[:, 0, 1] - e2[:, 1] * p[:, 0, 0]], 1) / det[:, None]
     b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * p[:, 0, 0] - e1[:, 0] * p[:, 0, 1]], 1) / det[:, None]
-    s0, d1, d2 = src[:, 0], src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
-    affine = d1[:, :, None] * b1[:, None, :] + d2[:, :, None] * b2[:, None, :]  # (M, 2, 3)
-    affine[:, :, 2] += s0
-    # the last row, for pixels outside every moved triangle: themselves
-    affine = np.concatenate([affine, [[[1, 0, x0], [0, 1, y0]]]]).astype(np.float32)
-
-    ids = np.full((y1 - y0, x1 - x0), len(tris), np.int32)
+    coef = np.concatenate([b1, b2, src[:, 0], src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]], 1).astype(np.float32)
+    ids = np.full((y1 - y0, x1 - x0), len(tris), np.int32)  # each box pixel's triangle (len(tris): none)
     for k, t in enumerate(np.round(p * 16).astype(np.int32)):
         cv2.fillConvexPoly(ids, t, k, lineType=cv2.LINE_8, shift=4)
-    at = ids.astype(np.float32)
-    # each pixel's coefficients (h, w, 6), looked up by its triangle (a nearest-neighbour remap is the fastest gather)
-    c = cv2.remap(affine.reshape(1, -1, 6), at, np.zeros_like(at), cv2.INTER_NEAREST)
-    xs = np.arange(x1 - x0, dtype=np.float32)
-    ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
-    maps = []
-    for row in (0, 3):
-        m = c[..., row] * xs
-        m += c[..., row + 1] * ys
-        m += c[..., row + 2]
-        maps.append(m)
-    map_x, map_y = maps
-
-    # pixels that rasterising gives to a triangle they lie just outside of are clamped onto it; they lie
-    # on the border of their triangle's pixels, so only pixels with another id among their 3x3 neighbours
-    # (or on the box's edge, beyond which their triangle may go on) are looked at
-    kernel = np.ones((3, 3), np.uint8)
-    border = cv2.erode(at, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=-1) != cv2.dilate(at, kernel)
-    border &= ids < len(tris)
-    idx = np.flatnonzero(border)
-    if len(idx):
-        k = ids.ravel()[idx]
-        yy, xx = np.divmod(idx, x1 - x0)
-        w1 = b1[k, 0] * xx + b1[k, 1] * yy + b1[k, 2]
-        w2 = b2[k, 0] * xx + b2[k, 1] * yy + b2[k, 2]
-        out = (w1 < 0) | (w2 < 0) | (w1 + w2 > 1)
-        if out.any():
-            k, idx, w1, w2 = k[out], idx[out], w1[out], w2[out]
-            w0 = np.maximum(1 - w1 - w2, 0)
-            w1, w2 = np.maximum(w1, 0), np.maximum(w2, 0)
-            norm = w0 + w1 + w2
-            at = s0[k] + (w1 / norm)[:, None] * d1[k] + (w2 / norm)[:, None] * d2[k]
-            map_x.ravel()[idx], map_y.ravel()[idx] = at[:, 0], at[:, 1]
-    return map_x, map_y, (int(x0), int(y0), int(x1), int(y1))
+    written = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+    kernels.warp_triangles(np.ascontiguousarray(picture), int(start[0]), int(start[1]), ids, coef, written, int(x0), int(y0))
+    if written is not out:
+        out[y0:y1, x0:x1] = written[y0:y1, x0:x1]
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def pixel_box(points: np.ndarray, margin: int, shape: tuple[int, ...], origin: tuple[float, float] = (0, 0)) -> tuple[int, int, int, int] | None:

@@ -2,7 +2,7 @@
 
 Each warp is made once per picture (or per video frame when dubbing) from its face mesh, and then
 renders any number of frames; each moves only its own region's pixels, by a piecewise-affine warp
-over a mesh of the face's landmarks (`talkface.geometry.sampling_maps`), and leaves every other
+over a mesh of the face's landmarks (`talkface.geometry.warp_triangles`), and leaves every other
 pixel exactly as it was:
 
     mouth.MouthWarp   the lips and chin, to where the motion model puts them (and a painted inside)

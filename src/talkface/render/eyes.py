@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import EYES, eye_axes, pixel_box, sampling_maps, signed_area, strip_triangles
+from talkface.geometry import EYES, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
 
 LASH = 0.15  # the lash row: this share of the way from the upper margin to the crease
 MEET = 0.05  # closed lids meet this share of the eye's opening above the lower margin
@@ -122,23 +122,24 @@ class Rims:
         a0, b0, a1, b1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         return cls((x0 + a0, y0 + b0, x0 + a1, y0 + b1), hold[b0:b1, a0:a1] > 0, clean[b0:b1, a0:a1], alpha[b0:b1, a0:a1])
 
-    def remap(self, frame: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, box: tuple[int, int, int, int], reach: tuple[int, int, int, int]) -> np.ndarray:
-        """The eye warp's box (h, w, 3) uint8 of `frame`, sampled at `map_x`, `map_y` (h, w) from `frame` with
-        the rims painted out, the rims laid back over it unmoved; `reach`: a box holding every sampled point."""
-        x0, y0, x1, y1 = box
-        sx0, sy0 = min(reach[0], x0), min(reach[1], y0)
-        sx1, sy1 = max(reach[2], x1), max(reach[3], y1)
-        source = frame[sy0:sy1, sx0:sx1].copy()
+    def warp(self, source: np.ndarray, start: tuple[int, int], points: np.ndarray, target: np.ndarray, triangles: np.ndarray, out: np.ndarray) -> None:
+        """The eye warp (`talkface.geometry.warp_triangles` of `points` to `target`) of `source`, the part
+        of the frame from pixel `start` that holds every sampled point, with the rims painted out of it
+        (here, in place), written into `out` (the frame itself, or a copy of it), where the rims are then
+        laid back unmoved."""
         rx0, ry0, rx1, ry1 = self.box
-        cut = source[ry0 - sy0 : ry1 - sy0, rx0 - sx0 : rx1 - sx0]  # the rim box lies inside the frame's box, so inside reach
+        sx0, sy0 = start
+        kept = out[ry0:ry1, rx0:rx1].copy()  # the frame's own pixels, rims and all
+        cut = source[ry0 - sy0 : ry1 - sy0, rx0 - sx0 : rx1 - sx0]  # the rim box lies inside the eyes' frame, so inside `source`
         np.copyto(cut, self.clean, where=self.hold[..., None])
-        warped = cv2.remap(source, map_x - np.float32(sx0), map_y - np.float32(sy0), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        box = warp_triangles(source, points, target, triangles, out, start)
+        if box is None:
+            return
+        x0, y0, x1, y1 = box
         ix0, iy0, ix1, iy1 = max(rx0, x0), max(ry0, y0), min(rx1, x1), min(ry1, y1)
         if ix1 > ix0 and iy1 > iy0:
-            w = warped[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
             at = (slice(iy0 - ry0, iy1 - ry0), slice(ix0 - rx0, ix1 - rx0))
-            w[...] = cv2.blendLinear(np.ascontiguousarray(frame[iy0:iy1, ix0:ix1]), np.ascontiguousarray(w), self.alpha[at], self.beta[at])
-        return warped
+            out[iy0:iy1, ix0:ix1] = cv2.blendLinear(np.ascontiguousarray(kept[at]), np.ascontiguousarray(out[iy0:iy1, ix0:ix1]), self.alpha[at], self.beta[at])
 
 
 def _cover(points: np.ndarray, margin: np.ndarray, below: bool = False) -> float:
@@ -240,19 +241,18 @@ class EyeWarp:
         """`frame` (H, W, 3) uint8 with the lids and brows moved; pixels outside the moved triangles stay exactly.
         `out`: where to write it (it may be `frame` itself: only the moved box is written); None: a new
         picture (`frame` itself when nothing moves)."""
-        maps = None
-        if max(closure) > 1e-4 or abs(brow) > 1e-6:
-            maps = sampling_maps(self.source, self.target(closure, brow), self.triangles, frame.shape[:2])
+        moves = max(closure) > 1e-4 or abs(brow) > 1e-6
         if out is None:
-            if maps is None:
+            if not moves:
                 return frame
             out = frame.copy()
         elif out is not frame:
             out[...] = frame
-        if maps is not None:
-            map_x, map_y, (x0, y0, x1, y1) = maps
+        if moves:
+            sx0, sy0, sx1, sy1 = pixel_box(self.source, 2, frame.shape)  # every point the warp samples lies in it
+            source = frame[sy0:sy1, sx0:sx1].copy()  # `out` may be `frame` itself
             if self.rims is None:
-                out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                warp_triangles(source, self.source, self.target(closure, brow), self.triangles, out, (sx0, sy0))
             else:
-                out[y0:y1, x0:x1] = self.rims.remap(frame, map_x, map_y, (x0, y0, x1, y1), pixel_box(self.source, 2, frame.shape))
+                self.rims.warp(source, (sx0, sy0), self.source, self.target(closure, brow), self.triangles, out)
         return out

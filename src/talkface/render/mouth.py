@@ -21,8 +21,8 @@ closed mouth's collapsed inside stays hidden under them.
 Rendering
 ---------
 Backward: each output pixel inside a triangle that moved takes the source pixel that the triangle's
-affine (target -> source) gives; `sampling_maps` computes those coordinates (the same geometry can
-feed torch's `grid_sample`), one `cv2.remap` samples them. Every other pixel is the input's, exactly.
+affine (target -> source) gives, sampled bilinearly in one compiled pass (`talkface.geometry.warp_triangles`).
+Every other pixel is the input's, exactly.
 
 The inside of the mouth shows the photo's own at its own scale, in a window below the upper lip as
 tall as the target opening: lips that close crop it (teeth are covered, never squeezed into a line),
@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.geometry import axes_between, eye_axes, pixel_box, sampling_maps, signed_area, strip_triangles
+from talkface.geometry import axes_between, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
 from talkface.media.face import CHIN, INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face
 
 UPPER_SHARE = 0.3  # share of a change in lip gap taken by the upper lip; the lower lip and jaw take the rest
@@ -329,11 +329,8 @@ class MouthWarp:
         there): None when nothing was."""
         src, tgt = self.controls(target)
         out = self.picture.copy()
-        maps = sampling_maps(src, tgt, self.triangles, self.picture.shape[:2])
-        if maps is None:
+        if warp_triangles(self.picture, src, tgt, self.triangles, out) is None:
             return out, None
-        map_x, map_y, (x0, y0, x1, y1) = maps
-        out[y0:y1, x0:x1] = cv2.remap(self.picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         self._paint_seam(out, tgt[: len(MOTION_POINTS)])
         return out, self._paint_mouth(out, tgt[: len(MOTION_POINTS)])
 
