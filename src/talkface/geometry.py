@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy.spatial import Delaunay
 
 from talkface import kernels
 from talkface.media.face import EYE_CORNERS
@@ -276,6 +277,15 @@ def warp_triangles(
     if written is not out:
         out[y0:y1, x0:x1] = written[y0:y1, x0:x1]
     return int(x0), int(y0), int(x1), int(y1)
+
+
+def delaunay(points: np.ndarray) -> np.ndarray:
+    """(T, 3) int32 indices of a Delaunay triangulation of points (N, 2), the same for the points moved
+    by whole pixels (a crop of the picture). Where points lie on one circle (a rectangle's corners),
+    which triangles Delaunay picks turns on their last bits: it is made on the points measured from
+    their box's corner and rounded to 1/64 pixel."""
+    p = np.asarray(points, np.float64)
+    return Delaunay(np.round((p - np.floor(p.min(0))) * 64) / 64).simplices.astype(np.int32)
 
 
 def pixel_box(points: np.ndarray, margin: int, shape: tuple[int, ...], origin: tuple[float, float] = (0, 0)) -> tuple[int, int, int, int] | None:

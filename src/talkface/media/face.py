@@ -97,8 +97,9 @@ class Face:
         return cls(lm, (int(x0), int(y0), int(x1), int(y1)), float(np.linalg.norm(mouth - eyes)), depth)
 
     def moved(self, x: int, y: int) -> "Face":
-        """The same face in a part of its picture that starts at pixel (x, y) (a crop of it)."""
-        return Face.from_landmarks(self.landmarks - np.array([x, y], np.float32), self.depth)
+        """The same face in a part of its picture that starts at pixel (x, y) (a crop of it); its size as it was, to the bit."""
+        x0, y0, x1, y1 = self.box
+        return Face(self.landmarks - np.array([x, y], np.float32), (x0 - x, y0 - y, x1 - x, y1 - y), self.size, self.depth)
 
     @property
     def points(self) -> np.ndarray | None:

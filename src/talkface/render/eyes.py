@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
-from talkface.geometry import EYES, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
+from talkface.geometry import EYES, delaunay, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
 
 LASH = 0.15  # the lash row: this share of the way from the upper margin to the crease
 MEET = 0.05  # closed lids meet this share of the eye's opening above the lower margin
@@ -199,7 +198,7 @@ class EyeWarp:
             inner |= set(np.concatenate([r[k] for k in ("upper", "lower", "crease", "ring2_lower", "lash")]).tolist())
             loops.append(np.concatenate([r["ring3_upper"], r["ring3_lower"][::-1]]))
         outside = np.array([i for i in range(len(self.source)) if i not in inner])
-        tri = outside[Delaunay(self.source[outside]).simplices]
+        tri = outside[delaunay(self.source[outside])]
         centres = self.source[tri].mean(1)
         keep = np.ones(len(tri), bool)
         for loop in loops:

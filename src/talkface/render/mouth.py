@@ -36,9 +36,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
-from talkface.geometry import axes_between, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
+from talkface.geometry import axes_between, delaunay, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
 from talkface.media.face import CHIN, INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face
 
 UPPER_SHARE = 0.3  # share of a change in lip gap taken by the upper lip; the lower lip and jaw take the rest
@@ -154,7 +153,7 @@ def _triangles(canonical: np.ndarray, outside: list[int], inside: tuple[list[int
     """
     pos = lambda idx: [_AT[i] for i in idx]  # noqa: E731
     pts = canonical[outside]
-    tri = np.asarray(outside)[Delaunay(pts).simplices]
+    tri = np.asarray(outside)[delaunay(pts)]
     loop = canonical[pos(LIPS_OUTER)].astype(np.float32)
     centres = canonical[tri].mean(1)
     within = np.array([cv2.pointPolygonTest(loop, (float(x), float(y)), False) > 0 for x, y in centres])
