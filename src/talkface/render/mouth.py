@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from talkface import kernels
 from talkface.geometry import axes_between, delaunay, eye_axes, pixel_box, signed_area, strip_triangles, warp_triangles
 from talkface.media.face import CHIN, INNER_LIP_PAIRS, LIPS_INNER, LIPS_OUTER, MOTION_POINTS, NUM_LANDMARKS, Face
 
@@ -183,19 +184,15 @@ _PAIR_LOWER = [_AT[q] for _, q in INNER_LIP_PAIRS]
 _CORNERS = [_AT[LIPS_INNER[0]], _AT[UPPER_INNER[-1]]]
 
 
-def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+def _sorted(xp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A profile (xp, fp) with xp increasing, as np.interp takes it (float64)."""
     order = np.argsort(xp)
-    return np.interp(x, xp[order], fp[order])
+    return np.ascontiguousarray(xp[order], np.float64), np.ascontiguousarray(fp[order], np.float64)
 
 
 def _median_colour(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
     pixels = picture[mask > 0]
     return np.median(pixels, 0).astype(np.float32) if len(pixels) else np.full(3, 128, np.float32)
-
-
-def _smoothstep(a, b, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - a) / (b - a), 0, 1)
-    return t * t * (3 - 2 * t)
 
 
 class MouthWarp:
@@ -369,48 +366,24 @@ class MouthWarp:
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [np.round((loop - (x0, y0)) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
 
-        # mouth coordinates: `s` from corner to corner (-1 .. 1), `below` the upper lip in pixels
+        # mouth coordinates: `s` from corner to corner (-1 .. 1), `below` the upper lip in pixels; the
+        # lips' profiles along the mouth (sorted), from which each pixel's top, gap and own opening follow
         left, right = target[_CORNERS[0]], target[_CORNERS[1]]
         u, v = axes_between(left, right)
         centre, half = (left + right) / 2, max(float(np.linalg.norm(right - left)) / 2, 1e-6)
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        xs, ys = xs - np.float32(centre[0]), ys - np.float32(centre[1])
-        along, across = xs * u[0] + ys * u[1], xs * v[0] + ys * v[1]
         rows = lambda idx: target[[_AT[i] for i in idx]] - centre  # noqa: E731
-        top = _interp(along, rows(UPPER_INNER) @ u, rows(UPPER_INNER) @ v)
-        gap = np.maximum(_interp(along, rows(LOWER_INNER) @ u, rows(LOWER_INNER) @ v) - top, 1e-3)
-        pairs = np.concatenate([[-half], rows([p for p, _ in INNER_LIP_PAIRS]) @ u, [half]])
+        profiles = [_sorted(rows(UPPER_INNER) @ u, rows(UPPER_INNER) @ v), _sorted(rows(LOWER_INNER) @ u, rows(LOWER_INNER) @ v)]
         own_gaps = np.maximum(self.gaps - self._upper_drop(target), 0)  # how deep the photo's own mouth reaches
-        own = _interp(along, pairs, np.concatenate([[0], own_gaps, [0]]))
-        s, below = along / half, across - top
-
-        # the photo's own mouth fades out over its last pixels, as far as the target opens beyond it
-        soft = max(1.0, 0.03 * self.width)
-        fade = 1.5 * soft * np.clip((gap - own) / soft, 0, 1)
-        deeper = _smoothstep(own - fade, own + 1e-3, below) * (gap > own)
-        closing = np.clip(3 * (1 - gap / np.maximum(own, 1e-3)), 0, 1) * (own > 1.0)
-        thin = (1 - _smoothstep(0.02 * self.width, 0.08 * self.width, gap)) * closing
-        alpha = (mask / np.float32(255)) * np.maximum(deeper, thin)
-        if alpha.max() <= 0:
+        profiles.append(_sorted(np.concatenate([[-half], rows([p for p, _ in INNER_LIP_PAIRS]) @ u, [half]]), np.concatenate([[0], own_gaps, [0]])))
+        soft = max(1.0, 0.03 * self.width)  # the photo's own mouth fades out over its last pixels, as far as the target opens beyond it
+        alpha, s, below, gap = (np.empty(mask.shape, np.float32) for _ in range(4))
+        if not kernels.mouth_alpha(mask, x0, y0, centre.astype(np.float64), u.astype(np.float64), v.astype(np.float64), *[a for p in profiles for a in p],
+                                   soft, self.width, alpha, s, below, gap):
             return None
         alpha = cv2.GaussianBlur(alpha, (0, 0), edge, borderType=cv2.BORDER_CONSTANT)
-
-        t = np.clip(below / gap, 0, 1)
-        depth = _smoothstep(0.0, 1.0, 1 - np.clip(np.sqrt(s**2 + (2 * t - 1) ** 2), 0, 1))
-        colour = self.lip * (0.32 - 0.24 * depth)[..., None]  # darker toward the back
-        tongue = 0.3 * _smoothstep(0.55, 1.0, t) * np.clip(1 - s**2, 0, 1)
-        colour += (self.lip * 0.6 - colour) * tongue[..., None]
-        teeth_height = np.minimum(0.35 * gap, 0.12 * self.width)  # the upper teeth, just under the upper lip
-        band = below / np.maximum(teeth_height, 1e-3)
-        teeth = _smoothstep(0.0, 0.15, band) * (1 - _smoothstep(0.35, 1.0, band)) * np.clip(1 - s**2, 0, 1) ** 2
-        teeth *= 0.45 * _smoothstep(0.04 * self.width, 0.12 * self.width, gap)
-        colour += (self.teeth - colour) * teeth[..., None]
-        colour *= (0.7 + 0.3 * _smoothstep(0.0, soft, below))[..., None]  # the upper lip's shadow
         gx, gy = self._grain_at
-        colour += self.grain[np.ix_(np.arange(y0 - gy, y1 - gy) % GRAIN, np.arange(x0 - gx, x1 - gx) % GRAIN)][..., None]
-        roi = out[y0:y1, x0:x1].astype(np.float32)
-        out[y0:y1, x0:x1] = np.clip(roi + alpha[..., None] * (colour - roi) + 0.5, 0, 255).astype(np.uint8)
-        return Painted(x0, y0, alpha.astype(np.float32))
+        kernels.mouth_colour(alpha, s, below, gap, self.lip, self.teeth.astype(np.float32), self.width, soft, self.grain, int(gx), int(gy), out, x0, y0)
+        return Painted(x0, y0, alpha)
 
 
 @dataclass(frozen=True)
