@@ -27,6 +27,7 @@ import torch
 
 from talkface.config import AudioConfig, ExpressionConfig
 from talkface.models.expression import ExpressionNet
+from talkface.threads import one_thread
 
 PAUSE_FRAMES = 8  # a phrase "starts after a pause" when at least this many quiet frames (320 ms at 25 fps) came before it
 
@@ -114,8 +115,10 @@ class Expressions:
         """Consecutive frames' (closure, brow and any learned pose (T, face_channels), head drive (T, 5)) from the network in one call, its state carried."""
         mfcc = torch.as_tensor(np.asarray(windows, np.float32))[None]
         z = self.net.noise.sample(1, len(windows), generator=self.noise_rng)  # drawn frame by frame: any chunking draws the same
-        # too small for torch to split over threads, so the thread count (global) is left alone: streams call this from their own threads
-        face, drive, self.state = self.net.decode(mfcc, self.cfg.blink_rate, z, self.state)
+        # on one thread, as the motion model: split over threads, its small ops (an adaptive pooling took
+        # 5 ms a call) waited on cores that the rendering processes keep busy
+        with one_thread():
+            face, drive, self.state = self.net.decode(mfcc, self.cfg.blink_rate, z, self.state)
         return face[0].numpy(), drive[0].numpy()
 
     def steps(self, windows: list[np.ndarray] | np.ndarray) -> list[Expression]:

@@ -38,6 +38,7 @@ from talkface.accel import BACKENDS, make_backend, motion_backend_problem
 from talkface.render.parallel import Renderer
 from talkface.render.rig import FaceRig, lay, render_frames
 from talkface.streaming import FaceStream, MotionStream, PhotoStream, PreparedPhoto
+from talkface.threads import one_thread
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 MIN_SECONDS = 0.1  # shorter speech is no speech (and AAC writes nothing for a few milliseconds)
@@ -213,7 +214,9 @@ class Animator:
                     yield None, jobs[i : i + CHUNK]
 
         x0, y0, x1, y1 = photo.box
-        with Renderer(render, (y1 - y0, x1 - x0), CHUNK) as renderer:
+        # torch on one thread here (until the last frame): the networks this process runs are small, and split
+        # over threads they waited on cores that the rendering processes keep busy
+        with Renderer(render, (y1 - y0, x1 - x0), CHUNK) as renderer, one_thread():
             yield from renderer.map(chunks())
 
     @staticmethod
