@@ -1,5 +1,6 @@
 import asyncio
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import torch
 from talkface.config import AudioConfig
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# exported graphs (talkface.accel.cache_folder) go to a folder of this run's, not the user's cache; the
+# commands the tests start inherit it
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="talkface-test-cache-")
 
 
 def write_audio(path, samples: np.ndarray, rate: int = 16000, codec: str | None = None) -> str:

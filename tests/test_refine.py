@@ -276,6 +276,32 @@ def test_dub_runs_the_refiner_graph_like_torch(refined_checkpoint, speech_wav, t
     assert max(np.abs(a.astype(int) - b).max() for a, b in zip(frames["torch"], frames["onnx"])) <= 2
 
 
+def test_the_refiner_graph_is_exported_once_and_read_back_for_the_same_weights(tmp_path, monkeypatch):
+    from talkface import accel
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    exports = []
+    export = accel._export
+    monkeypatch.setattr(accel, "_export", lambda *a, **k: exports.append(1) or export(*a, **k))
+    cfg = RefinerConfig(enabled=True)
+    torch.manual_seed(0)
+    refiner = noisy_refiner(cfg)
+    inputs = [torch.rand(2, 3, cfg.height, cfg.width), torch.rand(2, 1, cfg.height, cfg.width), torch.rand(2, *refiner.speech_shape)]
+    first = accel.RefinerGraph(refiner, "onnx")(*inputs)
+    again = accel.RefinerGraph(refiner, "onnx")(*inputs)
+    assert len(exports) == 1 and torch.equal(first, again)
+    assert [p.suffix for p in (tmp_path / "cache" / "talkface").iterdir()] == [".onnx"]
+    with torch.no_grad():
+        next(refiner.parameters()).add_(0.1)  # other weights: exported anew, the answer changes
+    changed = accel.RefinerGraph(refiner, "onnx")(*inputs)
+    assert len(exports) == 2 and not torch.allclose(changed, first)
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a file"))  # no folder can be made there: exported each time, no error
+    for _ in range(2):
+        assert torch.equal(accel.RefinerGraph(refiner, "onnx")(*inputs), changed)
+    assert len(exports) == 4
+
+
 def test_the_seeds_generator_refuses_a_graph_backend_for_dub_in_one_line(tiny_checkpoint, speech_wav, tmp_path, capsys):
     from conftest import write_face_video
 

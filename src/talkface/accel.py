@@ -27,6 +27,7 @@ Runtime; the motion network and the warp stay as they are.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -214,6 +215,52 @@ def _export(module: nn.Module, args: tuple, names: list[str], batched: int = 1) 
             dynamic_axes={name: {0: "n"} for name in names[:batched]}, opset_version=18,
         )
     return buf.getvalue()
+
+
+CACHED = 8  # exported graphs kept in the cache folder, the newest
+
+
+def cache_folder() -> str:
+    """Where exported graphs are kept between runs: $XDG_CACHE_HOME/talkface (by default ~/.cache/talkface)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "talkface")
+
+
+def _weights_key(module: nn.Module) -> str:
+    """A digest of a module's weights and buffers (names, shapes, values) and of the torch that exports it."""
+    digest = hashlib.sha256(f"{torch.__version__} opset 18 {type(module).__name__}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _cached(name: str, make) -> bytes:
+    """The bytes of `cache_folder()/name`, or `make()`'s, then kept there (the oldest beyond `CACHED` removed).
+    Exporting the refiner took a quarter of a second of every run's start; reading it back, a hundredth.
+    A folder that cannot be written only means exporting again next time."""
+    path = os.path.join(cache_folder(), name)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        pass
+    data = make()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".export-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # whole or not at all, should two runs export at once
+        except OSError:
+            os.unlink(tmp)
+            raise
+        kept = sorted((e for e in os.scandir(os.path.dirname(path)) if e.name.endswith(".onnx")), key=lambda e: e.stat().st_mtime, reverse=True)
+        for old in kept[CACHED:]:
+            os.remove(old.path)
+    except OSError:
+        pass
+    return data
 
 
 def _quantize(model: bytes, feeds: list[dict[str, np.ndarray]]) -> bytes:
@@ -407,8 +454,13 @@ class RefinerGraph:
         self.cfg = refiner.cfg
         h, w = self.cfg.height, self.cfg.width
         inputs = (torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w), torch.zeros(1, *refiner.speech_shape))
-        with torch.inference_mode():
-            model = _export(refiner.cpu().eval(), inputs, ["crop", "opening", "speech"], batched=3)
+        refiner = refiner.cpu().eval()
+
+        def export() -> bytes:
+            with torch.inference_mode():
+                return _export(refiner, inputs, ["crop", "opening", "speech"], batched=3)
+
+        model = _cached(f"refiner-{_weights_key(refiner)}.onnx", export)
         self.graph = RUNTIMES[runtime](model, ["crop", "opening", "speech"], threads, 1, streams)
 
     def __call__(self, crop: torch.Tensor, opening: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
