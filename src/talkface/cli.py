@@ -428,7 +428,7 @@ def build_parser() -> Parser:
     expression_flags(v)
     v.add_argument("--max-upload-mb", type=positive, default=20.0, help="largest upload in MB (photo, or photo + audio); larger ones get 413")
     v.add_argument("--max-audio-seconds", type=positive, default=120.0, help="longest uploaded recording and live stream, in seconds; longer ones get 400")
-    v.add_argument("--max-streams", type=COUNT, default=2, help="live streams at once; more get 429 (measure a machine with benchmarks/serve_load.py)")
+    v.add_argument("--max-streams", type=COUNT, default=6, help="live streams at once; more get 429 (what 2 cores hold at 512 x 512; measure a machine with benchmarks/serve_load.py)")
     v.add_argument("--max-jobs", type=COUNT, default=1, help="mp4 jobs (/api/generate) at once; more get 429")
     v.add_argument("--device", default="auto", help=DEVICE_HELP + "; the graph backends run on the CPU")
     v.add_argument("--batch-streams", action=argparse.BooleanOptionalAction, default=None,

@@ -64,7 +64,7 @@ class Limits:
     max_audio_seconds: float = 120.0  # an uploaded recording, and one live stream
     # live WebSocket streams at once: what a 2-core machine holds at p99 <= 250 ms on a 512x512 photo
     # with blinks and head motion (benchmarks/serve_load.py; README, "Batching across streams")
-    max_streams: int = 2
+    max_streams: int = 6
     max_jobs: int = 1  # mp4 jobs at once (each takes the CPU for a while)
     max_faces: int = 32  # prepared photos kept (least recently used dropped)
     max_side: int = 720  # live streams animate the photo shrunk to this longest side (JPEG per frame)
