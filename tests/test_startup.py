@@ -52,3 +52,20 @@ def test_librosa_is_not_imported_at_run_time():
     )
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_compiled_loops_work_where_numba_can_keep_no_cache():
+    """A read-only install with no home folder: numba finds nowhere to keep compiled code, and the
+    loops are compiled at the start instead (numba would refuse `cache=True` outright)."""
+    p = fresh(
+        "import numba.core.caching as caching\n"
+        "caching.CacheImpl._locator_classes = []  # no folder may be written\n"
+        "import numpy as np\n"
+        "from talkface.geometry import warp_triangles\n"
+        "picture = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)\n"
+        "source = np.array([[10, 10], [50, 10], [30, 50.0]])\n"
+        "out = picture.copy()\n"
+        "print(warp_triangles(picture, source, source + (3.0, 0), np.array([[0, 1, 2]]), out), int((out != picture).any(-1).sum()) > 100)"
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "(13, 10, 54, 51) True"

@@ -6,13 +6,27 @@ remap, a copy); one compiled loop does it all, with the same bilinear sampling a
 (neighbours weighed in 1/32 pixel steps). It took half the time on the mouth's warp.
 
 The loops are compiled for their one signature when this module is imported, or read from numba's
-cache beside it (a fresh install compiles once, in a second or two). Rendering processes are forked
-after the import, so they inherit the compiled code.
+cache beside it (a fresh install compiles once, in about two seconds; where no cache can be written,
+at every start). Rendering processes are forked after the import, so they inherit the compiled code.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, types
+
+
+def _compiled(signature=None, **options):
+    """numba's njit, its compiled code kept in numba's cache (beside this file, or in the user's cache
+    folder); where neither can be written (a read-only install, no home folder), compiled at every start."""
+    given = () if signature is None else (signature,)
+
+    def decorate(fn):
+        try:
+            return njit(*given, cache=True, **options)(fn)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return njit(*given, **options)(fn)
+    return decorate
+
 
 _PIXELS = types.Array(types.uint8, 3, "C")
 # src (h, w, 3) uint8 (read only will do), src's top-left picture pixel (x, y), ids (bh, bw) int32,
@@ -21,7 +35,7 @@ _SIGNATURE = types.void(types.Array(types.uint8, 3, "C", readonly=True), types.i
                         types.Array(types.float32, 2, "C"), _PIXELS, types.int64, types.int64)
 
 
-@njit(_SIGNATURE, cache=True, nogil=True, fastmath=True, boundscheck=False)
+@_compiled(_SIGNATURE, nogil=True, fastmath=True, boundscheck=False)
 def warp_triangles(src, sx0, sy0, ids, coef, out, x0, y0):  # pragma: no cover - compiled
     """Each pixel (x0 + x, y0 + y) of `out` whose `ids[y, x]` names a triangle k (< M) takes `src`
     bilinearly at the picture point that the triangle's affine gives: with b1, b2 = coef[k, 0:3] and
@@ -67,13 +81,13 @@ def warp_triangles(src, sx0, sy0, ids, coef, out, x0, y0):  # pragma: no cover -
                 out[y0 + y, x0 + x, c] = (v + 512) >> 10
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(nogil=True, inline="always")
 def _smoothstep(a, b, x):  # pragma: no cover - compiled
     t = min(max((x - a) / (b - a), 0.0), 1.0)
     return t * t * (3 - 2 * t)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(nogil=True, inline="always")
 def _interp(x, xp, fp):  # pragma: no cover - compiled
     """np.interp for one x over a short increasing xp."""
     n = xp.shape[0]
@@ -92,9 +106,9 @@ _F8 = types.Array(types.float64, 1, "C", readonly=True)
 _PLANE = types.Array(types.float32, 2, "C")
 
 
-@njit(types.boolean(types.Array(types.uint8, 2, "C"), types.int64, types.int64, _F8, _F8, _F8, _F8, _F8, _F8, _F8, _F8, _F8,
+@_compiled(types.boolean(types.Array(types.uint8, 2, "C"), types.int64, types.int64, _F8, _F8, _F8, _F8, _F8, _F8, _F8, _F8, _F8,
                     types.float64, types.float64, _PLANE, _PLANE, _PLANE, _PLANE),
-      cache=True, nogil=True, boundscheck=False)
+           nogil=True, boundscheck=False)
 def mouth_alpha(mask, x0, y0, centre, u, v, upper_x, upper_y, lower_x, lower_y, pair_x, own_y, soft, width, alpha, s, below, gap):  # pragma: no cover - compiled
     """The painted mouth's coverage in its box (`render.mouth.MouthWarp._paint_mouth`, before its
     edge is softened), and each pixel's place in the mouth: `s` from corner to corner (-1 .. 1),
@@ -126,9 +140,9 @@ def mouth_alpha(mask, x0, y0, centre, u, v, upper_x, upper_y, lower_x, lower_y, 
     return any_painted
 
 
-@njit(types.void(_PLANE, _PLANE, _PLANE, _PLANE, types.Array(types.float32, 1, "C", readonly=True), types.Array(types.float32, 1, "C", readonly=True),
+@_compiled(types.void(_PLANE, _PLANE, _PLANE, _PLANE, types.Array(types.float32, 1, "C", readonly=True), types.Array(types.float32, 1, "C", readonly=True),
                  types.float64, types.float64, types.Array(types.float32, 2, "C", readonly=True), types.int64, types.int64, _PIXELS, types.int64, types.int64),
-      cache=True, nogil=True, boundscheck=False)
+           nogil=True, boundscheck=False)
 def mouth_colour(alpha, s, below, gap, lip, teeth, width, soft, grain, gx, gy, out, x0, y0):  # pragma: no cover - compiled
     """The painted mouth laid over `out` at (x0, y0) with the (softened) `alpha`: dark lip colour,
     deeper toward the back, a tongue, a hint of upper teeth under the upper lip, the lip's shadow, and

@@ -35,7 +35,7 @@ from talkface.models.generator import Identity
 from talkface.models.motion import MotionModel
 from talkface.pixels import to_tensor, to_uint8
 from talkface.render.refine import Prepared, run_refiner
-from talkface.render.rig import FaceRig, Job, footprint, lay, render_frames
+from talkface.render.rig import FaceRig, Job, footprint, lay, render_frames, rig_part
 from talkface.threads import Batcher, one_thread
 
 
@@ -198,8 +198,7 @@ class PreparedPhoto:
         """The face rigged for the motion model (rest shape, motion scale, warp, the model's mouth refiner),
         made once, on the part of the photo that moves (`box`): its frames are patches (`whole` lays them in)."""
         if self._rig is None or self._rig[:2] != (gain, refiner):
-            x0, y0, x1, y1 = self.box
-            self._rig = (gain, refiner, FaceRig(np.ascontiguousarray(self.picture[y0:y1, x0:x1]), self.face.moved(x0, y0), gain, refiner))
+            self._rig = (gain, refiner, rig_part(self.picture, self.face, gain, refiner)[0])
         return self._rig[2]
 
     @cached_property
@@ -207,9 +206,9 @@ class PreparedPhoto:
         """(x0, y0, x1, y1): the part of the photo that the motion model's frames change (`render.rig.footprint`)."""
         return footprint(self.face, self.shape)
 
-    def whole(self, patch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """A full-resolution frame: the photo with a patch of `box` (a frame of `rig`) laid in (`render.rig.lay`)."""
-        return lay(self.picture, patch, self.box, out)
+    def whole(self, patch: np.ndarray) -> np.ndarray:
+        """A full-resolution frame: a copy of the photo with a patch of `box` (a frame of `rig`) laid in."""
+        return lay(self.picture, patch, self.box)
 
     def encoded(self, backend):
         """The crop encoded by `backend` (identity code and skips), computed once."""

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from talkface.errors import TalkfaceError
-from talkface.render.rig import FaceRig, footprint, lay, render_frames
+from talkface.render.rig import lay, render_frames, rig_part
 
 # A task: (input frames (n, H, W, 3) uint8 view of their slots, or None; one item per frame) -> the frames.
 Task = Callable[[np.ndarray | None, Sequence[Any]], list[np.ndarray]]
@@ -193,8 +193,7 @@ class _Photo:
     that each of the rig's patches is laid in before it is encoded (the rest of it never changes)."""
 
     def __init__(self, refiner, picture: np.ndarray, face, gain: float, expressive: bool):
-        self.box = x0, y0, x1, y1 = footprint(face, picture.shape[:2])
-        self.rig = FaceRig(np.ascontiguousarray(picture[y0:y1, x0:x1]), face.moved(x0, y0), gain, refiner)
+        self.rig, self.box = rig_part(picture, face, gain, refiner)
         if expressive:  # the lids' and head's warps made now, not in the stream's first frame
             _ = self.rig.eyes, self.rig.head
         self.frame = picture.copy()

@@ -53,6 +53,13 @@ def footprint(face: Face, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     return x0, y0, max(x1, x0), max(y1, y0)
 
 
+def rig_part(picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthRefiner | None = None) -> tuple[FaceRig, tuple[int, int, int, int]]:
+    """A rig of the part of `picture` that a rig of `face` reads and changes (`footprint`), and that part's box:
+    the rig's frames are patches of the picture there (`lay` lays them in)."""
+    x0, y0, x1, y1 = box = footprint(face, picture.shape[:2])
+    return FaceRig(np.ascontiguousarray(picture[y0:y1, x0:x1]), face.moved(x0, y0), gain, refiner), box
+
+
 def lay(picture: np.ndarray, patch: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray | None = None) -> np.ndarray:
     """The picture with a patch of `box` laid in: into `out` (a copy of the picture or an earlier result
     of this; only the box is written), or into a new copy."""
