@@ -1,5 +1,6 @@
 """The web service in-process on a loopback port: protocol, limits, broken clients, a bounded load test."""
 import asyncio
+import time
 import json
 import logging
 import re
@@ -247,7 +248,13 @@ def test_batched_streams_share_generator_calls(tiny_weights):
     audio = speech_like(1.0, seed=6)
     calls = []
     decode = animator.generator.decode
-    animator.generator.decode = lambda identity, *a, **k: calls.append(identity.code.shape[0]) or decode(identity, *a, **k)
+
+    def slow_decode(identity, *a, **k):  # long enough that the other streams' calls queue behind each one, however fast the machine
+        calls.append(identity.code.shape[0])
+        time.sleep(0.02)
+        return decode(identity, *a, **k)
+
+    animator.generator.decode = slow_decode
 
     async def scenario(client, service):
         assert (await (await client.get("/api/info")).json())["batched_streams"] is True
