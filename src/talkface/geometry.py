@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface import kernels
 from talkface.media.face import EYE_CORNERS
 
 EYES = {
@@ -249,6 +248,8 @@ def warp_triangles(
     that rasterising gives to a sliver it lies just outside of samples that sliver's edge, not a
     point far beyond it.
     """
+    from talkface import kernels  # numba's, loaded with the warps (render.mouth), not with every use of this module
+
     h, w = out.shape[:2]
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     moved = (np.abs(target - source) > 1e-6).any(1)[triangles].any(1)

@@ -338,7 +338,7 @@ def _write(out: str, frames: Iterator[np.ndarray], fps: float, size: tuple[int, 
                 if over is None:
                     pending.append(encoder.submit(writer.write, frame))
                 elif i == 0:  # the whole first frame; only the box after it
-                    pending.append(encoder.submit(writer.write, lay(over[0], frame, over[1])))
+                    pending.append(encoder.submit(writer.write, lay(over[0].copy(), frame, over[1])))
                 else:
                     pending.append(encoder.submit(writer.write, frame, over[1][:2]))
                 if len(pending) > MAX_PENDING:

@@ -208,7 +208,7 @@ class PreparedPhoto:
 
     def whole(self, patch: np.ndarray) -> np.ndarray:
         """A full-resolution frame: a copy of the photo with a patch of `box` (a frame of `rig`) laid in."""
-        return lay(self.picture, patch, self.box)
+        return lay(self.picture.copy(), patch, self.box)
 
     def encoded(self, backend):
         """The crop encoded by `backend` (identity code and skips), computed once."""

@@ -200,7 +200,7 @@ class _Photo:
 
     def whole(self, patch: np.ndarray) -> np.ndarray:
         """The frame with this patch laid in: the same array every time, to be encoded before the next."""
-        return lay(self.frame, patch, self.box, self.frame)
+        return lay(self.frame, patch, self.box)
 
 
 class _Lane:

@@ -60,14 +60,11 @@ def rig_part(picture: np.ndarray, face: Face, gain: float = 1.0, refiner: MouthR
     return FaceRig(np.ascontiguousarray(picture[y0:y1, x0:x1]), face.moved(x0, y0), gain, refiner), box
 
 
-def lay(picture: np.ndarray, patch: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """The picture with a patch of `box` laid in: into `out` (a copy of the picture or an earlier result
-    of this; only the box is written), or into a new copy."""
+def lay(frame: np.ndarray, patch: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """`frame` (a copy of the picture, or an earlier result of this) with a patch of `box` laid in, in place."""
     x0, y0, x1, y1 = box
-    if out is None:
-        out = picture.copy()
-    out[y0:y1, x0:x1] = patch
-    return out
+    frame[y0:y1, x0:x1] = patch
+    return frame
 
 
 class FaceRig:
