@@ -62,8 +62,9 @@ MAX_SEED = 2**32 - 1
 class Limits:
     max_upload_mb: float = 20.0  # one request body (photo, or photo + audio)
     max_audio_seconds: float = 120.0  # an uploaded recording, and one live stream
-    # live WebSocket streams at once: what a 2-core machine holds at p99 <= 250 ms on a 512x512 photo
-    # with blinks and head motion (benchmarks/serve_load.py; README, "Batching across streams")
+    # live WebSocket streams at once: what a 2-core machine holds at p99 <= 250 ms with the example face
+    # at 512x512, blinking and moving its head; a portrait with a wider face held 4 (benchmarks/serve_load.py;
+    # README, "Batching across streams")
     max_streams: int = 6
     max_jobs: int = 1  # mp4 jobs at once (each takes the CPU for a while)
     max_faces: int = 32  # prepared photos kept (least recently used dropped)
