@@ -14,8 +14,9 @@ frames made after "end" (the padded tail) count from the moment "end" was sent. 
 says how many samples the server had received when it made it; a frame made before its audio was
 complete would be a bug, and is counted (`early`).
 
-A count is sustained when p99 latency <= 250 ms, every expected frame arrived, and no stream was
-stopped ("generation cannot keep up"). Run:
+A count is sustained when p99 latency <= 250 ms, every expected frame arrived (none skipped by a
+server that fell behind: it skips a frame it would send more than half a second late), and no stream
+was stopped ("generation cannot keep up"). Run:
     PYTHONPATH=src python benchmarks/serve_load.py [--streams 1,2,4,6] [--seconds 20] [--photo P] [--speech S] [--device auto]
 Also reported: the server's own time to make each frame (its header), its CPU time per frame delivered (its rendering processes included), and the cores used meanwhile by the server, the
 clients and everything else on the machine (another job's load skews a row: rerun it). Prints a table and one JSON line.
@@ -87,10 +88,7 @@ def busy_seconds() -> float:
 def samples_needed(cfg: AudioConfig, frames: int) -> np.ndarray:
     """(frames,): how many samples of a stream complete each frame (its MFCC window and its own interval)."""
     fs = FeatureStream(cfg)
-    t = np.arange(frames)
-    window_end = np.array([(fs.first_column(i) + cfg.steps - 1) * cfg.hop + cfg.win_length - fs.pad for i in t])
-    own = np.floor(t * fs.frame_samples).astype(int) + 1
-    return np.maximum(window_end, own)
+    return np.array([fs.samples_needed(t) for t in range(frames)])
 
 
 async def one_stream(session: aiohttp.ClientSession, base: str, face: str, speech: np.ndarray, blocks: int, offset: int, delay: float,
@@ -159,6 +157,7 @@ async def run_count(base: str, face: str, speech: np.ndarray, n: int, seconds: f
         "streams": n, "latency_ms_p50": round(float(np.percentile(latency, 50)), 1), "latency_ms_p99": round(float(np.percentile(latency, 99)), 1),
         "latency_ms_max": round(float(np.max(latency)), 1),
         "made_ms_p50": round(float(np.percentile(made, 50)), 1), "made_ms_p99": round(float(np.percentile(made, 99)), 1), "frames": sum(r["frames"] for r in results), "frames_expected": expected * n,
+        "skipped": sum(r["last"].get("skipped", 0) for r in results if r["last"] and r["last"]["type"] == "done"),
         "stopped": stopped, "early": sum(r["early"] for r in results),
         "errors": sorted({r["last"]["error"] for r in results if r["last"] and r["last"]["type"] == "error"}),
         "load_1min_before": round(load_before[0], 2), "load_1min_after": round(load_after[0], 2),
@@ -186,7 +185,7 @@ async def drive(args: argparse.Namespace, base: str, pid: int, photo: bytes, cou
         rows.append(row)
         print(f"  {n:3d} streams: latency p50 {row['latency_ms_p50']:7.1f} ms, p99 {row['latency_ms_p99']:7.1f} ms, max {row['latency_ms_max']:7.1f} ms; "
               f"server made them in p50 {row['made_ms_p50']}, p99 {row['made_ms_p99']} ms; "
-              f"frames {row['frames']}/{row['frames_expected']}, stopped {row['stopped']}; server {row['server_cpu_ms_per_frame']} ms CPU a frame, "
+              f"frames {row['frames']}/{row['frames_expected']} ({row['skipped']} skipped, late), stopped {row['stopped']}; server {row['server_cpu_ms_per_frame']} ms CPU a frame, "
               f"{row['server_cores']} cores (client {row['client_cores']}, others {row['other_cores']}); load {row['load_1min_before']}->{row['load_1min_after']}"
               f"{'' if row['sustained'] else '  (not sustained)'}", flush=True)
     return {**answer, "backend": info["backend"]}, rows

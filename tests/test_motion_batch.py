@@ -263,3 +263,69 @@ def test_server_batches_motion_streams_and_seeds_each_stream(animator):
     (seed_c, c), (seed_d, d) = chosen
     assert seed_c == seed_d == 7 and len(c) == len(d) == 25
     assert max(np.abs(x - y).max() for x, y in zip(c, d)) <= 2  # the same seed makes the same frames
+
+
+def test_a_server_behind_skips_late_frames_and_stays_in_time(animator, monkeypatch):
+    """Every frame made 0.06 s slower (1.5 times real time): a client sending at real-time pace gets its
+    frames about `late_seconds` after their audio at most (late ones skipped, the indices rising to the
+    last), where without skipping they would come later and later; a client sending faster than real
+    time, its frames made in half real time, gets every one (they are due at real-time pace)."""
+    import json
+
+    import aiohttp
+    from test_serve import run, upload_face
+
+    from talkface.media.audio import FeatureStream, num_frames
+    from talkface.serve import Limits
+    from talkface.serve.app import FRAME_HEADER, LiveStream
+
+    push, cost = LiveStream.push, {}
+
+    def slow_push(self, samples, late=None):
+        frames = push(self, samples, late)
+        time.sleep(cost["frame"] * len(frames))
+        return frames
+
+    monkeypatch.setattr(LiveStream, "push", slow_push)
+    audio = speech_like(3.2, seed=5)
+    n = num_frames(len(audio), animator.cfg.audio)
+
+    async def frames_of(client, face, paced):
+        sent, got = {}, []
+        async with client.ws_connect(f"/ws?face={face}") as ws:
+            await ws.receive_json()
+
+            async def sender():
+                for i in range(0, len(audio), 640):
+                    await ws.send_bytes((audio[i : i + 640] * 32767).round().astype("<i2").tobytes())
+                    sent[min(i + 640, len(audio))] = time.monotonic()
+                    if paced:
+                        await asyncio.sleep(0.04)
+                await ws.send_str(json.dumps({"type": "end"}))
+
+            task = asyncio.create_task(sender())
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    index, samples, _ = FRAME_HEADER.unpack(msg.data[:12])
+                    got.append((index, time.monotonic() - sent[max(k for k in sent if k <= samples)]))
+                else:
+                    last = json.loads(msg.data)
+                    break
+            await task
+        return got, last
+
+    async def scenario(client, service):
+        face = (await upload_face(client))["face"]
+        cost["frame"] = 0.06
+        paced = await frames_of(client, face, paced=True)
+        cost["frame"] = 0.02
+        return paced, await frames_of(client, face, paced=False)
+
+    (paced, done), (fast, fast_done) = run(animator, scenario, Limits(late_seconds=0.2, backlog_seconds=60), batch_streams=None)
+    indices = [i for i, _ in paced]
+    assert done["type"] == "done" and done["frames"] == n and done["skipped"] > 0
+    assert len(indices) + done["skipped"] == n and indices == sorted(set(indices)) and indices[-1] == n - 1
+    # 0.2 s late at most when its push began, then that push's frames made (the tail, made after "end", waits on all of its own)
+    spoken = [i for i in indices if FeatureStream(animator.cfg.audio).samples_needed(i) <= len(audio)]
+    assert max(wait for i, wait in paced if i in spoken) < 0.7  # without skipping: the last 1.6 s late (0.06 s too long a frame, 80 frames)
+    assert fast_done == {"type": "done", "frames": n, "skipped": 0} and [i for i, _ in fast] == list(range(n))

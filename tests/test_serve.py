@@ -91,7 +91,7 @@ def test_live_stream_gives_full_resolution_frames_in_order(animator):
 
     frames, last, open_streams = run(animator, scenario)
     n = num_frames(len(audio), animator.cfg.audio)
-    assert last == {"type": "done", "frames": n} and open_streams == 0
+    assert last == {"type": "done", "frames": n, "skipped": 0} and open_streams == 0
     assert [f[0] for f in frames] == list(range(n))
     assert all(a[1] <= b[1] for a, b in zip(frames, frames[1:]))  # samples received never go back
     image = cv2.imdecode(np.frombuffer(frames[-1][3], np.uint8), cv2.IMREAD_COLOR)
@@ -239,7 +239,7 @@ def test_openvino_backend_serves_two_streams_at_once(tiny_weights):
 
     for (frames, last), audio in zip(run(animator, scenario, Limits(max_streams=2)), audios):
         n = num_frames(len(audio), animator.cfg.audio)
-        assert last == {"type": "done", "frames": n} and [f[0] for f in frames] == list(range(n))
+        assert last == {"type": "done", "frames": n, "skipped": 0} and [f[0] for f in frames] == list(range(n))
 
 
 def test_batched_streams_share_generator_calls(tiny_weights):
@@ -268,7 +268,7 @@ def test_batched_streams_share_generator_calls(tiny_weights):
         animator.generator.decode = decode
     n = num_frames(len(audio), animator.cfg.audio)
     for frames, last in results:
-        assert last == {"type": "done", "frames": n} and [f[0] for f in frames] == list(range(n))
+        assert last == {"type": "done", "frames": n, "skipped": 0} and [f[0] for f in frames] == list(range(n))
     assert left == 0 and max(calls) > 1  # streams left the batch; some calls served several
 
 

@@ -218,7 +218,7 @@ def test_garbage_from_clients_is_answered_and_the_server_keeps_its_frame_rate(an
     assert replies["out of order"][-1] == "done"
     assert busy == [429]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no handler failed
-    assert last == {"type": "done", "frames": expected}
+    assert last == {"type": "done", "frames": expected, "skipped": 0}
     assert [f[0] for f in frames] == list(range(expected))  # every frame, in order
     assert np.median([f[2] for f in frames]) < 1000 / animator.cfg.audio.fps  # each made in less than a frame's time
     assert streams == 0 and jobs == 0

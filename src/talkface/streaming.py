@@ -239,7 +239,8 @@ class PhotoStream:
         `batch`: a `MotionBatch` that makes this stream's frames together with its other streams' (its refiner is used)."""
         self.photo = photo
         self.render = self._paste
-        if crops is None and isinstance(model, MotionModel):
+        self.moves_photo = crops is None and isinstance(model, MotionModel)  # the motion model: `jobs` render its frames
+        if self.moves_photo:
             refiner = batch.refiner if batch is not None else model.refiner if refiner is None else refiner
             crops = MotionStream(model, cfg, seed=seed, max_batch=max_batch, batch=batch)
             self.rig = photo.rig(cfg.motion.gain, refiner)

@@ -214,6 +214,11 @@ class FeatureStream:
         start = centre - self.cfg.centre * self.span + self.pad
         return max(0, int(round(start / self.cfg.hop)))
 
+    def samples_needed(self, t: int) -> int:
+        """How many samples of a stream complete frame t: its MFCC window's and its own interval's."""
+        window_end = (self.first_column(t) + self.cfg.steps - 1) * self.cfg.hop + self.cfg.win_length - self.pad
+        return max(window_end, math.floor(t * self.frame_samples) + 1)
+
     def _columns(self, audio: np.ndarray) -> np.ndarray:
         """MFCC columns of every complete `win_length` frame in `audio`, hop by hop."""
         hop, n = self.cfg.hop, self.cfg.win_length

@@ -8,9 +8,12 @@ Protocol of `/ws?face=ID[&seed=N]` (one live stream):
 - client -> server, binary: 16 kHz mono PCM, signed 16-bit little-endian, any number of samples
 - client -> server, text: {"type": "end"} (the audio is over: the last frames follow, then "done")
 - server -> client, binary: one frame = 12-byte header (uint32 frame index, uint32 samples received
-  when it was made, float32 ms spent making it, little-endian) + a JPEG of the full-resolution frame
+  when it was made, float32 ms spent making it, little-endian) + a JPEG of the full-resolution frame.
+  The indices rise; where the server falls behind (more streams than its cores keep up with), a
+  frame that would come more than `Limits.late_seconds` (0.5 s) after its audio arrived is skipped,
+  so that the face stays in time with the speech at fewer frames a second (the motion model only)
 - server -> client, text: {"type": "error", "error": ...} (then the server closes) or
-  {"type": "done", "frames": N}
+  {"type": "done", "frames": N, "skipped": K} (N frames made, K of them skipped)
 
 Every limit answers with a JSON `{"error": ...}` and a status: 413 (upload too large), 400 (bad
 input, audio too long), 429 (too many live streams or mp4 jobs), 401 (missing or wrong token).
@@ -22,6 +25,7 @@ worker process (`render.parallel.LiveRenderers`, one per core), so they spread o
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import errno
 import hmac
@@ -35,6 +39,7 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -46,10 +51,12 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from talkface.errors import TalkfaceError
+from talkface.media.audio import FeatureStream
 from talkface.media.face import MOUTH_CORNERS
 from talkface.media.image import load_image
 from talkface.pipeline import Animator, scan_audio
 from talkface.render.parallel import LiveRenderers, cores
+from talkface.render.rig import render_frames
 from talkface.streaming import MotionBatch, PhotoStream, PreparedPhoto, StreamBatch
 
 log = logging.getLogger("talkface.serve")
@@ -70,6 +77,9 @@ class Limits:
     max_faces: int = 32  # prepared photos kept (least recently used dropped)
     max_side: int = 720  # live streams animate the photo shrunk to this longest side (JPEG per frame)
     backlog_seconds: float = 4.0  # audio waiting to be animated before a stream is stopped
+    # a live frame made later than this after its audio arrived (or was due, at real-time pace) is skipped,
+    # not sent late: an overloaded server keeps its streams in time with their speech at fewer frames a second
+    late_seconds: float = 0.5
     jpeg_quality: int = 85
 
 
@@ -126,6 +136,7 @@ class LiveStream:
     def __init__(self, stream: PhotoStream, quality: int, renderers: LiveRenderers | None = None, gain: float = 1.0):
         """`gain`: the motion model's (`MotionConfig.gain`), for the rig made in the worker."""
         self.stream, self.quality, self.renderers = stream, quality, renderers
+        self.skipped = 0  # frames not made: too late (`push`)
         self.key = None
         if renderers is not None:
             self.key = renderers.open(stream.photo.picture, stream.photo.face, gain, stream.expressions is not None)
@@ -138,14 +149,27 @@ class LiveStream:
     def samples_in(self) -> int:
         return self.stream.samples_in
 
-    def push(self, samples: np.ndarray | None) -> list[bytes]:
-        """The JPEG frames these samples complete (None: the audio has ended; the remaining frames)."""
+    def push(self, samples: np.ndarray | None, late: Callable[[int], bool] | None = None) -> list[tuple[int, bytes]]:
+        """The frames these samples complete (None: the audio has ended; the remaining frames), each
+        (its index, its JPEG). `late(index)`: whether a frame comes too late to be worth showing; the
+        motion model's late frames are skipped (their motion, blinks and head motion still advance),
+        but never the last of a push. The seed's generator makes every frame."""
+        stream = self.stream
+        if not stream.moves_photo:
+            frames = stream.push(samples) if samples is not None else stream.flush()
+            first = self.frames_out - len(frames)
+            return [(first + i, encode_jpeg(frame, self.quality)) for i, frame in enumerate(frames)]
+        done = stream.crops.push(samples) if samples is not None else stream.crops.flush()
+        jobs = stream.jobs(done)
+        first = self.frames_out - len(jobs)
+        keep = [i for i in range(len(jobs)) if late is None or i == len(jobs) - 1 or not late(first + i)]
+        self.skipped += len(jobs) - len(keep)
+        jobs = [jobs[i] for i in keep]
         if self.key is None:
-            frames = self.stream.push(samples) if samples is not None else self.stream.flush()
-            return [encode_jpeg(frame, self.quality) for frame in frames]
-        done = self.stream.crops.push(samples) if samples is not None else self.stream.crops.flush()
-        jobs = self.stream.jobs(done)
-        return self.renderers.render(self.key, [job[1:] for job in jobs], self.stream.refine)
+            jpegs = [encode_jpeg(stream.photo.whole(patch), self.quality) for patch in render_frames(jobs, stream.refine)]
+        else:
+            jpegs = self.renderers.render(self.key, [job[1:] for job in jobs], stream.refine)
+        return [(first + i, jpeg) for i, jpeg in zip(keep, jpegs)]
 
     def close(self) -> None:
         if self.key is not None:
@@ -436,13 +460,35 @@ async def _run_stream(service: Service, photo: PreparedPhoto, live: LiveStream, 
     )
     queue: asyncio.Queue = asyncio.Queue()
     backlog = [0]  # samples queued, not yet animated
+    # when the audio arrived: the samples received by the end of each block, and the moment it came
+    ends: list[int] = []
+    times: list[float] = []
+    features = FeatureStream(cfg.audio)
 
-    def animate(samples: np.ndarray | None) -> list[tuple[int, int, float, bytes]]:
+    making = [0.0]  # how long the last push took to make its frames (s)
+
+    def late(index: int, ends: list[int], times: list[float], sent: float) -> bool:
+        """Whether frame `index`, sent at `sent`, comes more than `late_seconds` after the later of the
+        moment its audio arrived and the moment it would have at real-time pace (from the first block's
+        arrival: a client sending faster than real time is not behind)."""
+        needed = features.samples_needed(index)
+        at = bisect.bisect_left(ends, needed)
+        arrived = times[at] if at < len(times) else sent
+        due = times[0] + (needed - ends[0]) / rate
+        return sent - max(arrived, due) > limits.late_seconds
+
+    def animate(samples: np.ndarray | None, ends: list[int], times: list[float]) -> list[tuple[int, int, float, bytes]]:
         t0 = time.perf_counter()
-        jpegs = live.push(samples)
-        start = live.frames_out - len(jpegs)
-        ms = (time.perf_counter() - t0) * 1000
-        return [(start + i, live.samples_in, ms, jpeg) for i, jpeg in enumerate(jpegs)]
+        sent = time.monotonic() + making[0]  # when this push's frames will go out, if it takes as long as the last one
+        frames = live.push(samples, lambda index: late(index, ends, times, sent) if ends else False)
+        making[0] = time.perf_counter() - t0
+        return [(index, live.samples_in, making[0] * 1000, jpeg) for index, jpeg in frames]
+
+    def arrival() -> tuple[list[int], list[float]]:
+        """The arrivals that frames not yet made may need (from the block holding the next frame's audio on)."""
+        first = max(0, bisect.bisect_left(ends, features.samples_needed(live.frames_out)) - 1)
+        del ends[1:first], times[1:first]  # the first block stays: real-time pace counts from it
+        return list(ends), list(times)
 
     async def worker() -> None:
         while True:
@@ -457,14 +503,14 @@ async def _run_stream(service: Service, photo: PreparedPhoto, live: LiveStream, 
             if parts:
                 samples = np.concatenate(parts)
                 backlog[0] -= len(samples)
-                for frame in await service.run(animate, samples):
+                for frame in await service.run(animate, samples, *arrival()):
                     await _send_frame(ws, frame)
                     service.frames_sent += 1
             if end:
-                for frame in await service.run(animate, None):
+                for frame in await service.run(animate, None, *arrival()):
                     await _send_frame(ws, frame)
                     service.frames_sent += 1
-                await ws.send_json({"type": "done", "frames": live.frames_out})
+                await ws.send_json({"type": "done", "frames": live.frames_out, "skipped": live.skipped})
                 return
 
     task = asyncio.create_task(worker())
@@ -483,6 +529,8 @@ async def _run_stream(service: Service, photo: PreparedPhoto, live: LiveStream, 
                     await ws.send_json({"type": "error", "error": f"stream too long: at most {limits.max_audio_seconds:g} s of audio per stream"})
                     break
                 backlog[0] += len(samples)
+                ends.append(received)
+                times.append(time.monotonic())
                 if backlog[0] > limits.backlog_seconds * rate:
                     await ws.send_json({"type": "error", "error": f"generation cannot keep up: {backlog[0] / rate:.1f} s of audio waiting; stream stopped"})
                     break
