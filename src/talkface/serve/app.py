@@ -465,7 +465,7 @@ async def _run_stream(service: Service, photo: PreparedPhoto, live: LiveStream, 
     times: list[float] = []
     features = FeatureStream(cfg.audio)
 
-    making = [0.0]  # how long the last push took to make its frames (s)
+    making = [0.0, 0]  # how long a push takes to make its frames (s; the pushes since the first, which warms up, weighed 0.3 each), and the pushes made
 
     def late(index: int, ends: list[int], times: list[float], sent: float) -> bool:
         """Whether frame `index`, sent at `sent`, comes more than `late_seconds` after the later of the
@@ -479,10 +479,13 @@ async def _run_stream(service: Service, photo: PreparedPhoto, live: LiveStream, 
 
     def animate(samples: np.ndarray | None, ends: list[int], times: list[float]) -> list[tuple[int, int, float, bytes]]:
         t0 = time.perf_counter()
-        sent = time.monotonic() + making[0]  # when this push's frames will go out, if it takes as long as the last one
+        sent = time.monotonic() + making[0]  # when this push's frames will go out, if it takes as long as pushes have
         frames = live.push(samples, lambda index: late(index, ends, times, sent) if ends else False)
-        making[0] = time.perf_counter() - t0
-        return [(index, live.samples_in, making[0] * 1000, jpeg) for index, jpeg in frames]
+        took = time.perf_counter() - t0
+        if making[1]:
+            making[0] = took if making[1] == 1 else 0.7 * making[0] + 0.3 * took
+        making[1] += 1
+        return [(index, live.samples_in, took * 1000, jpeg) for index, jpeg in frames]
 
     def arrival() -> tuple[list[int], list[float]]:
         """The arrivals that frames not yet made may need (from the block holding the next frame's audio on)."""
