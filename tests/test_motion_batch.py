@@ -268,8 +268,9 @@ def test_server_batches_motion_streams_and_seeds_each_stream(animator):
 def test_a_server_behind_skips_late_frames_and_stays_in_time(animator, monkeypatch):
     """Every frame made 0.06 s slower (1.5 times real time): a client sending at real-time pace gets its
     frames about `late_seconds` after their audio at most (late ones skipped, the indices rising to the
-    last), where without skipping they would come later and later; a client sending faster than real
-    time, its frames made in half real time, gets every one (they are due at real-time pace)."""
+    last), where without skipping they would come later and later, and no other stream starts
+    meanwhile; a client sending faster than real time, its frames made in half real time, gets every
+    one (they are due at real-time pace)."""
     import json
 
     import aiohttp
@@ -317,11 +318,20 @@ def test_a_server_behind_skips_late_frames_and_stays_in_time(animator, monkeypat
     async def scenario(client, service):
         face = (await upload_face(client))["face"]
         cost["frame"] = 0.06
-        paced = await frames_of(client, face, paced=True)
+        paced = asyncio.create_task(frames_of(client, face, paced=True))
+        while not any(live.skipped for live in service.live_streams) and not paced.done():
+            await asyncio.sleep(0.05)
+        try:  # while a stream skips frames, no other starts
+            await client.ws_connect(f"/ws?face={face}")
+            refused = None
+        except aiohttp.WSServerHandshakeError as e:
+            refused = e.status
+        paced = await paced
         cost["frame"] = 0.02
-        return paced, await frames_of(client, face, paced=False)
+        return paced, refused, await frames_of(client, face, paced=False)  # alone, it starts
 
-    (paced, done), (fast, fast_done) = run(animator, scenario, Limits(late_seconds=0.2, backlog_seconds=60), batch_streams=None)
+    (paced, done), refused, (fast, fast_done) = run(animator, scenario, Limits(late_seconds=0.2, backlog_seconds=60), batch_streams=None)
+    assert refused == 429
     indices = [i for i, _ in paced]
     assert done["type"] == "done" and done["frames"] == n and done["skipped"] > 0
     assert len(indices) + done["skipped"] == n and indices == sorted(set(indices)) and indices[-1] == n - 1

@@ -16,7 +16,8 @@ Protocol of `/ws?face=ID[&seed=N]` (one live stream):
   {"type": "done", "frames": N, "skipped": K} (N frames made, K of them skipped)
 
 Every limit answers with a JSON `{"error": ...}` and a status: 413 (upload too large), 400 (bad
-input, audio too long), 429 (too many live streams or mp4 jobs), 401 (missing or wrong token).
+input, audio too long), 429 (too many live streams or mp4 jobs; or a new live stream while the
+running ones skip late frames, `Limits.behind_seconds`), 401 (missing or wrong token).
 
 Live streams of the motion model are made together (`MotionBatch`): one motion model call and one
 mouth refiner call serve every stream with frames due, while each stream's warps and JPEG run in a
@@ -31,6 +32,7 @@ import errno
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -80,6 +82,7 @@ class Limits:
     # a live frame made later than this after its audio arrived (or was due, at real-time pace) is skipped,
     # not sent late: an overloaded server keeps its streams in time with their speech at fewer frames a second
     late_seconds: float = 0.5
+    behind_seconds: float = 5.0  # no new live stream while one has skipped a late frame within this long: the cores are full
     jpeg_quality: int = 85
 
 
@@ -136,7 +139,7 @@ class LiveStream:
     def __init__(self, stream: PhotoStream, quality: int, renderers: LiveRenderers | None = None, gain: float = 1.0):
         """`gain`: the motion model's (`MotionConfig.gain`), for the rig made in the worker."""
         self.stream, self.quality, self.renderers = stream, quality, renderers
-        self.skipped = 0  # frames not made: too late (`push`)
+        self.skipped, self.skipped_at = 0, -math.inf  # frames not made, too late (`push`), and when one last was (time.monotonic)
         self.key = None
         if renderers is not None:
             self.key = renderers.open(stream.photo.picture, stream.photo.face, gain, stream.expressions is not None)
@@ -163,7 +166,8 @@ class LiveStream:
         jobs = stream.jobs(done)
         first = self.frames_out - len(jobs)
         keep = [i for i in range(len(jobs)) if late is None or i == len(jobs) - 1 or not late(first + i)]
-        self.skipped += len(jobs) - len(keep)
+        if len(keep) < len(jobs):
+            self.skipped, self.skipped_at = self.skipped + len(jobs) - len(keep), time.monotonic()
         jobs = [jobs[i] for i in keep]
         if self.key is None:
             jpegs = [encode_jpeg(stream.photo.whole(patch), self.quality) for patch in render_frames(jobs, stream.refine)]
@@ -198,6 +202,7 @@ class Service:
         self.streams_started = 0  # each stream's default seed
         self.jobs = 0
         self.frames_sent = 0
+        self.live_streams: set[LiveStream] = set()  # those running
         # all live streams' networks run in shared calls (the way one GPU serves many streams; on a CPU,
         # the motion model's per-call cost is shared too)
         self.batch: MotionBatch | StreamBatch | None = None
@@ -419,6 +424,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return error(400, f"seed must be a whole number from 0 to {MAX_SEED}, not {seed[:20]!r}")
     if service.streams >= service.limits.max_streams:
         return error(429, f"busy: {service.streams} live stream(s) running (at most {service.limits.max_streams}); try again shortly")
+    if any(time.monotonic() - live.skipped_at < service.limits.behind_seconds for live in list(service.live_streams)):
+        return error(429, f"busy: the {service.streams} live stream(s) running already fall behind (frames skipped); try again shortly")
     service.streams += 1
     seed = int(seed) if seed is not None else service.streams_started
     service.streams_started += 1
@@ -442,9 +449,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 async def _stream(service: Service, photo: PreparedPhoto, seed: int, ws: web.WebSocketResponse) -> None:
     live = await service.run(service.live, photo, seed)
+    service.live_streams.add(live)
     try:
         await _run_stream(service, photo, live, seed, ws)
     finally:
+        service.live_streams.discard(live)
         service.release(live)
 
 
