@@ -8,7 +8,7 @@ const ctx2d = canvas.getContext("2d");
 const RATE = 16000;
 
 // What a test (or a curious user) can read from the console.
-window.talkface = { face: null, frames: 0, lastIndex: -1, e2e: [], proc: [], errors: [], done: false };
+window.talkface = { face: null, frames: 0, skipped: 0, lastIndex: -1, e2e: [], proc: [], errors: [], done: false };
 
 let info = null;
 let session = null; // the live stream: {ws, audio, sent, chunks, ...}
@@ -73,7 +73,7 @@ function sendTime(chunks, samples) {
 
 function showStats() {
   const tf = window.talkface;
-  $("s-frames").textContent = tf.frames;
+  $("s-frames").textContent = tf.skipped ? `${tf.frames} (${tf.skipped} skipped: the server is behind)` : tf.frames;
   const fmt = (v) => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : "-");
   $("s-e2e").textContent = `${fmt(percentile(tf.e2e, 50))} (p90 ${fmt(percentile(tf.e2e, 90))})`;
   $("s-proc").textContent = `${fmt(percentile(tf.proc, 50))} (p90 ${fmt(percentile(tf.proc, 90))})`;
@@ -90,6 +90,7 @@ async function onFrame(data) {
   const bitmap = await createImageBitmap(new Blob([data.slice(12)], { type: "image/jpeg" }));
   if (!session || index < window.talkface.lastIndex) return;
   const tf = window.talkface;
+  tf.skipped += Math.max(0, index - tf.lastIndex - 1); // frames the server skipped: it fell behind
   tf.lastIndex = index;
   ctx2d.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   const now = performance.now();
@@ -160,7 +161,7 @@ function openSocket() {
 
 async function start(kind, file) {
   if (session) await stop(true);
-  Object.assign(window.talkface, { frames: 0, lastIndex: -1, e2e: [], proc: [], done: false });
+  Object.assign(window.talkface, { frames: 0, skipped: 0, lastIndex: -1, e2e: [], proc: [], done: false });
   let opened;
   try {
     opened = await openSocket();
