@@ -259,7 +259,11 @@ class PhotoStream:
 
     def _animate(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """(motion, speech) pairs -> frames: every mouth warped, then one refiner call for all their mouth crops."""
-        return [self.photo.whole(patch) for patch in render_frames(self.jobs(frames), self.refine)] if frames else []
+        return self.render_jobs(self.jobs(frames))
+
+    def render_jobs(self, jobs: list[Job]) -> list[np.ndarray]:
+        """`jobs`' frames (some or all of those `jobs` gave), full-resolution, in one refiner call."""
+        return [self.photo.whole(patch) for patch in render_frames(jobs, self.refine)] if jobs else []
 
     def jobs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[Job]:
         """(motion, speech) of consecutive frames -> what `render_frames` renders them from; the

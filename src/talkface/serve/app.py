@@ -58,7 +58,6 @@ from talkface.media.face import MOUTH_CORNERS
 from talkface.media.image import load_image
 from talkface.pipeline import Animator, scan_audio
 from talkface.render.parallel import LiveRenderers, cores
-from talkface.render.rig import render_frames
 from talkface.streaming import MotionBatch, PhotoStream, PreparedPhoto, StreamBatch
 
 log = logging.getLogger("talkface.serve")
@@ -170,7 +169,7 @@ class LiveStream:
             self.skipped, self.skipped_at = self.skipped + len(jobs) - len(keep), time.monotonic()
         jobs = [jobs[i] for i in keep]
         if self.key is None:
-            jpegs = [encode_jpeg(stream.photo.whole(patch), self.quality) for patch in render_frames(jobs, stream.refine)]
+            jpegs = [encode_jpeg(frame, self.quality) for frame in stream.render_jobs(jobs)]
         else:
             jpegs = self.renderers.render(self.key, [job[1:] for job in jobs], stream.refine)
         return [(first + i, jpeg) for i, jpeg in zip(keep, jpegs)]
